@@ -8,6 +8,7 @@ engine uses (AES-NI). Every probe is independent: one missing piece never hides 
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import shutil
 import subprocess
@@ -92,6 +93,7 @@ def _gc_engine() -> list[Check]:
 
 def run_checks() -> list[Check]:
     """Probe the installation and return one :class:`Check` per component."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the table
     rows = [Check("Python", sys.version_info >= (3, 10), platform.python_version())]
     rows.append(_module_version("capc"))
     rows.append(_module_version("numpy"))
