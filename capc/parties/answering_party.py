@@ -1,0 +1,181 @@
+"""The answering party (AP): evaluates its own model on the querying party's encrypted query.
+
+Per query, over the mutual-TLS channel the QP opened:
+
+* **step 1a** — ``QueryRequest(Enc(x))`` arrives; the AP evaluates its model under CKKS and replies
+  ``QueryResult(Enc(z - r))`` with a fresh mask ``r`` (cryptographic randomness, range 2^s times the
+  logit bound); it keeps only its fixed-point share ``b = round(2^f r)``.
+* **step 1b** — ``GcStart("argmax_share")``: the AP garbles argmax(a + b) with a fresh uniform
+  ``m in Z_2^64^C`` so that the QP learns ``onehot(k) - m`` and the AP learns nothing.
+* **step 2** — the AP sends ``VoteShare(m)`` to the privacy guardian, then forgets ``b`` and ``m``.
+
+The AP never sees the query, the logits in the clear, or the vote; it refuses a query id it has
+already answered for the same QP.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from capc import fixedpoint
+from capc.errors import CapcError
+from capc.parties.common import PartyContext
+from capc.parties import transport
+
+
+@dataclass
+class _PendingQuery:
+    b: np.ndarray  # the AP's share of the masked logits (uint64[C])
+    started: float
+
+
+class AnsweringParty:
+    """One AP process: a listener for querying parties and a channel to the privacy guardian."""
+
+    def __init__(self, ctx: PartyContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.me = ctx.cfg.party(ctx.name)
+        if not self.me.model:
+            raise CapcError(f"{ctx.name}: no model file in the run file")
+        from capc.parties.models import load_plan
+
+        self.plan = load_plan(self.me.model, self.cfg)
+        self._pg: Any = None
+        self._pg_lock = threading.Lock()
+        self._seen: dict[str, set[int]] = {}
+        self._seen_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ protocol steps
+
+    def step_1a(self, evaluator: Any, qp: str, req: Any) -> tuple[Any, _PendingQuery]:
+        """Evaluate the model on Enc(x) and mask the result: returns (QueryResult, pending share)."""
+        from capc.net.messages import QueryResult
+
+        p = self.cfg.protocol
+        if req.num_classes != p.num_classes:
+            raise CapcError(f"query {req.query_id}: {qp} asked for {req.num_classes} classes, "
+                            f"the run has {p.num_classes}")
+        if req.frac_bits != p.frac_bits:
+            raise CapcError(f"query {req.query_id}: frac_bits {req.frac_bits} differs from the run's {p.frac_bits}")
+        self._claim(qp, req.query_id)
+        with self.ctx.timing.span("1a_he_inference", req.query_id):
+            blobs = list(req.ciphertexts)
+            result, b = evaluator.evaluate_masked(blobs[0] if len(blobs) == 1 else blobs, p.frac_bits)
+        b = fixedpoint.as_ring(np.asarray(b)).reshape(-1)
+        if b.shape != (p.num_classes,):
+            raise CapcError(f"model of {self.ctx.name} produced {b.shape[0]} logits, the run has "
+                            f"{p.num_classes} classes")
+        blobs_out = tuple(result) if isinstance(result, (list, tuple)) else (result,)
+        return QueryResult(query_id=req.query_id, ciphertexts=blobs_out), _PendingQuery(b, time.time())
+
+    def step_1b(self, session: Any, query_id: int, pending: _PendingQuery) -> np.ndarray:
+        """Garble argmax(a + b); the QP gets onehot - m. Returns this AP's vote share m."""
+        m = fixedpoint.random_ring(self.cfg.protocol.num_classes)
+        with self.ctx.timing.span("1b_gc_argmax", query_id):
+            session.argmax_share_garbler(pending.b.view(np.int64), m.view(np.int64))
+        return m
+
+    def step_2(self, qp: str, query_id: int, m: np.ndarray) -> None:
+        """Send the vote share m to the privacy guardian."""
+        from capc.net.messages import VoteShare
+
+        msg = VoteShare(qp_id=qp, query_id=query_id, num_classes=self.cfg.protocol.num_classes,
+                        share=fixedpoint.as_ring(m))
+        with self.ctx.timing.span("2_vote_share", query_id):
+            with self._pg_lock:
+                if self._pg is None:
+                    self._pg = transport.connect_to(self.ctx, "pg")
+                self._pg.send(msg)
+
+    # ------------------------------------------------------------------ serving
+
+    def _claim(self, qp: str, query_id: int) -> None:
+        with self._seen_lock:
+            seen = self._seen.setdefault(qp, set())
+            if query_id in seen:
+                raise CapcError(f"query id {query_id} from {qp} was already answered; a replayed query "
+                                "is refused")
+            seen.add(query_id)
+
+    def serve_connection(self, chan: Any, qp: str) -> None:
+        """Handle one querying party's channel until it shuts down or fails."""
+        from capc.gc import GcSession
+        from capc.he import ModelEvaluator
+        from capc.net.messages import ErrorReply, GcStart, PublicContext, QueryRequest, Shutdown, StepDone
+
+        log = self.ctx.log
+        timeout = self.cfg.protocol.timeout
+        evaluator = None
+        session = None
+        pending: dict[int, _PendingQuery] = {}
+        try:
+            while True:
+                msg = chan.recv((PublicContext, QueryRequest, GcStart, Shutdown), timeout=transport.IDLE_TIMEOUT)
+                if isinstance(msg, Shutdown):
+                    log.info("%s closed its session (%s)", qp, msg.reason or "done")
+                    return
+                try:
+                    if isinstance(msg, PublicContext):
+                        evaluator = ModelEvaluator(self.plan, msg.context_bytes)
+                        chan.send(StepDone(query_id=0, step="public_context"))
+                        log.info("received the public CKKS context of %s (%d bytes, no secret key)",
+                                 qp, len(msg.context_bytes))
+                    elif isinstance(msg, QueryRequest):
+                        if evaluator is None:
+                            raise CapcError("query before the public context")
+                        reply, pend = self.step_1a(evaluator, qp, msg)
+                        pending[msg.query_id] = pend
+                        chan.send(reply)
+                        log.info("query %d: step 1a done (encrypted inference, masked)", msg.query_id)
+                    elif isinstance(msg, GcStart):
+                        if msg.program != "argmax_share" or msg.query_id not in pending:
+                            raise CapcError(f"unexpected 2PC start {msg.program!r} for query {msg.query_id}")
+                        chan.send(StepDone(query_id=msg.query_id, step="gc_ready"))
+                        if session is None:
+                            session = GcSession(chan.raw_io(), "garbler")
+                        pend = pending.pop(msg.query_id)
+                        m = self.step_1b(session, msg.query_id, pend)
+                        self.step_2(qp, msg.query_id, m)
+                        del m, pend
+                        log.info("query %d: steps 1b and 2 done (vote share sent to the PG)", msg.query_id)
+                except CapcError as exc:
+                    log.warning("query refused: %s", exc)
+                    chan.send(ErrorReply(code="refused", message=str(exc)[:4000]))
+                    self.ctx.report("progress", event="refused", detail=str(exc)[:500])
+        finally:
+            if session is not None:
+                session.close()
+            chan.close()
+
+    def serve(self, stop: threading.Event) -> None:
+        """Accept querying parties until ``stop`` is set."""
+        listener = transport.listen(self.ctx, allowed_roles=("qp",))
+        self.ctx.report("ready", endpoint=f"{listener.host}:{listener.port}")
+        self.ctx.log.info("listening on %s:%d with model %s", listener.host, listener.port, self.me.model)
+        threads = []
+        try:
+            while not stop.is_set():
+                accepted = transport.accept(listener, timeout=0.5)
+                if accepted is None:
+                    continue
+                chan, peer = accepted
+                t = threading.Thread(target=self._serve_safely, args=(chan, peer), daemon=True)
+                t.start()
+                threads.append(t)
+        finally:
+            listener.close()
+            with self._pg_lock:
+                if self._pg is not None:
+                    transport.shutdown(self._pg, "answering party stopping")
+
+    def _serve_safely(self, chan: Any, peer: str) -> None:
+        try:
+            self.serve_connection(chan, peer)
+        except Exception as exc:  # one bad peer must not take the AP down
+            self.ctx.log.warning("session with %s ended: %s", peer, exc)

@@ -1,0 +1,91 @@
+"""What every party process shares: its identity, run file, TLS material, log, timing file and the
+launcher's control connection.
+
+The transport calls (listen, connect) are wrapped here so the role modules read as protocol steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from capc.parties.runconfig import RunConfig
+
+
+def party_logger(name: str) -> logging.Logger:
+    """A logger writing ``time party: message`` lines to stderr (the launcher routes stderr to the
+    party's log file or tmux pane). One handler per logger: the original added a handler to the root
+    logger on every call and printed every line several times."""
+    log = logging.getLogger(f"capc.party.{name}")
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter(f"%(asctime)s {name}: %(message)s", "%H:%M:%S"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
+class TimingLog:
+    """Appends ``{"party", "step", "query", "seconds", "t"}`` JSON lines to ``timing-<party>.jsonl``."""
+
+    def __init__(self, run_dir: str | Path, party: str) -> None:
+        self.path = Path(run_dir) / f"timing-{party}.jsonl"
+        self.party = party
+        self._lock = threading.Lock()
+
+    def record(self, step: str, seconds: float, query: int | None = None, **extra: Any) -> None:
+        line = json.dumps({"party": self.party, "step": step, "query": query, "seconds": round(seconds, 6),
+                           "t": time.time(), **extra})
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    @contextmanager
+    def span(self, step: str, query: int | None = None, **extra: Any) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(step, time.perf_counter() - t0, query, **extra)
+
+
+@dataclass
+class PartyContext:
+    """The facts and helpers a role implementation needs."""
+
+    cfg: RunConfig
+    name: str
+    log: logging.Logger
+    timing: TimingLog
+    control: Any = None  # capc.launcher.control.ControlClient, when started by the launcher
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+    def tls(self) -> Any:
+        """This party's mutual-TLS material from the run's PKI directory."""
+        from capc.net.tls import PartyTLS
+
+        return PartyTLS.load(self.cfg.pki_dir, self.name)
+
+    def report(self, event: str, **data: Any) -> None:
+        """Send an event to the launcher's control channel, if there is one."""
+        if self.control is not None:
+            try:
+                getattr(self.control, event)(**data)
+            except Exception as exc:  # the launcher going away must not kill a protocol step
+                self.log.warning("could not report %s to the launcher: %s", event, exc)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

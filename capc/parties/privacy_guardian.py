@@ -1,0 +1,185 @@
+"""The privacy guardian (PG): aggregates vote shares and runs the noisy argmax with the querying party.
+
+* **step 2** — each answering party sends ``VoteShare(m_j)``; the PG sums ``M = 2^g * sum_j m_j``
+  (mod 2^64). The shares are uniformly random on their own; the PG never sees a vote.
+* **step 3** — on the QP's ``NoisyArgmaxRequest`` the PG waits for the announced number of shares,
+  charges the worst case of this query (threshold + GNMax) to the durable ledger *before* anything is
+  released (refusing with a clear message when the budget would be exceeded), draws exact discrete
+  Gaussian noise ``eta_G ~ N_Z(0, (2^g sigma_G)^2)^C`` and ``eta_T ~ N_Z(0, (2^g sigma_T)^2)``, and
+  garbles Confident-GNMax with the QP. It learns only the *answered* bit — a DP output it needs for
+  accounting — and settles the ledger with it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from capc import fixedpoint
+from capc.errors import CapcError
+from capc.parties.common import PartyContext
+from capc.parties import transport
+
+
+class PrivacyGuardian:
+    """One PG process serving the answering parties and the querying parties of a run."""
+
+    def __init__(self, ctx: PartyContext) -> None:
+        from capc.privacy.ledger import BudgetLedger
+
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        p = self.cfg.protocol
+        self.ledger = BudgetLedger(ctx.run_dir / "ledger.sqlite", budget_eps=p.budget_eps, delta=p.delta)
+        self._shares: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self._cond = threading.Condition()
+
+    # ------------------------------------------------------------------ protocol steps
+
+    def step_2_receive(self, ap: str, msg: Any) -> None:
+        """Store one answering party's vote share for (qp, query)."""
+        if msg.num_classes != self.cfg.protocol.num_classes:
+            raise CapcError(f"{ap} sent {msg.num_classes} vote shares, the run has "
+                            f"{self.cfg.protocol.num_classes} classes")
+        key = (msg.qp_id, msg.query_id)
+        with self._cond:
+            shares = self._shares.setdefault(key, {})
+            if ap in shares:
+                raise CapcError(f"{ap} sent a second vote share for query {msg.query_id} of {msg.qp_id}")
+            shares[ap] = fixedpoint.as_ring(msg.share).copy()
+            self._cond.notify_all()
+
+    def step_2_aggregate(self, qp: str, query_id: int, n_answering: int) -> np.ndarray:
+        """Wait (with the run's deadline) for ``n_answering`` shares and return M = 2^g * sum m_j."""
+        key = (qp, query_id)
+        deadline = time.monotonic() + self.cfg.protocol.timeout
+        with self._cond:
+            while len(self._shares.get(key, {})) < n_answering:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    got = sorted(self._shares.get(key, {}))
+                    raise CapcError(f"query {query_id} of {qp}: {len(got)} of {n_answering} vote shares "
+                                    f"arrived before the deadline (from: {', '.join(got) or 'none'})")
+                self._cond.wait(left)
+            shares = self._shares.pop(key)
+        if len(shares) != n_answering:
+            raise CapcError(f"query {query_id} of {qp}: {len(shares)} vote shares arrived, the QP announced "
+                            f"{n_answering}")
+        total = np.zeros(self.cfg.protocol.num_classes, dtype=np.uint64)
+        for m in shares.values():
+            total = fixedpoint.add(total, m)
+        with np.errstate(over="ignore"):
+            return total * np.uint64(1 << self.cfg.protocol.vote_scale_exp)
+
+    def step_3(self, session: Any, qp: str, query_id: int, M: np.ndarray) -> bool:
+        """Garble Confident-GNMax with the QP; returns the answered bit."""
+        from capc.privacy.gnmax import PrivacyGuardianNoise
+
+        p = self.cfg.protocol
+        noise = PrivacyGuardianNoise(sigma_gnmax=p.sigma_gnmax, sigma_threshold=p.sigma_threshold,
+                                     threshold=p.threshold, vote_scale_exp=p.vote_scale_exp)
+        eta_g, eta_t, thr = noise.draw(p.num_classes)
+        with self.ctx.timing.span("3_gc_noisy_argmax", query_id):
+            answered = session.noisy_argmax_garbler(M.view(np.int64), np.asarray(eta_g, dtype=np.int64),
+                                                    int(eta_t), int(thr))
+        return bool(answered)
+
+    # ------------------------------------------------------------------ serving
+
+    def _serve_ap(self, chan: Any, ap: str) -> None:
+        from capc.net.messages import ErrorReply, Shutdown, VoteShare
+
+        try:
+            while True:
+                msg = chan.recv((VoteShare, Shutdown), timeout=transport.IDLE_TIMEOUT)
+                if isinstance(msg, Shutdown):
+                    return
+                try:
+                    self.step_2_receive(ap, msg)
+                except CapcError as exc:
+                    self.ctx.log.warning("vote share refused: %s", exc)
+                    chan.send(ErrorReply(code="refused", message=str(exc)[:4000]))
+        finally:
+            chan.close()
+
+    def _serve_qp(self, chan: Any, qp: str) -> None:
+        from capc.gc import GcSession
+        from capc.net.messages import ErrorReply, GcStart, NoisyArgmaxRequest, Shutdown, StepDone
+        from capc.privacy.ledger import BudgetExceeded
+
+        log = self.ctx.log
+        session = None
+        try:
+            while True:
+                msg = chan.recv((NoisyArgmaxRequest, Shutdown), timeout=transport.IDLE_TIMEOUT)
+                if isinstance(msg, Shutdown):
+                    return
+                if msg.qp_id != qp:
+                    chan.send(ErrorReply(code="refused", message=f"{qp} may not ask on behalf of {msg.qp_id}"))
+                    continue
+                try:
+                    M = self.step_2_aggregate(qp, msg.query_id, msg.n_answering)
+                    self.ledger.reserve(qp, msg.query_id, self._worst_case_events())
+                except BudgetExceeded as exc:
+                    log.warning("%s", exc)
+                    chan.send(ErrorReply(code="budget_exhausted", message=str(exc)[:4000]))
+                    continue
+                except CapcError as exc:
+                    log.warning("query refused: %s", exc)
+                    chan.send(ErrorReply(code="refused", message=str(exc)[:4000]))
+                    continue
+                chan.send(StepDone(query_id=msg.query_id, step="budget_reserved"))
+                start = chan.recv((GcStart,), timeout=self.cfg.protocol.timeout)
+                if start.program != "noisy_argmax" or start.query_id != msg.query_id:
+                    raise CapcError(f"{qp} started {start.program!r} for query {start.query_id}, expected "
+                                    f"noisy_argmax for {msg.query_id}")
+                if session is None:
+                    session = GcSession(chan.raw_io(), "garbler")
+                answered = self.step_3(session, qp, msg.query_id, M)
+                self.ledger.settle(qp, msg.query_id, answered)
+                spent = self._spent(qp)
+                log.info("query %d of %s: %s; epsilon spent %.4f of %.4f", msg.query_id, qp,
+                         "answered" if answered else "not answered (threshold)", spent,
+                         self.cfg.protocol.budget_eps)
+                self.ctx.report("progress", event="query", qp=qp, query=msg.query_id, epsilon=spent)
+        finally:
+            if session is not None:
+                session.close()
+            chan.close()
+
+    def _worst_case_events(self) -> list[Any]:
+        from capc.privacy.rdp import GNMaxEvent, ThresholdEvent
+
+        p = self.cfg.protocol
+        return [ThresholdEvent(sigma_T=p.sigma_threshold), GNMaxEvent(sigma_G=p.sigma_gnmax)]
+
+    def _spent(self, qp: str) -> float:
+        for row in self.ledger.summary(qp):
+            return float(row.eps_spent)
+        return 0.0
+
+    def serve(self, stop: threading.Event) -> None:
+        """Accept answering and querying parties until ``stop`` is set."""
+        listener = transport.listen(self.ctx, allowed_roles=("ap", "qp"))
+        self.ctx.report("ready", endpoint=f"{listener.host}:{listener.port}")
+        self.ctx.log.info("listening on %s:%d; budget %.3g at delta %.1e per querying party",
+                          listener.host, listener.port, self.cfg.protocol.budget_eps, self.cfg.protocol.delta)
+        try:
+            while not stop.is_set():
+                accepted = transport.accept(listener, timeout=0.5)
+                if accepted is None:
+                    continue
+                chan, peer = accepted
+                target = self._serve_ap if peer.startswith("ap-") else self._serve_qp
+                threading.Thread(target=self._guard, args=(target, chan, peer), daemon=True).start()
+        finally:
+            listener.close()
+
+    def _guard(self, target: Any, chan: Any, peer: str) -> None:
+        try:
+            target(chan, peer)
+        except Exception as exc:
+            self.ctx.log.warning("session with %s ended: %s", peer, exc)

@@ -1,0 +1,233 @@
+"""The querying party (QP): owns the CKKS secret key, asks for labels and keeps them.
+
+Per query (DESIGN §4), with the answering parties working in parallel:
+
+* **step 1a** — send ``Enc(x)`` to every AP; decrypt each ``Enc(z_j - r_j)`` into the fixed-point
+  share ``a_j = round(2^f (z_j - r_j))``.
+* **step 1b** — evaluate each AP's garbled argmax circuit on ``a_j``; receive ``w_j = onehot(k_j) - m_j``
+  (a uniformly random vector on its own: the QP learns no individual vote).
+* **step 2** — ``W = 2^g * sum_j w_j`` (the APs send their ``m_j`` to the PG).
+* **step 3** — ask the PG for the noisy argmax; after the PG has charged its ledger, evaluate the
+  Confident-GNMax circuit on ``W``: learn whether the query was answered and, if so, the label.
+* **step 4** — record (query id, label) in the durable :class:`~capc.parties.label_store.LabelStore`.
+
+An AP that fails during a query is dropped from that query (and from the run) with a clear log line;
+the query goes on with the others. A query id is never asked twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from capc import fixedpoint
+from capc.errors import CapcError
+from capc.parties import transport
+from capc.parties.common import PartyContext
+from capc.parties.label_store import LabelStore
+
+
+@dataclass
+class _ApLink:
+    name: str
+    chan: Any
+    session: Any = None
+    alive: bool = True
+    failure: str = ""
+
+
+@dataclass
+class QueryOutcome:
+    """What the QP learned about one query."""
+
+    query_id: int
+    answered: bool
+    label: int | None
+    true_label: int | None
+    n_answering: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+class QueryingParty:
+    """One QP process: channels to every AP and to the PG, the secret key, the label store."""
+
+    def __init__(self, ctx: PartyContext) -> None:
+        from capc.parties.models import make_query_keys
+
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.p = ctx.cfg.protocol
+        self.keys = make_query_keys(self.cfg)
+        self.store = LabelStore(ctx.run_dir / f"labels-{ctx.name}.sqlite", ctx.name)
+        self.aps: list[_ApLink] = []
+        self.pg: Any = None
+        self.pg_session: Any = None
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.cfg.answering_parties)))
+
+    # ------------------------------------------------------------------ setup
+
+    def connect(self) -> None:
+        """Open a mutual-TLS channel to every AP and send each the public CKKS context (no secret key)."""
+        from capc.net.messages import PublicContext, StepDone
+
+        context = self.keys.public_context()
+        self.ctx.log.info("public CKKS context: %.1f MB (public, relinearisation and Galois keys only)",
+                          len(context) / 1e6)
+
+        def setup(ap: str) -> _ApLink:
+            chan = transport.connect_to(self.ctx, ap)
+            chan.send(PublicContext(context_bytes=context, params=self.keys.params_summary()))
+            transport.expect(chan, StepDone, self.p.timeout, f"{ap} accepting the public context")
+            return _ApLink(ap, chan)
+
+        self.aps = list(self._pool.map(setup, [a.name for a in self.cfg.answering_parties]))
+        self._connect_pg()
+
+    def _connect_pg(self) -> None:
+        if self.pg is not None:
+            try:
+                self.pg.close()
+            except Exception:
+                pass
+        if self.pg_session is not None:
+            self.pg_session.close()
+        self.pg = transport.connect_to(self.ctx, "pg")
+        self.pg_session = None
+
+    # ------------------------------------------------------------------ protocol steps
+
+    def step_1a(self, query_id: int, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Send Enc(x) to every live AP; return each AP's decrypted, fixed-point share a_j."""
+        from capc.net.messages import QueryRequest, QueryResult
+
+        blobs = self.keys.encrypt(x)
+        cts = tuple(blobs) if isinstance(blobs, (list, tuple)) else (blobs,)
+        req = QueryRequest(query_id=query_id, ciphertexts=cts, num_classes=self.p.num_classes,
+                           frac_bits=self.p.frac_bits)
+
+        def one(link: _ApLink) -> np.ndarray:
+            link.chan.send(req)
+            res = transport.expect(link.chan, QueryResult, self.p.timeout, f"{link.name}'s encrypted logits")
+            if res.query_id != query_id:
+                raise CapcError(f"{link.name} answered query {res.query_id}, expected {query_id}")
+            masked = self.keys.decrypt_logits(res.ciphertexts[0] if len(res.ciphertexts) == 1
+                                              else list(res.ciphertexts))
+            masked = np.asarray(masked, dtype=np.float64).reshape(-1)
+            if masked.shape != (self.p.num_classes,):
+                raise CapcError(f"{link.name} returned {masked.shape[0]} logits, expected {self.p.num_classes}")
+            return fixedpoint.encode(masked, self.p.frac_bits)
+
+        return self._on_live_aps(one, "1a")
+
+    def step_1b(self, query_id: int, shares: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Evaluate each AP's argmax circuit on a_j; return the QP's vote shares w_j."""
+        from capc.gc import GcSession
+        from capc.net.messages import GcStart, StepDone
+
+        def one(link: _ApLink) -> np.ndarray:
+            link.chan.send(GcStart(query_id=query_id, program="argmax_share", num_classes=self.p.num_classes))
+            transport.expect(link.chan, StepDone, self.p.timeout, f"{link.name} starting the argmax circuit")
+            if link.session is None:
+                link.session = GcSession(link.chan.raw_io(), "evaluator")
+            w = link.session.argmax_share_evaluator(shares[link.name].view(np.int64))
+            return fixedpoint.as_ring(np.asarray(w, dtype=np.int64))
+
+        return self._on_live_aps(one, "1b", only=set(shares))
+
+    def step_2(self, w: dict[str, np.ndarray]) -> np.ndarray:
+        """W = 2^g * sum_j w_j (mod 2^64)."""
+        total = np.zeros(self.p.num_classes, dtype=np.uint64)
+        for share in w.values():
+            total = fixedpoint.add(total, share)
+        with np.errstate(over="ignore"):
+            return total * np.uint64(1 << self.p.vote_scale_exp)
+
+    def step_3(self, query_id: int, W: np.ndarray, n_answering: int) -> tuple[bool, int | None]:
+        """Ask the PG for Confident-GNMax over the aggregated shares; returns (answered, label)."""
+        from capc.gc import GcSession
+        from capc.net.messages import GcStart, NoisyArgmaxRequest, StepDone
+
+        req = NoisyArgmaxRequest(qp_id=self.ctx.name, query_id=query_id, n_answering=n_answering,
+                                 num_classes=self.p.num_classes)
+        try:
+            self.pg.send(req)
+        except (OSError, CapcError):
+            self.ctx.log.info("reconnecting to the privacy guardian")
+            self._connect_pg()
+            self.pg.send(req)
+        transport.expect(self.pg, StepDone, self.p.timeout, "the privacy guardian's budget check")
+        self.pg.send(GcStart(query_id=query_id, program="noisy_argmax", num_classes=self.p.num_classes))
+        if self.pg_session is None:
+            self.pg_session = GcSession(self.pg.raw_io(), "evaluator")
+        answered, label = self.pg_session.noisy_argmax_evaluator(W.view(np.int64))
+        return bool(answered), (int(label) if answered and label is not None else None)
+
+    def step_4(self, query_id: int, answered: bool, label: int | None) -> None:
+        """Record the outcome durably."""
+        self.store.complete(query_id, answered, label)
+
+    # ------------------------------------------------------------------ one query
+
+    def run_query(self, query_id: int, x: np.ndarray, true_label: int | None = None) -> QueryOutcome:
+        """Steps 1a-4 for one query. Refuses a query id used before."""
+        self.store.begin(query_id, true_label)
+        secs: dict[str, float] = {}
+        t = time.perf_counter()
+        try:
+            a = self.step_1a(query_id, x)
+            secs["1a"] = time.perf_counter() - t
+            t = time.perf_counter()
+            w = self.step_1b(query_id, a)
+            secs["1b"] = time.perf_counter() - t
+            if not w:
+                raise CapcError(f"query {query_id}: no answering party completed steps 1a-1b")
+            t = time.perf_counter()
+            W = self.step_2(w)
+            answered, label = self.step_3(query_id, W, len(w))
+            secs["2+3"] = time.perf_counter() - t
+        except CapcError as exc:
+            self.store.fail(query_id, str(exc))
+            self.ctx.log.warning("query %d: %s", query_id, exc)
+            return QueryOutcome(query_id, False, None, true_label, 0, secs, error=str(exc))
+        self.step_4(query_id, answered, label)
+        for step, s in secs.items():
+            self.ctx.timing.record(step, s, query_id)
+        self.ctx.log.info("query %d: %s (%d answering parties)", query_id,
+                          f"label obtained" if answered else "not answered (threshold)", len(w))
+        return QueryOutcome(query_id, answered, label, true_label, len(w), secs)
+
+    def _on_live_aps(self, fn: Any, step: str, only: set[str] | None = None) -> dict[str, Any]:
+        links = [l for l in self.aps if l.alive and (only is None or l.name in only)]
+        futures = {l.name: (l, self._pool.submit(fn, l)) for l in links}
+        out: dict[str, Any] = {}
+        for name, (link, fut) in futures.items():
+            try:
+                out[name] = fut.result()
+            except Exception as exc:
+                reason = str(exc) or type(exc).__name__
+                if isinstance(exc, transport.PeerRefused):
+                    self.ctx.log.warning("step %s: %s refused: %s", step, name, reason)
+                else:
+                    link.alive = False
+                    link.failure = reason
+                    self.ctx.log.warning("step %s: answering party %s failed and is dropped: %s", step, name, reason)
+                    self.ctx.report("progress", event="ap_failed", party=name, reason=reason[:300])
+        return out
+
+    def close(self) -> None:
+        for link in self.aps:
+            if link.session is not None:
+                link.session.close()
+            transport.shutdown(link.chan, "querying party finished")
+        if self.pg_session is not None:
+            self.pg_session.close()
+        if self.pg is not None:
+            transport.shutdown(self.pg, "querying party finished")
+        self._pool.shutdown(wait=False)
+        self.store.close()

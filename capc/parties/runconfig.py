@@ -1,0 +1,220 @@
+"""The run file (``RUN.json``) every party process reads: who the parties are and how the run is set.
+
+One file describes a whole run so that each process, on this host or another, is started with the same
+facts: the run id, the PKI directory (run CA plus one certificate per party), each party's role,
+listening address and (for APs and the QP) model file, the CKKS parameter file, and the protocol and
+privacy parameters. :func:`load_run_config` validates it and names the offending key on any error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from capc.errors import ConfigError
+
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PARTY_RE = re.compile(r"^(qp|ap)-(0|[1-9][0-9]{0,5})$|^pg$")
+
+
+@dataclass(frozen=True)
+class PartyEntry:
+    """One party of the run."""
+
+    name: str  # qp-<i>, ap-<i> or pg
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = the party picks a free port and reports it to the launcher
+    model: str | None = None  # the AP's own model (or the QP's, for retraining)
+
+    @property
+    def role(self) -> str:
+        return "pg" if self.name == "pg" else self.name.split("-", 1)[0]
+
+
+@dataclass(frozen=True)
+class ProtocolParams:
+    """Numeric parameters of the CaPC protocol (DESIGN §4)."""
+
+    num_classes: int = 10
+    frac_bits: int = 3  # f: logits are shared at scale 2^f (--round_exp)
+    hiding_bits: int = 40  # s: statistical hiding of the HE output mask (--rstar_exp)
+    vote_scale_exp: int = 4  # g: votes are scaled by 2^g before the integer noise is added
+    sigma_gnmax: float = 0.0  # sigma_G in votes (--dp_noise_scale)
+    sigma_threshold: float = 0.0  # sigma_T in votes
+    threshold: float = 0.0  # T in votes; answered iff max votes + noise >= T
+    budget_eps: float = 10.0  # per querying party
+    delta: float = 1e-5
+    he_params: str | None = None  # path of a config/*.json file; None = capc's default for the model
+    packing: str = "single"  # "single" (one query per ciphertext) or "batch"
+    plaintext: bool = False  # --cpu: no encryption at all, clearly labelled simulation
+    timeout: float = 120.0  # seconds any single wait may take
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a party process needs to know about the run."""
+
+    run_id: str
+    run_dir: str
+    pki_dir: str
+    parties: tuple[PartyEntry, ...]
+    protocol: ProtocolParams = field(default_factory=ProtocolParams)
+    queries: tuple[int, ...] = ()  # dataset indices the querying party asks about
+    dataset: str = "digits"
+    data_dir: str | None = None
+    seed: int = 0
+
+    def party(self, name: str) -> PartyEntry:
+        """The entry for ``name``; ConfigError if the run has no such party."""
+        for p in self.parties:
+            if p.name == name:
+                return p
+        raise ConfigError(f"run {self.run_id}: no party named {name!r} "
+                          f"(parties: {', '.join(p.name for p in self.parties)})")
+
+    def by_role(self, role: str) -> list[PartyEntry]:
+        return [p for p in self.parties if p.role == role]
+
+    @property
+    def answering_parties(self) -> list[PartyEntry]:
+        return self.by_role("ap")
+
+    def with_endpoints(self, endpoints: Mapping[str, tuple[str, int]]) -> "RunConfig":
+        """A copy with the listed parties' (host, port) replaced (after they bound port 0)."""
+        parties = tuple(PartyEntry(p.name, *endpoints.get(p.name, (p.host, p.port)), model=p.model)
+                        for p in self.parties)
+        return RunConfig(self.run_id, self.run_dir, self.pki_dir, parties, self.protocol, self.queries,
+                         self.dataset, self.data_dir, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["parties"] = [asdict(p) for p in self.parties]
+        d["queries"] = list(self.queries)
+        return d
+
+
+def _req(d: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise ConfigError(f"{where}: missing key '{key}'")
+    return d[key]
+
+
+def run_config_from_dict(d: Mapping[str, Any], where: str = "run file") -> RunConfig:
+    """Validate a mapping (parsed JSON) and build a :class:`RunConfig`."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{where}: expected a JSON object")
+    run_id = _req(d, "run_id", where)
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        raise ConfigError(f"{where}: key 'run_id': {run_id!r} is not 1-64 characters of [A-Za-z0-9._-]")
+    raw_parties = _req(d, "parties", where)
+    if not isinstance(raw_parties, list) or not raw_parties:
+        raise ConfigError(f"{where}: key 'parties' must be a non-empty list")
+    parties = []
+    seen: set[str] = set()
+    for i, p in enumerate(raw_parties):
+        w = f"{where}: parties[{i}]"
+        if not isinstance(p, Mapping):
+            raise ConfigError(f"{w}: expected an object")
+        unknown = set(p) - {"name", "host", "port", "model"}
+        if unknown:
+            raise ConfigError(f"{w}: unknown key '{sorted(unknown)[0]}'")
+        name = _req(p, "name", w)
+        if not isinstance(name, str) or not _PARTY_RE.match(name):
+            raise ConfigError(f"{w}: key 'name': {name!r} is not qp-<i>, ap-<i> or pg")
+        if name in seen:
+            raise ConfigError(f"{w}: party {name!r} appears twice")
+        seen.add(name)
+        port = p.get("port", 0)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise ConfigError(f"{w}: key 'port': {port!r} is not a port number 0..65535")
+        host = p.get("host", "127.0.0.1")
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"{w}: key 'host' must be a non-empty string")
+        model = p.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ConfigError(f"{w}: key 'model' must be a path string")
+        parties.append(PartyEntry(name=name, host=host, port=port, model=model))
+    roles = [p.role for p in parties]
+    if roles.count("pg") != 1:
+        raise ConfigError(f"{where}: key 'parties': a run needs exactly one privacy guardian 'pg'")
+    if roles.count("qp") < 1 or roles.count("ap") < 1:
+        raise ConfigError(f"{where}: key 'parties': a run needs at least one qp-<i> and one ap-<i>")
+    for p in parties:
+        if p.role == "ap" and not p.model:
+            raise ConfigError(f"{where}: party {p.name}: an answering party needs its own 'model'")
+
+    proto_raw = d.get("protocol", {})
+    if not isinstance(proto_raw, Mapping):
+        raise ConfigError(f"{where}: key 'protocol' must be an object")
+    defaults = ProtocolParams()
+    known = set(asdict(defaults))
+    unknown = set(proto_raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: protocol: unknown key '{sorted(unknown)[0]}'")
+    proto = ProtocolParams(**{**asdict(defaults), **proto_raw})
+    _check_protocol(proto, f"{where}: protocol")
+
+    queries = d.get("queries", [])
+    if not isinstance(queries, list) or not all(isinstance(q, int) and not isinstance(q, bool) and q >= 0
+                                                for q in queries):
+        raise ConfigError(f"{where}: key 'queries' must be a list of non-negative integers")
+    if len(set(queries)) != len(queries):
+        raise ConfigError(f"{where}: key 'queries' repeats a query id")
+    for key in ("run_dir", "pki_dir"):
+        if not isinstance(_req(d, key, where), str):
+            raise ConfigError(f"{where}: key '{key}' must be a path string")
+    seed = d.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{where}: key 'seed' must be an integer")
+    return RunConfig(run_id=run_id, run_dir=d["run_dir"], pki_dir=d["pki_dir"], parties=tuple(parties),
+                     protocol=proto, queries=tuple(queries), dataset=str(d.get("dataset", "digits")),
+                     data_dir=d.get("data_dir"), seed=seed)
+
+
+def _check_protocol(p: ProtocolParams, where: str) -> None:
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: key '{key}': {why}")
+
+    ints = {"num_classes": (2, 65536), "frac_bits": (0, 30), "hiding_bits": (0, 60),
+            "vote_scale_exp": (0, 20)}
+    for key, (lo, hi) in ints.items():
+        v = getattr(p, key)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise bad(key, f"{v!r} is not an integer in {lo}..{hi}")
+    for key in ("sigma_gnmax", "sigma_threshold", "threshold"):
+        v = getattr(p, key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v != v or v == float("inf"):
+            raise bad(key, f"{v!r} is not a finite number >= 0")
+    if not isinstance(p.budget_eps, (int, float)) or not p.budget_eps > 0:
+        raise bad("budget_eps", f"{p.budget_eps!r} is not a positive number")
+    if not isinstance(p.delta, (int, float)) or not 0 < p.delta < 1:
+        raise bad("delta", f"{p.delta!r} is not in (0, 1)")
+    if p.packing not in ("single", "batch"):
+        raise bad("packing", f"{p.packing!r} is not 'single' or 'batch'")
+    if not isinstance(p.timeout, (int, float)) or not p.timeout > 0:
+        raise bad("timeout", f"{p.timeout!r} is not a positive number of seconds")
+
+
+def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
+    """Read and validate a run file."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: run file not found") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return run_config_from_dict(data, where=str(p))
+
+
+def save_run_config(cfg: RunConfig, path: str | os.PathLike[str]) -> Path:
+    """Write the run file atomically (temp file + rename)."""
+    p = Path(path)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+    return p
