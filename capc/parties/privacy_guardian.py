@@ -28,12 +28,17 @@ class PrivacyGuardian:
     """One PG process serving the answering parties and the querying parties of a run."""
 
     def __init__(self, ctx: PartyContext) -> None:
-        from capc.privacy.ledger import BudgetLedger
+        from capc.privacy.gnmax import ConfidentGNMaxParams, PrivacyGuardianNoise
+        from capc.privacy.ledger import LEDGER_FILENAME, BudgetLedger
 
         self.ctx = ctx
         self.cfg = ctx.cfg
         p = self.cfg.protocol
-        self.ledger = BudgetLedger(ctx.run_dir / "ledger.sqlite", budget_eps=p.budget_eps, delta=p.delta)
+        # The ledger outlives this process: a restarted PG reopens it and goes on counting.
+        self.ledger = BudgetLedger(ctx.run_dir / LEDGER_FILENAME, budget_eps=p.budget_eps, delta=p.delta)
+        self.params = ConfidentGNMaxParams(p.sigma_gnmax, p.sigma_threshold, p.threshold, p.vote_scale_exp)
+        self._noise = PrivacyGuardianNoise(self.params)
+        self._noise_lock = threading.Lock()
         self._shares: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         self._cond = threading.Condition()
 
@@ -76,15 +81,12 @@ class PrivacyGuardian:
 
     def step_3(self, session: Any, qp: str, query_id: int, M: np.ndarray) -> bool:
         """Garble Confident-GNMax with the QP; returns the answered bit."""
-        from capc.privacy.gnmax import PrivacyGuardianNoise
-
         p = self.cfg.protocol
-        noise = PrivacyGuardianNoise(sigma_gnmax=p.sigma_gnmax, sigma_threshold=p.sigma_threshold,
-                                     threshold=p.threshold, vote_scale_exp=p.vote_scale_exp)
-        eta_g, eta_t, thr = noise.draw(p.num_classes)
+        with self._noise_lock:  # one secure random source, shared by the QP sessions' threads
+            noise = self._noise.draw(p.num_classes)
         with self.ctx.timing.span("3_gc_noisy_argmax", query_id):
-            answered = session.noisy_argmax_garbler(M.view(np.int64), np.asarray(eta_g, dtype=np.int64),
-                                                    int(eta_t), int(thr))
+            answered = session.noisy_argmax_garbler(M.view(np.int64), np.asarray(noise.eta_G, dtype=np.int64),
+                                                    int(noise.eta_T), int(self.params.threshold_units))
         return bool(answered)
 
     # ------------------------------------------------------------------ serving
@@ -108,7 +110,7 @@ class PrivacyGuardian:
     def _serve_qp(self, chan: Any, qp: str) -> None:
         from capc.gc import GcSession
         from capc.net.messages import ErrorReply, GcStart, NoisyArgmaxRequest, Shutdown, StepDone
-        from capc.privacy.ledger import BudgetExceeded
+        from capc.privacy.errors import BudgetExceeded, ReplayedQuery
 
         log = self.ctx.log
         session = None
@@ -122,8 +124,8 @@ class PrivacyGuardian:
                     continue
                 try:
                     M = self.step_2_aggregate(qp, msg.query_id, msg.n_answering)
-                    self.ledger.reserve(qp, msg.query_id, self._worst_case_events())
-                except BudgetExceeded as exc:
+                    self.ledger.reserve(qp, str(msg.query_id), self.params.worst_case_events())
+                except (BudgetExceeded, ReplayedQuery) as exc:
                     log.warning("%s", exc)
                     chan.send(ErrorReply(code="budget_exhausted", message=str(exc)[:4000]))
                     continue
@@ -139,7 +141,7 @@ class PrivacyGuardian:
                 if session is None:
                     session = GcSession(chan.raw_io(), "garbler")
                 answered = self.step_3(session, qp, msg.query_id, M)
-                self.ledger.settle(qp, msg.query_id, answered)
+                self.ledger.settle(qp, str(msg.query_id), answered)
                 spent = self._spent(qp)
                 log.info("query %d of %s: %s; epsilon spent %.4f of %.4f", msg.query_id, qp,
                          "answered" if answered else "not answered (threshold)", spent,
@@ -150,16 +152,8 @@ class PrivacyGuardian:
                 session.close()
             chan.close()
 
-    def _worst_case_events(self) -> list[Any]:
-        from capc.privacy.rdp import GNMaxEvent, ThresholdEvent
-
-        p = self.cfg.protocol
-        return [ThresholdEvent(sigma_T=p.sigma_threshold), GNMaxEvent(sigma_G=p.sigma_gnmax)]
-
     def _spent(self, qp: str) -> float:
-        for row in self.ledger.summary(qp):
-            return float(row.eps_spent)
-        return 0.0
+        return float(self.ledger.spent_eps(qp))
 
     def serve(self, stop: threading.Event) -> None:
         """Accept answering and querying parties until ``stop`` is set."""

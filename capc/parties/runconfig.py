@@ -189,8 +189,8 @@ def _check_protocol(p: ProtocolParams, where: str) -> None:
         v = getattr(p, key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v != v or v == float("inf"):
             raise bad(key, f"{v!r} is not a finite number >= 0")
-    if not isinstance(p.budget_eps, (int, float)) or not p.budget_eps > 0:
-        raise bad("budget_eps", f"{p.budget_eps!r} is not a positive number")
+    if isinstance(p.budget_eps, bool) or not isinstance(p.budget_eps, (int, float)) or not p.budget_eps > 0:
+        raise bad("budget_eps", f"{p.budget_eps!r} is not a positive number (inf: no limit, still recorded)")
     if not isinstance(p.delta, (int, float)) or not 0 < p.delta < 1:
         raise bad("delta", f"{p.delta!r} is not in (0, 1)")
     if p.packing not in ("single", "batch"):

@@ -1,0 +1,1 @@
+"""Tests of capc.privacy (noise, Confident-GNMax, RDP accounting, budget ledger, simulation)."""
