@@ -1,0 +1,151 @@
+"""The querying party's side: CKKS keys, the public context, query encryption, result decryption."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import numpy as np
+import tenseal.sealapi as seal
+
+from capc.config import HEParams
+from capc.he.errors import HEError
+from capc.he.layout import batch_layout, single_layout
+from capc.he.params import HESetup, choose_params
+from capc.he.plan import as_public
+from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, galois_elements,
+                          make_context, make_parms, unframe)
+
+
+class QueryKeys:
+    """CKKS key pair of the querying party for one plan and packing.
+
+    Args:
+        plan: the answering party's :class:`~capc.he.plan.Plan` or its :class:`~capc.he.plan.PublicPlan`.
+        params: an :class:`~capc.he.params.HESetup` from :func:`~capc.he.params.choose_params`, or
+            :class:`~capc.config.HEParams` (validated here with the default hiding bits), or None
+            (recommended parameters).
+        packing: ``"single"`` (one query per call) or ``"batch"`` (up to N/2 queries per call).
+
+    The secret key never leaves this object: :meth:`public_context` holds the encryption parameters,
+    the relinearisation keys and only the Galois keys the plan's rotations need.
+    """
+
+    def __init__(self, plan: Any, params: HESetup | HEParams | None = None, packing: str = "single") -> None:
+        self.plan = as_public(plan)
+        if isinstance(params, HESetup):
+            if params.packing != packing:
+                raise HEError(f"params were validated for {params.packing!r} packing, not {packing!r}")
+            self.setup = params
+        else:
+            self.setup = choose_params(self.plan, params, packing=packing)
+        self.packing = packing
+        he = self.setup.he_params
+        self.slots = he.slots
+        parms = make_parms(he)
+        self._ctx = make_context(parms, he.security_level)
+        keygen = seal.KeyGenerator(self._ctx)
+        self._sk = keygen.secret_key()
+        self._scratch = _Scratch()
+        if packing == "single":
+            self._layout: Any = single_layout(self.plan, self.slots)
+        else:
+            self._layout = batch_layout(self.plan, self.slots)
+        steps = list(self._layout.rotation_steps)
+        parms_bytes = self._scratch.dump(parms)
+        relin = self._scratch.dump(keygen.create_relin_keys())
+        galois = (self._scratch.dump(keygen.create_galois_keys(galois_elements(steps, he.poly_modulus_degree)))
+                  if steps else b"")
+        self.key_id = secrets.token_hex(16)
+        header = {"kind": "context", "packing": packing, "scale": he.scale,
+                  "security_level": he.security_level, "coeff_modulus": list(he.coeff_modulus),
+                  "poly_modulus_degree": he.poly_modulus_degree, "plan": self.plan.fingerprint,
+                  "key_id": self.key_id, "rotation_steps": steps}
+        sections = [(b"P", parms_bytes), (b"R", relin)] + ([(b"G", galois)] if galois else [])
+        self._public = frame(CONTEXT_MAGIC, header, sections)
+        self.sizes = {"relin_keys": len(relin), "galois_keys": len(galois), "galois_key_count": len(steps),
+                      "public_context": len(self._public)}
+        self._encoder = seal.CKKSEncoder(self._ctx)
+        self._encryptor = seal.Encryptor(self._ctx, self._sk)
+        self._decryptor = seal.Decryptor(self._ctx, self._sk)
+
+    def public_context(self) -> bytes:
+        """Serialized public context (parameters, relin keys, needed Galois keys; no secret key)."""
+        return self._public
+
+    def _check_values(self, x: Any, batch: bool) -> np.ndarray:
+        try:
+            arr = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise HEError("the query must be a numeric array") from None
+        n = self.plan.input_size
+        if batch:
+            if arr.ndim < 1 or arr.size % n or arr.size == 0:
+                raise HEError(f"a batch must have shape [B, {', '.join(map(str, self.plan.input_shape))}], "
+                              f"got {arr.shape}")
+            arr = arr.reshape(-1, n)
+            if arr.shape[0] > self.slots:
+                raise HEError(f"batch of {arr.shape[0]} queries exceeds the {self.slots} slots")
+        elif arr.size != n:
+            raise HEError(f"a query must have shape {self.plan.input_shape} ({n} values), got {arr.shape}")
+        else:
+            arr = arr.reshape(n)
+        if not np.all(np.isfinite(arr)):
+            raise HEError("the query contains NaN or infinite values")
+        return arr
+
+    def _encrypt_vec(self, vec: np.ndarray) -> bytes:
+        pt = seal.Plaintext()
+        self._encoder.encode(vec.tolist(), self.setup.he_params.scale, pt)
+        return self._scratch.dump(self._encryptor.encrypt_symmetric(pt))
+
+    def encrypt(self, x: Any) -> bytes:
+        """Encrypt one query (single packing, shape ``input_shape``) or a batch (batch packing,
+        shape [B, *input_shape] with B <= N/2).  Raises :class:`HEError` on NaN/inf or a bad shape."""
+        if self.packing == "single":
+            v = self._check_values(x, batch=False)
+            lay = self._layout
+            if lay.gather is not None:
+                tab = lay.gather.table
+                vals = np.where(tab >= 0, v[np.maximum(tab, 0)], 0.0)
+                vecs = vals.reshape(lay.gather.num_cts, self.slots)
+            else:
+                per = lay.input_period
+                vecs = np.tile(np.pad(v, (0, per - v.size)), self.slots // per)[None, :]
+            count = 0
+        else:
+            v = self._check_values(x, batch=True)
+            vecs = v.T
+            count = v.shape[0]
+        cts = [(b"C", self._encrypt_vec(vec)) for vec in vecs]
+        header = {"kind": "query", "packing": self.packing, "key_id": self.key_id,
+                  "plan": self.plan.fingerprint, "count": len(cts), "batch": count}
+        return frame(QUERY_MAGIC, header, cts)
+
+    def decrypt_logits(self, blob: bytes) -> np.ndarray:
+        """Decrypt a result: float64 [C] (single) or [B, C] (batch).  Masked results decrypt to
+        ``z - r``; the querying party's share is ``capc.fixedpoint.encode(value, frac_bits)``."""
+        header, sections = unframe(blob, RESULT_MAGIC, "result")
+        if header.get("key_id") != self.key_id:
+            raise HEError("the result was not computed under this querying party's key")
+        c = self.plan.num_classes
+        expect = 1 if self.packing == "single" else c
+        if header.get("packing") != self.packing or len(sections) != expect:
+            raise HEError(f"result has {len(sections)} ciphertexts for {header.get('packing')!r} packing; "
+                          f"expected {expect} for {self.packing!r}")
+        values = []
+        for tag, data in sections:
+            if tag != b"C":
+                raise HEError("result contains a non-ciphertext section")
+            ct = seal.Ciphertext()
+            try:
+                self._scratch.load(ct, data, self._ctx)
+            except (RuntimeError, ValueError) as exc:
+                raise HEError(f"result ciphertext does not load under this context: {exc}") from None
+            pt = seal.Plaintext()
+            self._decryptor.decrypt(ct, pt)
+            values.append(np.asarray(self._encoder.decode_double(pt), dtype=np.float64))
+        if self.packing == "single":
+            return values[0][:c].copy()
+        b = int(header.get("batch", 0))
+        return np.stack([v[:b] for v in values], axis=1)

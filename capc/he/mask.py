@@ -1,0 +1,67 @@
+"""Masks for the answering party's output: Enc(z) -> Enc(z - r), and what they hide.
+
+Every slot of the returned ciphertext, real and imaginary part, receives an independent mask
+``r = k * 2^-G`` with ``k`` uniform in ``[-2^(s+beta+G), 2^(s+beta+G))`` drawn from ``os.urandom``,
+where ``s`` is the hiding parameter, ``beta = ceil(log2 B)`` for the logit bound ``B`` and
+``G = 52 - s - beta`` grid bits (so ``|k| < 2^52`` and every ``r`` is an exact float64).
+
+Why this shape:
+
+* ``r`` is uniform over a range ``2^(s+1) B`` wide, so for two logits ``|z|, |z'| <= B`` the masked
+  values ``z - r`` and ``z' - r`` are within statistical distance ``2B / 2^(s+1) B = 2^-s``.
+* The grid ``2^-G`` is as fine as a float64 can carry at that magnitude, so ``z - r`` reveals nothing
+  about ``z`` modulo a coarser grid (a mask on multiples of ``2^-f`` would leak ``z mod 2^-f``).
+* ``b = round(2^f r)`` is exact because ``G >= f`` (checked), and ``a = round(2^f (z - r + e))`` on the
+  querying party; with decryption error ``|e| < 2^-(f+1)`` this gives ``a + b = round(2^f z) +- 1``.
+* Masking *all* slots, including the imaginary parts, floods the CKKS decryption error: the
+  decrypted polynomial is a bijective image of the masked slot values, and in the slots that carry
+  no logit the value is the computation's error ``e`` (|e| << B), hidden far below ``2^-s`` each.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from capc.he.errors import HEError
+
+#: k is drawn with this many magnitude bits: |k| < 2^52, exactly representable in float64.
+MASK_INT_BITS = 52
+
+
+def grid_bits(hiding_bits: int, log2_bound: int) -> int:
+    """G, the number of fraction bits of the mask grid."""
+    return MASK_INT_BITS - hiding_bits - log2_bound
+
+
+def draw_mask(count: int, hiding_bits: int, log2_bound: int, frac_bits: int) -> np.ndarray:
+    """``count`` independent masks ``k 2^-G`` (float64, exact) from the OS's CSPRNG.
+
+    Raises:
+        HEError: if the grid would be coarser than the share resolution (G < f).
+    """
+    g = grid_bits(hiding_bits, log2_bound)
+    if g < frac_bits:
+        raise HEError(f"mask grid 2^-{g} is coarser than the share resolution 2^-{frac_bits}: "
+                      f"hiding_bits + ceil(log2 B) + frac_bits must be <= {MASK_INT_BITS}")
+    raw = np.frombuffer(os.urandom(8 * count), dtype=np.uint64)
+    k = (raw >> np.uint64(64 - MASK_INT_BITS - 1)).astype(np.int64) - (1 << MASK_INT_BITS)
+    return np.ldexp(k.astype(np.float64), -g)
+
+
+def hiding_report(hiding_bits: int, logit_bound: float, frac_bits: int, secret_coords: int,
+                  noise_coords: int) -> dict[str, float]:
+    """Statistical hiding a masked result achieves.
+
+    ``secret_coords`` slot coordinates carry a logit (|z| <= B): each contributes distance <= 2^-s.
+    ``noise_coords`` carry only CKKS error, bounded by the tolerated ``2^-(f+1)``: each contributes
+    <= 2^-(f+1) / (2^s B).  The total is the union bound over all coordinates.
+    """
+    per_logit = 2.0 ** -hiding_bits
+    noise = 2.0 ** -(frac_bits + 1) / (2.0 ** hiding_bits * logit_bound)
+    total = secret_coords * per_logit + noise_coords * noise
+    return {"per_logit_bits": float(hiding_bits),
+            "result_bits": -math.log2(total) if total > 0 else float("inf"),
+            "secret_coords": float(secret_coords), "noise_coords": float(noise_coords)}

@@ -1,0 +1,192 @@
+"""Choosing and validating CKKS parameters for a plan, including the mask headroom.
+
+Constraints checked by :func:`choose_params` (each failure says which and proposes parameters):
+
+* **Levels.** Every affine stage and every square costs one rescale, so the file must have at least
+  ``plan.depth`` middle primes (``coeff_modulus[1:-1]``).
+* **Slots.** The single-query layout must fit ``N/2`` slots (:mod:`capc.he.layout`).
+* **Mask headroom.** The answering party returns ``Enc(z - r)`` with ``|r| <= 2^s B``.  At the output
+  level the ciphertext modulus is the product of ``coeff_modulus[0]`` and the middle primes the plan
+  did not use, so we need ``log2(Q_out) >= log2(scale) + s + ceil(log2 B) + 2`` (sign bit and margin).
+* **Decoding precision.** CKKS decodes to float64 (53-bit mantissa), so a value of magnitude
+  ``2^(s + ceil(log2 B))`` is known only to about ``2^(s + ceil(log2 B) - 52)``.  The shares satisfy
+  ``a + b = round(2^f z) +- 1`` only if that error stays below ``2^-(f+1)``, which needs
+  ``s + ceil(log2 B) + f <= PRECISION_BITS`` (= 48; measured: the error is about 2^(s + ceil(log2 B) - 50.7), from the encoder and decoder FFTs
+  FFT rounding; measured in the tests).
+* **complex_packing** (he-transformer's flag for two reals per complex slot) is refused: a ciphertext
+  square multiplies complex slots, mixing the two packed values ((a + ib)^2 = a^2 - b^2 + 2iab), so a
+  square activation would need an extra conjugation and level per activation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from capc.config import HE_STANDARD_MAX_BITS, HEParams, he_params_from_dict
+from capc.errors import ConfigError
+from capc.he.errors import HEError, ParameterError
+from capc.he.layout import single_layout
+from capc.he.plan import as_public
+
+#: Largest s + ceil(log2 B) + f for which float64 CKKS decoding keeps a + b within +-1.
+PRECISION_BITS = 48
+#: Default statistical hiding bits per logit, logit bound and fixed-point fraction bits.
+DEFAULT_HIDING_BITS = 40
+DEFAULT_LOGIT_BOUND = 16.0
+DEFAULT_FRAC_BITS = 3
+PACKINGS = ("single", "batch")
+
+
+@dataclass(frozen=True)
+class HESetup:
+    """Parameters validated for one plan and packing (what :func:`choose_params` returns).
+
+    Attributes:
+        he_params: the CKKS parameters.
+        packing: ``"single"`` or ``"batch"``.
+        hiding_bits: s, the per-logit statistical hiding of the mask (distance <= 2^-s).
+        logit_bound: B, the assumed bound on |logit|.
+        frac_bits: f, the fixed-point fraction bits of the shares.
+        depth: levels the plan uses.
+        output_modulus_bits: bits of the ciphertext modulus at the output level.
+        mask_headroom_bits: output modulus bits minus what the masked value needs (>= 0).
+    """
+
+    he_params: HEParams
+    packing: str
+    hiding_bits: int
+    logit_bound: float
+    frac_bits: int
+    depth: int
+    output_modulus_bits: int
+    mask_headroom_bits: int
+
+    @property
+    def log2_bound(self) -> int:
+        return max(0, math.ceil(math.log2(self.logit_bound)))
+
+
+def output_modulus_bits(he: HEParams, depth: int) -> int:
+    """Bits of the modulus left after ``depth`` rescales: q0 plus the unused middle primes."""
+    middle = he.coeff_modulus[1:-1]
+    return he.coeff_modulus[0] + sum(middle[: len(middle) - depth])
+
+
+def needed_output_bits(log2_scale: float, hiding_bits: int, log2_bound: int) -> int:
+    """Output-level modulus bits the masked value ``z - r`` needs (see module docstring)."""
+    return math.ceil(log2_scale) + hiding_bits + log2_bound + 2
+
+
+def _check_args(packing: str, hiding_bits: int, logit_bound: float, frac_bits: int) -> int:
+    if packing not in PACKINGS:
+        raise HEError(f"unknown packing {packing!r} (use 'single' or 'batch')")
+    if isinstance(hiding_bits, bool) or not isinstance(hiding_bits, int) or not 1 <= hiding_bits <= 60:
+        raise HEError(f"hiding_bits must be an integer in 1..60, got {hiding_bits!r}")
+    if not isinstance(logit_bound, (int, float)) or not math.isfinite(logit_bound) or logit_bound <= 0:
+        raise HEError(f"logit_bound must be a positive finite number, got {logit_bound!r}")
+    if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or not 0 <= frac_bits <= 40:
+        raise HEError(f"frac_bits must be an integer in 0..40, got {frac_bits!r}")
+    log2_bound = max(0, math.ceil(math.log2(logit_bound)))
+    total = hiding_bits + log2_bound + frac_bits
+    if total > PRECISION_BITS:
+        raise ParameterError(
+            f"hiding_bits ({hiding_bits}) + ceil(log2 logit_bound) ({log2_bound}) + frac_bits "
+            f"({frac_bits}) = {total} exceeds {PRECISION_BITS}: CKKS decodes to float64 (53-bit "
+            f"mantissa), so the masked value would lose the bits the +-1 share guarantee needs; "
+            f"lower one of them")
+    return log2_bound
+
+
+def recommend_params(plan: Any, *, packing: str = "single", hiding_bits: int = DEFAULT_HIDING_BITS,
+                     logit_bound: float = DEFAULT_LOGIT_BOUND, frac_bits: int = DEFAULT_FRAC_BITS,
+                     scale_bits: int = 40, security_level: int = 128) -> HEParams:
+    """Smallest-ring parameters that serve ``plan``: ``depth`` middle primes of ``scale_bits``,
+    enough extra (unused) middle primes plus a 60-bit first prime for the mask headroom, and a
+    60-bit special prime.
+
+    Raises:
+        ParameterError: if no ring degree up to 32768 fits.
+    """
+    pub = as_public(plan)
+    log2_bound = _check_args(packing, hiding_bits, logit_bound, frac_bits)
+    need = needed_output_bits(scale_bits, hiding_bits, log2_bound)
+    first = min(60, max(need, scale_bits + 10))
+    extra = max(0, math.ceil((need - first) / scale_bits))
+    moduli = [first] + [scale_bits] * (pub.depth + extra) + [60]
+    table = HE_STANDARD_MAX_BITS[security_level]
+    for n in sorted(table):
+        if n < 4096 or sum(moduli) > table[n]:
+            continue
+        if packing == "single":
+            try:
+                single_layout(pub, n // 2)
+            except ParameterError:
+                continue
+        return he_params_from_dict({
+            "scheme_name": "HE_SEAL", "poly_modulus_degree": n, "security_level": security_level,
+            "coeff_modulus": moduli, "scale": float(2 ** scale_bits), "complex_packing": False,
+            "description": f"capc: depth {pub.depth}, {hiding_bits} hiding bits, logit bound "
+                           f"{logit_bound:g}, {packing} packing"})
+    raise ParameterError(f"no ring degree up to 32768 holds depth {pub.depth} with {need} output bits "
+                         f"({sum(moduli)} modulus bits) at {security_level}-bit security")
+
+
+def _proposal(plan: Any, packing: str, hiding_bits: int, logit_bound: float, frac_bits: int,
+              scale_bits: int) -> str:
+    try:
+        rec = recommend_params(plan, packing=packing, hiding_bits=hiding_bits, logit_bound=logit_bound,
+                               frac_bits=frac_bits, scale_bits=scale_bits)
+    except (ParameterError, ConfigError):
+        return ""
+    return f"; parameters that work: {rec.to_json_dict()}"
+
+
+def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str = "single",
+                  hiding_bits: int = DEFAULT_HIDING_BITS, logit_bound: float = DEFAULT_LOGIT_BOUND,
+                  frac_bits: int = DEFAULT_FRAC_BITS) -> HESetup:
+    """Validate ``he_params`` for ``plan`` (or recommend parameters when it is None).
+
+    Returns:
+        An :class:`HESetup`.
+
+    Raises:
+        ParameterError: naming every failed constraint (levels, slots, mask headroom, precision,
+            complex packing) and proposing parameters that work.
+    """
+    pub = as_public(plan)
+    log2_bound = _check_args(packing, hiding_bits, logit_bound, frac_bits)
+    if he_params is None:
+        he_params = recommend_params(pub, packing=packing, hiding_bits=hiding_bits,
+                                     logit_bound=logit_bound, frac_bits=frac_bits)
+    if not isinstance(he_params, HEParams):
+        raise HEError(f"he_params must be capc.config.HEParams, got {type(he_params).__name__}")
+    scale_bits = max(20, min(40, round(he_params.log2_scale)))
+    problems: list[str] = []
+    if he_params.complex_packing:
+        problems.append("complex_packing=true is not supported: squaring a complex slot mixes the two "
+                        "packed reals ((a+ib)^2 = a^2-b^2+2iab), so every square activation would need "
+                        "an extra conjugation and level; set complex_packing to false")
+    levels = he_params.multiplicative_depth
+    if levels < pub.depth:
+        problems.append(f"too few levels: the model needs depth {pub.depth} (one per affine stage and "
+                        f"per square) but coeff_modulus {list(he_params.coeff_modulus)} has {levels} "
+                        f"middle primes")
+    if packing == "single":
+        try:
+            single_layout(pub, he_params.slots)
+        except ParameterError as exc:
+            problems.append(f"too few slots: {exc}")
+    out_bits = output_modulus_bits(he_params, min(pub.depth, levels))
+    need = needed_output_bits(he_params.log2_scale, hiding_bits, log2_bound)
+    if levels >= pub.depth and out_bits < need:
+        problems.append(f"too little headroom for the mask: the output level keeps {out_bits} modulus "
+                        f"bits but scale 2^{he_params.log2_scale:g} + {hiding_bits} hiding bits + "
+                        f"log2 of the logit bound ({log2_bound}) + 2 needs {need}")
+    if problems:
+        src = he_params.source or "the given parameters"
+        raise ParameterError(f"{src} cannot serve this model: " + "; ".join(problems) +
+                             _proposal(pub, packing, hiding_bits, logit_bound, frac_bits, scale_bits))
+    return HESetup(he_params, packing, hiding_bits, float(logit_bound), frac_bits, pub.depth,
+                   out_bits, out_bits - need)

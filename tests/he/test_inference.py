@@ -1,0 +1,158 @@
+"""Encrypted inference end to end (real SEAL keys): correctness, masking, key hygiene, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tenseal.sealapi as seal
+
+from capc import fixedpoint
+from capc.he import HEError, ModelEvaluator, PublicPlan, QueryKeys, choose_params, compile_model
+from capc.he.seal import CONTEXT_MAGIC, _Scratch, frame, unframe
+
+
+@pytest.fixture(scope="module")
+def plan(model):
+    return compile_model(model)
+
+
+@pytest.fixture(scope="module")
+def single(plan):
+    # The querying party only ever sees the public plan.
+    pub = PublicPlan.from_bytes(plan.public_plan.to_bytes())
+    keys = QueryKeys(pub, choose_params(pub), packing="single")
+    return keys, ModelEvaluator(plan, keys.public_context())
+
+
+def _x(n: int, seed: int = 5) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (n, 8, 8, 1))
+
+
+def test_single_query_logits_match_tensorflow(model, single):
+    keys, ev = single
+    for x in _x(4):
+        z = keys.decrypt_logits(ev.evaluate(keys.encrypt(x)))
+        ref = model(x[None].astype(np.float32), training=False).numpy()[0]
+        np.testing.assert_allclose(z, ref, atol=1e-4)
+        assert z.argmax() == ref.argmax()
+
+
+def test_masked_shares_reconstruct_within_one(plan, single):
+    keys, ev = single
+    for f in (0, 3, 4):
+        for x in _x(3, seed=f):
+            blob, b = ev.evaluate_masked(keys.encrypt(x), f)
+            v = keys.decrypt_logits(blob)
+            assert np.abs(v).max() > 2.0 ** 30  # the QP sees only the masked value
+            a = fixedpoint.encode(v, f)
+            total = fixedpoint.to_signed(fixedpoint.reconstruct(a, b))
+            target = fixedpoint.to_signed(fixedpoint.encode(plan.forward(x), f))
+            assert np.abs(total - target).max() <= 1
+    assert ev.last_hiding["per_logit_bits"] >= 40
+    assert b.dtype == np.uint64 and b.shape == (10,)
+
+
+def test_masks_are_fresh(single):
+    keys, ev = single
+    q = keys.encrypt(_x(1)[0])
+    _, b1 = ev.evaluate_masked(q, 3)
+    _, b2 = ev.evaluate_masked(q, 3)
+    assert not np.array_equal(b1, b2)
+
+
+def test_public_context_has_no_secret_key(single):
+    keys, _ = single
+    blob = keys.public_context()
+    header, sections = unframe(blob, CONTEXT_MAGIC, "ctx")
+    assert sorted(t for t, _ in sections) == [b"G", b"P", b"R"]
+    sk = _Scratch().dump(keys._sk)
+    # no 32-byte window of the secret key's serialisation appears in the public context
+    body = sk[len(sk) // 2:]
+    assert all(body[i:i + 32] not in blob for i in range(0, len(body) - 32, 4096))
+    assert header["rotation_steps"] == sorted(header["rotation_steps"])
+    assert keys.sizes["galois_key_count"] == len(header["rotation_steps"]) < 40
+    # the answering party's evaluator holds no secret key object at all
+    assert not any(isinstance(v, seal.SecretKey) for v in vars(single[1]).values())
+
+
+def test_wrong_key_and_wrong_plan_refused(plan, single):
+    keys, ev = single
+    other = QueryKeys(plan.public_plan, keys.setup)
+    with pytest.raises(HEError, match="different key"):
+        ev.evaluate(other.encrypt(_x(1)[0]))
+    with pytest.raises(HEError, match="key"):
+        other.decrypt_logits(ev.evaluate(keys.encrypt(_x(1)[0])))
+    from .conftest import small_model
+    other_plan = compile_model(small_model(seed=1, polynomial=True))
+    import keras
+    m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    with pytest.raises(HEError, match="different model"):
+        ModelEvaluator(compile_model(m), keys.public_context())
+    assert other_plan.fingerprint == plan.fingerprint  # same layout, different weights: accepted
+
+
+def test_bad_queries_are_refused(single):
+    keys, ev = single
+    with pytest.raises(HEError, match="NaN"):
+        keys.encrypt(np.full((8, 8, 1), np.nan))
+    with pytest.raises(HEError, match="shape"):
+        keys.encrypt(np.zeros((7, 7)))
+    good = keys.encrypt(_x(1)[0])
+    header, sections = unframe(good, b"CAPCHEq1", "q")
+    short = frame(b"CAPCHEq1", header, sections[:-1] if len(sections) > 1 else [])
+    with pytest.raises(HEError, match="ciphertexts"):
+        ev.evaluate(short)
+    with pytest.raises(HEError, match="truncated|corrupt|load"):
+        ev.evaluate(good[: len(good) // 2])
+    corrupted = bytearray(good)
+    corrupted[-5000:-4000] = os.urandom(1000)
+    with pytest.raises(HEError):
+        ev.evaluate(bytes(corrupted))
+    with pytest.raises(HEError, match="magic"):
+        ev.evaluate(b"hello")
+    with pytest.raises(HEError, match="frac_bits"):
+        ev.evaluate_masked(good, -1)
+    # the evaluator still works after all of that
+    ev.evaluate(good)
+
+
+def test_non_ckks_and_garbage_contexts_refused(plan, single):
+    keys, _ = single
+    parms = seal.EncryptionParameters(seal.SCHEME_TYPE.BFV)
+    parms.set_poly_modulus_degree(4096)
+    parms.set_coeff_modulus(seal.CoeffModulus.BFVDefault(4096, seal.SEC_LEVEL_TYPE.TC128))
+    parms.set_plain_modulus(seal.PlainModulus.Batching(4096, 20))
+    header, sections = unframe(keys.public_context(), CONTEXT_MAGIC, "ctx")
+    bfv = frame(CONTEXT_MAGIC, header, [(b"P", _Scratch().dump(parms))] + sections[1:])
+    with pytest.raises(HEError, match="CKKS"):
+        ModelEvaluator(plan, bfv)
+    with pytest.raises(HEError):
+        ModelEvaluator(plan, b"CAPCHEc1" + os.urandom(100))
+    with pytest.raises(HEError):
+        ModelEvaluator(plan.public_plan, keys.public_context())
+
+
+def test_batch_packing_argmax_on_1000_inputs(model, plan):
+    keys = QueryKeys(plan, choose_params(plan, packing="batch"), packing="batch")
+    ev = ModelEvaluator(plan, keys.public_context())
+    x = _x(1000, seed=11)
+    ref = model(x.astype(np.float32), training=False).numpy()
+    blob, b = ev.evaluate_masked(keys.encrypt(x), 3)
+    v = keys.decrypt_logits(blob)
+    assert v.shape == (1000, 10) and b.shape == (1000, 10)
+    total = fixedpoint.decode(fixedpoint.reconstruct(fixedpoint.encode(v, 3), b), 3)
+    assert np.abs(total - plan.forward(x)).max() <= 2 * 2.0 ** -3
+    z = keys.decrypt_logits(ev.evaluate(keys.encrypt(x)))
+    np.testing.assert_allclose(z, ref, atol=1e-4)
+    assert (z.argmax(1) == ref.argmax(1)).mean() >= 0.999
+
+
+@pytest.mark.skipif(not os.environ.get("CAPC_RUN_SLOW"), reason="slow: set CAPC_RUN_SLOW=1")
+def test_single_query_argmax_on_1000_inputs(model, single):
+    keys, ev = single
+    x = _x(1000, seed=12)
+    ref = model(x.astype(np.float32), training=False).numpy().argmax(1)
+    got = np.array([keys.decrypt_logits(ev.evaluate(keys.encrypt(xi))).argmax() for xi in x])
+    assert (got == ref).mean() >= 0.999
