@@ -107,7 +107,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "scikit-learn>=1.3",
-        "cryptography>=41",
+        "cryptography>=42",
         "PyYAML>=6",
     ],
     extras_require={

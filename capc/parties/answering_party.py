@@ -65,14 +65,16 @@ class AnsweringParty:
             raise CapcError(f"query {req.query_id}: frac_bits {req.frac_bits} differs from the run's {p.frac_bits}")
         self._claim(qp, req.query_id)
         with self.ctx.timing.span("1a_he_inference", req.query_id):
-            blobs = list(req.ciphertexts)
-            result, b = evaluator.evaluate_masked(blobs[0] if len(blobs) == 1 else blobs, p.frac_bits)
+            if len(req.ciphertexts) != 1:
+                raise CapcError(f"query {req.query_id}: expected one query blob, got {len(req.ciphertexts)}")
+            result, b = evaluator.evaluate_masked(req.ciphertexts[0], p.frac_bits)
         b = fixedpoint.as_ring(np.asarray(b)).reshape(-1)
         if b.shape != (p.num_classes,):
             raise CapcError(f"model of {self.ctx.name} produced {b.shape[0]} logits, the run has "
                             f"{p.num_classes} classes")
-        blobs_out = tuple(result) if isinstance(result, (list, tuple)) else (result,)
-        return QueryResult(query_id=req.query_id, ciphertexts=blobs_out), _PendingQuery(b, time.time())
+        self.ctx.timing.record("1a_hiding_bits", 0.0, req.query_id,
+                               hiding_bits=getattr(evaluator, "last_hiding", None))
+        return QueryResult(query_id=req.query_id, ciphertexts=(result,)), _PendingQuery(b, time.time())
 
     def step_1b(self, session: Any, query_id: int, pending: _PendingQuery) -> np.ndarray:
         """Garble argmax(a + b); the QP gets onehot - m. Returns this AP's vote share m."""
@@ -107,7 +109,8 @@ class AnsweringParty:
         """Handle one querying party's channel until it shuts down or fails."""
         from capc.gc import GcSession
         from capc.he import ModelEvaluator
-        from capc.net.messages import ErrorReply, GcStart, PublicContext, QueryRequest, Shutdown, StepDone
+        from capc.net.messages import (ErrorReply, GcStart, ModelPlan, PublicContext, QueryRequest, Shutdown,
+                                       StepDone)
 
         log = self.ctx.log
         timeout = self.cfg.protocol.timeout
@@ -115,6 +118,8 @@ class AnsweringParty:
         session = None
         pending: dict[int, _PendingQuery] = {}
         try:
+            # The QP needs the layout (not the weights) to make keys with exactly the rotations it uses.
+            chan.send(ModelPlan(plan_bytes=self.plan.public_plan.to_bytes()))
             while True:
                 msg = chan.recv((PublicContext, QueryRequest, GcStart, Shutdown), timeout=transport.IDLE_TIMEOUT)
                 if isinstance(msg, Shutdown):
@@ -122,7 +127,9 @@ class AnsweringParty:
                     return
                 try:
                     if isinstance(msg, PublicContext):
-                        evaluator = ModelEvaluator(self.plan, msg.context_bytes)
+                        p = self.cfg.protocol
+                        evaluator = ModelEvaluator(self.plan, msg.context_bytes, hiding_bits=p.hiding_bits,
+                                                   logit_bound=p.logit_bound)
                         chan.send(StepDone(query_id=0, step="public_context"))
                         log.info("received the public CKKS context of %s (%d bytes, no secret key)",
                                  qp, len(msg.context_bytes))

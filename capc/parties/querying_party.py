@@ -36,6 +36,7 @@ from capc.parties.label_store import LabelStore
 class _ApLink:
     name: str
     chan: Any
+    keys: Any = None  # the QP's CKKS keys for this AP's model layout
     session: Any = None
     alive: bool = True
     failure: str = ""
@@ -58,12 +59,12 @@ class QueryingParty:
     """One QP process: channels to every AP and to the PG, the secret key, the label store."""
 
     def __init__(self, ctx: PartyContext) -> None:
-        from capc.parties.models import make_query_keys
+        from capc.parties.models import KeyRing
 
         self.ctx = ctx
         self.cfg = ctx.cfg
         self.p = ctx.cfg.protocol
-        self.keys = make_query_keys(self.cfg)
+        self.keyring = KeyRing(self.cfg)
         self.store = LabelStore(ctx.run_dir / f"labels-{ctx.name}.sqlite", ctx.name)
         self.aps: list[_ApLink] = []
         self.pg: Any = None
@@ -73,20 +74,30 @@ class QueryingParty:
     # ------------------------------------------------------------------ setup
 
     def connect(self) -> None:
-        """Open a mutual-TLS channel to every AP and send each the public CKKS context (no secret key)."""
-        from capc.net.messages import PublicContext, StepDone
+        """Open a mutual-TLS channel to every AP, receive its public model plan (layout only, no
+        weights), and send it the public CKKS context for that layout (no secret key)."""
+        from capc.net.messages import ModelPlan, PublicContext, StepDone
 
-        context = self.keys.public_context()
-        self.ctx.log.info("public CKKS context: %.1f MB (public, relinearisation and Galois keys only)",
-                          len(context) / 1e6)
-
-        def setup(ap: str) -> _ApLink:
+        def open_link(ap: str) -> tuple[str, Any, bytes]:
             chan = transport.connect_to(self.ctx, ap)
-            chan.send(PublicContext(context_bytes=context, params=self.keys.params_summary()))
-            transport.expect(chan, StepDone, self.p.timeout, f"{ap} accepting the public context")
-            return _ApLink(ap, chan)
+            offer = transport.expect(chan, ModelPlan, self.p.timeout, f"{ap}'s public model plan")
+            return ap, chan, offer.plan_bytes
 
-        self.aps = list(self._pool.map(setup, [a.name for a in self.cfg.answering_parties]))
+        opened = list(self._pool.map(open_link, [a.name for a in self.cfg.answering_parties]))
+        with self.ctx.timing.span("setup_keygen"):
+            keys = [self.keyring.for_plan(plan_bytes) for _, _, plan_bytes in opened]
+        for k in self.keyring.all():
+            self.ctx.log.info("CKKS keys: public context %.1f MB (relinearisation + %d Galois keys; no secret key)",
+                              k.sizes["public_context"] / 1e6, k.sizes["galois_key_count"])
+
+        def send_context(item: tuple[tuple[str, Any, bytes], Any]) -> _ApLink:
+            (ap, chan, _), k = item
+            chan.send(PublicContext(context_bytes=k.public_context(),
+                                    params={"packing": k.packing, "key_id": k.key_id}))
+            transport.expect(chan, StepDone, self.p.timeout, f"{ap} accepting the public context")
+            return _ApLink(ap, chan, keys=k)
+
+        self.aps = list(self._pool.map(send_context, zip(opened, keys)))
         self._connect_pg()
 
     def _connect_pg(self) -> None:
@@ -106,18 +117,22 @@ class QueryingParty:
         """Send Enc(x) to every live AP; return each AP's decrypted, fixed-point share a_j."""
         from capc.net.messages import QueryRequest, QueryResult
 
-        blobs = self.keys.encrypt(x)
-        cts = tuple(blobs) if isinstance(blobs, (list, tuple)) else (blobs,)
-        req = QueryRequest(query_id=query_id, ciphertexts=cts, num_classes=self.p.num_classes,
-                           frac_bits=self.p.frac_bits)
+        requests: dict[int, Any] = {}
+        with self.ctx.timing.span("1a_encrypt", query_id):
+            for link in self.aps:
+                if link.alive and id(link.keys) not in requests:
+                    requests[id(link.keys)] = QueryRequest(
+                        query_id=query_id, ciphertexts=(link.keys.encrypt(x),),
+                        num_classes=self.p.num_classes, frac_bits=self.p.frac_bits)
 
         def one(link: _ApLink) -> np.ndarray:
-            link.chan.send(req)
+            link.chan.send(requests[id(link.keys)])
             res = transport.expect(link.chan, QueryResult, self.p.timeout, f"{link.name}'s encrypted logits")
             if res.query_id != query_id:
                 raise CapcError(f"{link.name} answered query {res.query_id}, expected {query_id}")
-            masked = self.keys.decrypt_logits(res.ciphertexts[0] if len(res.ciphertexts) == 1
-                                              else list(res.ciphertexts))
+            if len(res.ciphertexts) != 1:
+                raise CapcError(f"{link.name} returned {len(res.ciphertexts)} result ciphertexts, expected 1")
+            masked = link.keys.decrypt_logits(res.ciphertexts[0])
             masked = np.asarray(masked, dtype=np.float64).reshape(-1)
             if masked.shape != (self.p.num_classes,):
                 raise CapcError(f"{link.name} returned {masked.shape[0]} logits, expected {self.p.num_classes}")

@@ -42,6 +42,7 @@ class ProtocolParams:
     num_classes: int = 10
     frac_bits: int = 3  # f: logits are shared at scale 2^f (--round_exp)
     hiding_bits: int = 40  # s: statistical hiding of the HE output mask (--rstar_exp)
+    logit_bound: float = 16.0  # B: public bound on |logit| the mask range is sized for (--max_logit)
     vote_scale_exp: int = 4  # g: votes are scaled by 2^g before the integer noise is added
     sigma_gnmax: float = 0.0  # sigma_G in votes (--dp_noise_scale)
     sigma_threshold: float = 0.0  # sigma_T in votes
@@ -185,6 +186,8 @@ def _check_protocol(p: ProtocolParams, where: str) -> None:
         v = getattr(p, key)
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise bad(key, f"{v!r} is not an integer in {lo}..{hi}")
+    if isinstance(p.logit_bound, bool) or not isinstance(p.logit_bound, (int, float)) or not 0 < p.logit_bound < 2**20:
+        raise bad("logit_bound", f"{p.logit_bound!r} is not a number in (0, 2^20)")
     for key in ("sigma_gnmax", "sigma_threshold", "threshold"):
         v = getattr(p, key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v != v or v == float("inf"):

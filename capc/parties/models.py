@@ -1,0 +1,59 @@
+"""The parties' use of :mod:`capc.he`: compile an AP's own model, and choose the CKKS parameters both
+sides must agree on (from the run's parameter file or capc's recommendation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from capc.errors import CapcError, ConfigError
+from capc.parties.runconfig import RunConfig
+
+
+def load_plan(model_path: str, cfg: RunConfig) -> Any:
+    """Compile an answering party's model file (.keras or frozen .pb) into an HE evaluation plan."""
+    from capc.he import compile_model
+
+    path = Path(model_path)
+    if not path.exists():
+        raise ConfigError(f"model file {path} does not exist")
+    plan = compile_model(str(path))
+    if plan.num_classes != cfg.protocol.num_classes:
+        raise ConfigError(f"model {path} has {plan.num_classes} outputs, the run has "
+                          f"{cfg.protocol.num_classes} classes (--num_classes)")
+    return plan
+
+
+def he_setup(public_plan: Any, cfg: RunConfig) -> Any:
+    """Validated CKKS parameters for a plan: the run's parameter file, or capc's recommendation."""
+    from capc.config import load_he_params
+    from capc.he import choose_params
+
+    p = cfg.protocol
+    he_params = load_he_params(p.he_params) if p.he_params else None
+    return choose_params(public_plan, he_params, packing=p.packing, hiding_bits=p.hiding_bits,
+                         logit_bound=p.logit_bound, frac_bits=p.frac_bits)
+
+
+class KeyRing:
+    """The querying party's CKKS keys: one key set per distinct model layout among the APs (APs
+    with the same architecture share one), each holding only the Galois keys that layout needs."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self._keys: dict[str, Any] = {}
+
+    def for_plan(self, plan_bytes: bytes) -> Any:
+        from capc.he import PublicPlan, QueryKeys
+
+        pub = PublicPlan.from_bytes(plan_bytes)
+        if pub.num_classes != self.cfg.protocol.num_classes:
+            raise CapcError(f"an answering party's model has {pub.num_classes} outputs, the run has "
+                            f"{self.cfg.protocol.num_classes} classes")
+        fp = pub.fingerprint
+        if fp not in self._keys:
+            self._keys[fp] = QueryKeys(pub, he_setup(pub, self.cfg), packing=self.cfg.protocol.packing)
+        return self._keys[fp]
+
+    def all(self) -> list[Any]:
+        return list(self._keys.values())

@@ -1,0 +1,166 @@
+"""Message schemas: encode/decode round trips (property tests) and strict validation."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capc.net.errors import ProtocolError
+from capc.net.framing import MessageType
+from capc.net.messages import (MESSAGE_CLASSES, ErrorReply, GcStart, Hello, HelloAck, ModelPlan,
+                               NoisyArgmaxRequest, PublicContext, QueryRequest, QueryResult,
+                               SchemaError, Shutdown, StepDone, VoteShare, decode_message,
+                               encode_message)
+
+party_index = st.integers(0, 999)
+qp_names = party_index.map(lambda i: f"qp-{i}")
+any_party = st.one_of(qp_names, party_index.map(lambda i: f"ap-{i}"), st.just("pg"),
+                      party_index.map(lambda i: f"pg-{i}"))
+run_ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z")
+idents = st.from_regex(r"\A[a-z][a-z0-9_]{0,15}\Z")
+query_ids = st.integers(0, 2**63 - 1)
+classes = st.integers(2, 64)
+blobs = st.binary(min_size=1, max_size=64)
+ciphertexts = st.lists(blobs, min_size=1, max_size=5).map(tuple)
+text = st.text(max_size=60)
+scalars = st.one_of(st.booleans(), st.none(), st.integers(-(2**63), 2**64 - 1),
+                    st.floats(allow_nan=False, allow_infinity=False), text)
+params = st.dictionaries(idents, st.one_of(scalars, st.lists(scalars, max_size=4).map(tuple)),
+                         max_size=6)
+
+
+@st.composite
+def vote_shares(draw: st.DrawFn) -> VoteShare:
+    c = draw(classes)
+    share = np.array(draw(st.lists(st.integers(0, 2**64 - 1), min_size=c, max_size=c)),
+                     dtype=np.uint64)
+    return VoteShare(qp_id=draw(qp_names), query_id=draw(query_ids), num_classes=c, share=share)
+
+
+#: One strategy per message class; the test below checks every wire type is covered.
+STRATEGIES = {
+    Hello: any_party.flatmap(lambda p: st.builds(Hello, party=st.just(p), role=st.just(p.split("-")[0]),
+                                                 run_id=run_ids,
+                                                 protocol_version=st.integers(1, 65535))),
+    HelloAck: st.builds(HelloAck, party=any_party, run_id=run_ids,
+                        protocol_version=st.integers(1, 65535)),
+    ModelPlan: st.builds(ModelPlan, plan_bytes=blobs),
+    PublicContext: st.builds(PublicContext, context_bytes=blobs, params=params),
+    QueryRequest: st.builds(QueryRequest, query_id=query_ids, ciphertexts=ciphertexts,
+                            num_classes=classes, frac_bits=st.integers(0, 62)),
+    QueryResult: st.builds(QueryResult, query_id=query_ids, ciphertexts=ciphertexts),
+    GcStart: st.builds(GcStart, query_id=query_ids, program=idents, num_classes=classes,
+                       options=params),
+    VoteShare: vote_shares(),
+    NoisyArgmaxRequest: st.builds(NoisyArgmaxRequest, qp_id=qp_names, query_id=query_ids,
+                                  n_answering=st.integers(1, 1000), num_classes=classes),
+    StepDone: st.builds(StepDone, query_id=query_ids, step=idents, ok=st.booleans(), detail=text),
+    ErrorReply: st.builds(ErrorReply, code=idents, message=text),
+    Shutdown: st.builds(Shutdown, reason=text),
+}
+messages = st.one_of(*STRATEGIES.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages)
+def test_round_trip(msg) -> None:
+    mtype, payload = encode_message(msg)
+    assert mtype == msg.TYPE
+    back = decode_message(mtype, payload)
+    assert type(back) is type(msg)
+    assert back == msg
+
+
+def test_every_type_has_a_class_and_a_strategy() -> None:
+    assert set(MESSAGE_CLASSES) == set(MessageType)
+    assert {c.TYPE for c in STRATEGIES} == set(MessageType)
+
+
+def _payload(fields: dict, blobs: list[bytes] = (), lens: list[int] | None = None) -> bytes:
+    head = json.dumps({"f": fields, "b": [len(b) for b in blobs] if lens is None else lens}).encode()
+    return struct.pack(">I", len(head)) + head + b"".join(blobs)
+
+
+def test_vote_share_checks_dtype_and_shape() -> None:
+    with pytest.raises(SchemaError, match="VoteShare.share: must have dtype uint64, got int64"):
+        VoteShare("qp-0", 1, 3, np.zeros(3, dtype=np.int64))
+    with pytest.raises(SchemaError, match=r"must have shape \(4,\) to match num_classes"):
+        VoteShare("qp-0", 1, 4, np.zeros(3, dtype=np.uint64))
+    with pytest.raises(SchemaError, match="must name a qp party"):
+        VoteShare("ap-1", 1, 3, np.zeros(3, dtype=np.uint64))
+    ok = VoteShare("qp-0", 1, 3, np.array([1, 2, 3], dtype=">u8"))
+    assert ok.share.dtype == np.uint64 and not ok.share.flags.writeable
+    # wire side: a share whose shape does not match num_classes, or of another dtype
+    fields = {"qp_id": "qp-0", "query_id": 1, "num_classes": 4,
+              "share": {"dtype": "<u8", "shape": [3], "blob": 0}}
+    with pytest.raises(SchemaError, match="shape"):
+        decode_message(MessageType.VOTE_SHARE, _payload(fields, [b"\0" * 24]))
+    fields["share"] = {"dtype": "<i8", "shape": [4], "blob": 0}
+    with pytest.raises(SchemaError, match="dtype"):
+        decode_message(MessageType.VOTE_SHARE, _payload(fields, [b"\0" * 32]))
+    fields["share"] = {"dtype": "<u8", "shape": [4], "blob": 0}
+    with pytest.raises(SchemaError, match="blob holds 24 bytes, expected 32"):
+        decode_message(MessageType.VOTE_SHARE, _payload(fields, [b"\0" * 24]))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Hello("qp-0", "ap", "r1"), "does not match party name"),
+    (lambda: Hello("bob", "qp", "r1"), "invalid party name"),
+    (lambda: Hello("qp-0", "qp", "bad run id"), "run_id"),
+    (lambda: Hello("qp-0", "qp", "run\n"), "run_id"),
+    (lambda: ErrorReply("code\n", "m"), "code"),
+    (lambda: QueryRequest(-1, (b"x",), 10, 8), "query_id: must be in"),
+    (lambda: QueryRequest(1, (), 10, 8), "must hold 1.."),
+    (lambda: QueryRequest(1, (b"",), 10, 8), r"ciphertexts\[0\]: must not be empty"),
+    (lambda: QueryRequest(1, b"abc", 10, 8), "must be a tuple of byte strings"),
+    (lambda: QueryRequest(1, (b"x",), 1, 8), "num_classes"),
+    (lambda: QueryRequest(1, (b"x",), 10, 63), "frac_bits"),
+    (lambda: QueryRequest(True, (b"x",), 10, 8), "must be an integer, got bool"),
+    (lambda: PublicContext(b"x", {"scale": float("nan")}), "must be finite"),
+    (lambda: PublicContext(b"x", {"Bad Key": 1}), "lower-case identifier"),
+    (lambda: GcStart(1, "Argmax!", 10), "program"),
+    (lambda: NoisyArgmaxRequest("qp-0", 1, 0, 10), "n_answering"),
+    (lambda: ErrorReply("x", "m" * 5000), "longer than 4096"),
+    (lambda: StepDone(1, "vote", ok="yes"), "must be a boolean"),
+])
+def test_construction_validation(make, match: str) -> None:
+    with pytest.raises(SchemaError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("payload, match", [
+    (b"\x00\x00", "shorter than its header length"),
+    (struct.pack(">I", 1000) + b"{}", "JSON header length 1000 is invalid"),
+    (struct.pack(">I", 3) + b"\xff\xfe{", "JSON header is malformed"),
+    (_payload({"reason": "x", "extra": 1}), "unknown field"),
+    (_payload({}), "missing field"),
+    (_payload({"reason": 5}), "Shutdown.reason: must be a string"),
+    (_payload({"reason": "x"}, [b"ab"]), "blobs \\[0\\] are not referenced"),
+    (_payload({"reason": "x"}, [], lens=[5]), "blob lengths add up to 5"),
+    (struct.pack(">I", 27) + b'{"f":{"reason":"a"},"b":[-1]}'[:27], "malformed|blob lengths"),
+])
+def test_decode_rejects_malformed_payloads(payload: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode_message(MessageType.SHUTDOWN, payload)
+
+
+def test_decode_rejects_duplicate_keys_nan_and_bad_blob_refs() -> None:
+    head = b'{"f":{"reason":"a","reason":"b"},"b":[]}'
+    with pytest.raises(SchemaError, match="duplicate JSON key"):
+        decode_message(MessageType.SHUTDOWN, struct.pack(">I", len(head)) + head)
+    head = b'{"f":{"context_bytes":{"blob":0},"params":{"s":NaN}},"b":[1]}'
+    with pytest.raises(SchemaError, match="non-finite"):
+        decode_message(MessageType.PUBLIC_CONTEXT, struct.pack(">I", len(head)) + head + b"x")
+    fields = {"query_id": 1, "ciphertexts": [{"blob": 0}, {"blob": 0}]}
+    with pytest.raises(SchemaError, match="referenced twice"):
+        decode_message(MessageType.QUERY_RESULT, _payload(fields, [b"x"]))
+    fields = {"query_id": 1, "ciphertexts": [{"blob": 3}]}
+    with pytest.raises(SchemaError, match="out of range"):
+        decode_message(MessageType.QUERY_RESULT, _payload(fields, [b"x"]))
+    with pytest.raises(ProtocolError, match="unknown message type code 99"):
+        decode_message(99, b"")
