@@ -149,7 +149,7 @@ def test_batch_packing_argmax_on_1000_inputs(model, plan):
     assert (z.argmax(1) == ref.argmax(1)).mean() >= 0.999
 
 
-@pytest.mark.skipif(not os.environ.get("CAPC_RUN_SLOW"), reason="slow: set CAPC_RUN_SLOW=1")
+@pytest.mark.slow  # run with: python -m pytest -m slow
 def test_single_query_argmax_on_1000_inputs(model, single):
     keys, ev = single
     x = _x(1000, seed=12)

@@ -1,0 +1,44 @@
+"""capc.learning — datasets, partitions, cryptonets-style party models, query selection, retraining.
+
+Modules (one job each):
+
+* :mod:`~capc.learning.datasets` — digits (scikit-learn) and MNIST (local files), query pool / evaluation cut;
+* :mod:`~capc.learning.partition` — IID and weak-class (non-IID) partitions among parties;
+* :mod:`~capc.learning.layers` — the ``Square`` / ``Polynomial`` activation layers;
+* :mod:`~capc.learning.models` — building, seeded training, prediction, saving and loading models;
+* :mod:`~capc.learning.export` — frozen ``.pb`` export (nodes ``input`` -> ``output``) and loading;
+* :mod:`~capc.learning.cards` — model cards (JSON + Markdown);
+* :mod:`~capc.learning.default_models` — model sets per party and the shipped default models;
+* :mod:`~capc.learning.selection` — random / entropy / gap query selection;
+* :mod:`~capc.learning.metrics` — accuracy, per-class and balanced accuracy;
+* :mod:`~capc.learning.retrain` — retraining on private data plus CaPC labels over several seeds.
+
+The light modules (datasets, partition, selection, metrics) import without TensorFlow; the names
+below are imported lazily so that ``import capc.learning`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Dataset": "datasets", "load_dataset": "datasets",
+    "iid_partition": "partition", "weak_class_partition": "partition", "check_partition": "partition",
+    "ModelConfig": "models", "build_cryptonets_model": "models", "train_party_model": "models",
+    "predict_logits": "models", "softmax": "models", "save_model": "models", "load_model": "models",
+    "export_frozen_graph": "export", "FrozenModel": "export", "INPUT_NODE": "export", "OUTPUT_NODE": "export",
+    "load_default_models": "default_models", "default_model_paths": "default_models",
+    "train_model_set": "default_models",
+    "select_queries": "selection", "entropy_scores": "selection", "gap_scores": "selection",
+    "accuracy": "metrics", "per_class_accuracy": "metrics", "balanced_accuracy": "metrics",
+    "retrain_with_queries": "retrain", "RetrainResult": "retrain",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"capc.learning.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'capc.learning' has no attribute {name!r}")

@@ -1,0 +1,168 @@
+"""Model cards: a JSON record and a short Markdown page describing one trained party model.
+
+A card records what the HE side and a reader need: the data and partition the model was trained on,
+the seed and hyper-parameters, held-out accuracy, the largest |logit| observed (the logit bound the
+CKKS parameters must leave room for), the frozen graph's node names, file hashes, date and library
+versions. ``party-<i>.card.json`` is the machine-readable form, ``party-<i>.card.md`` the human one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from capc.learning.errors import ModelError
+
+CARD_VERSION = 1
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that determine a trained model's weights."""
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    try:
+        import capc
+
+        capc_version = getattr(capc, "__version__", "unknown")
+    except ImportError:  # pragma: no cover
+        capc_version = "unknown"
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "capc": capc_version}
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def evaluate_for_card(model: Any, dataset: Any, x_train: np.ndarray) -> dict[str, Any]:
+    """Accuracy on the evaluation split, and the max |logit| on the test split and the training data."""
+    from capc.learning.metrics import accuracy, balanced_accuracy, per_class_accuracy
+    from capc.learning.models import predict_logits
+
+    test_logits = predict_logits(model, dataset.x_test)
+    eval_logits = test_logits[dataset.num_query_pool:]
+    train_logits = predict_logits(model, x_train)
+    per_class = per_class_accuracy(dataset.y_eval, eval_logits, dataset.num_classes)
+    return {
+        "split": "evaluation (test split after the query pool)",
+        "num_samples": int(len(dataset.y_eval)),
+        "accuracy": round(accuracy(dataset.y_eval, eval_logits), 6),
+        "balanced_accuracy": round(balanced_accuracy(dataset.y_eval, eval_logits, dataset.num_classes), 6),
+        "per_class_accuracy": [None if np.isnan(v) else round(float(v), 6) for v in per_class],
+        "query_pool_accuracy": (round(accuracy(dataset.y_query, test_logits[:dataset.num_query_pool]), 6)
+                                if dataset.num_query_pool else None),
+        "max_abs_logit_test": round(float(np.abs(test_logits).max()), 4),
+        "max_abs_logit_train": round(float(np.abs(train_logits).max()), 4),
+    }
+
+
+def make_card(*, name: str, model: Any, dataset: Any, party: int, partition: dict[str, Any],
+              train_labels: np.ndarray, seed: int, config: dict[str, Any], evaluation: dict[str, Any],
+              files: dict[str, Path]) -> dict[str, Any]:
+    """Assemble the card dictionary (see module docstring); ``files`` maps kind -> written path."""
+    from capc.learning.export import INPUT_NODE, OUTPUT_NODE
+
+    layers = []
+    for layer in model.layers:
+        entry: dict[str, Any] = {"name": layer.name, "type": type(layer).__name__}
+        cfg = layer.get_config()
+        for key in ("filters", "kernel_size", "strides", "padding", "units"):
+            if key in cfg:
+                entry[key] = list(cfg[key]) if isinstance(cfg[key], (tuple, list)) else cfg[key]
+        layers.append(entry)
+    counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=dataset.num_classes)
+    return {
+        "card_version": CARD_VERSION,
+        "name": name,
+        "party": int(party),
+        "model": {
+            "family": "cryptonets (Conv -> Square -> Dense -> Square -> Dense, logits out)",
+            "input_shape": [None, *dataset.input_shape],
+            "num_classes": int(dataset.num_classes),
+            "num_params": int(model.count_params()),
+            "layers": layers,
+            "frozen_graph": {"input_node": INPUT_NODE, "output_node": OUTPUT_NODE,
+                             "input_tensor": f"{INPUT_NODE}:0", "output_tensor": f"{OUTPUT_NODE}:0",
+                             "layout": "NHWC, float32 in [0, 1]"},
+        },
+        "data": {
+            "dataset": dataset.name,
+            "num_train_samples": int(len(train_labels)),
+            "train_label_counts": [int(c) for c in counts],
+            "partition": partition,
+        },
+        "evaluation": evaluation,
+        "training": {"seed": int(seed), "optimizer": "Adam",
+                     "loss": "sparse categorical cross-entropy on logits", **config},
+        "files": {kind: {"name": Path(p).name, "sha256": sha256_of(p), "bytes": Path(p).stat().st_size}
+                  for kind, p in files.items()},
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "versions": library_versions(),
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """A short human-readable page for a card."""
+    ev, data, tr, mdl = card["evaluation"], card["data"], card["training"], card["model"]
+    part = data["partition"]
+    arch = " -> ".join(
+        f"{l['type']}({', '.join(f'{k}={v}' for k, v in l.items() if k not in ('name', 'type'))})"
+        if len(l) > 2 else l["type"] for l in mdl["layers"])
+    files = ", ".join(f"`{f['name']}` ({f['bytes']} B)" for f in card["files"].values())
+    return "\n".join([
+        f"# {card['name']} (party {card['party']})",
+        "",
+        f"- **Model**: {arch}; {mdl['num_params']} parameters; input {mdl['input_shape']} "
+        f"({mdl['frozen_graph']['layout']}); frozen graph nodes `{mdl['frozen_graph']['input_node']}` -> "
+        f"`{mdl['frozen_graph']['output_node']}`.",
+        f"- **Data**: {data['dataset']}, {data['num_train_samples']} training samples, partition "
+        f"`{part['scheme']}` (party {part['party']} of {part['num_parties']}).",
+        f"- **Held-out accuracy**: {ev['accuracy']:.4f} (balanced {ev['balanced_accuracy']:.4f}) on "
+        f"{ev['num_samples']} samples of the {ev['split']}.",
+        f"- **Logit bound**: max |logit| = {ev['max_abs_logit_test']} on the test split, "
+        f"{ev['max_abs_logit_train']} on the training data.",
+        f"- **Training**: seed {tr['seed']}, {tr['epochs']} epochs, batch {tr['batch_size']}, "
+        f"Adam lr {tr['learning_rate']}, L2 {tr['l2']}, logit L2 {tr['logit_l2']}.",
+        f"- **Files**: {files}.",
+        f"- **Created**: {card['created']} with " + ", ".join(f"{k} {v}" for k, v in card["versions"].items())
+        + ".",
+        "",
+    ])
+
+
+def write_card(card: dict[str, Any], json_path: str | Path) -> tuple[Path, Path]:
+    """Write ``<stem>.card.json`` and ``<stem>.card.md``; ``json_path`` must end in ``.card.json``."""
+    json_path = Path(json_path)
+    if not json_path.name.endswith(".card.json"):
+        raise ModelError(f"card files are named '<model>.card.json', got {json_path.name!r}")
+    md_path = json_path.with_name(json_path.name[: -len(".json")] + ".md")
+    json_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(card_markdown(card), encoding="utf-8")
+    return json_path, md_path
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """Read a ``.card.json`` file.
+
+    Raises:
+        ModelError: missing file or invalid JSON.
+    """
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError(f"model card {str(path)!r} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model card {str(path)!r}: {exc}") from exc
+    if not isinstance(card, dict) or card.get("card_version") != CARD_VERSION:
+        raise ModelError(f"{str(path)!r} is not a version-{CARD_VERSION} capc model card")
+    return card
