@@ -78,13 +78,13 @@ class PartyContext:
 
         return PartyTLS.load(self.cfg.pki_dir, self.name)
 
-    def report(self, event: str, **data: Any) -> None:
-        """Send an event to the launcher's control channel, if there is one."""
+    def report(self, kind: str, **data: Any) -> None:
+        """Send a ``ready``/``progress``/``done``/``failed`` event to the launcher, if there is one."""
         if self.control is not None:
             try:
-                getattr(self.control, event)(**data)
+                getattr(self.control, kind)(**data)
             except Exception as exc:  # the launcher going away must not kill a protocol step
-                self.log.warning("could not report %s to the launcher: %s", event, exc)
+                self.log.warning("could not report %s to the launcher: %s", kind, exc)
 
 
 def env_flag(name: str) -> bool:

@@ -66,6 +66,7 @@ def _control_client(name: str) -> Any:
 def cmd_party(args: argparse.Namespace) -> int:
     """Run the party; exit status 0 on a clean finish, 1 when it failed (the reason is logged and
     reported to the launcher)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the logs
     cfg = load_run_config(args.run)
     name = _resolve_name(cfg, args.role, args.name)
     cfg = _override_listen(cfg, name, args.listen)
@@ -128,7 +129,7 @@ def run_querying_party(ctx: PartyContext) -> None:
             if ctx.control is not None and ctx.control.stop_requested():
                 ctx.log.info("stop requested after %d queries", i)
                 break
-            out = qp.run_query(qid, x, y)
+            out = qp.run_query(int(qid), x, int(y))
             outcomes.append(out)
             ctx.report("progress", event="query", index=i + 1, total=len(cfg.queries), query=qid,
                        answered=out.answered, error=out.error[:300])

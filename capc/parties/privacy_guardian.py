@@ -34,8 +34,11 @@ class PrivacyGuardian:
         self.ctx = ctx
         self.cfg = ctx.cfg
         p = self.cfg.protocol
-        # The ledger outlives this process: a restarted PG reopens it and goes on counting.
-        self.ledger = BudgetLedger(ctx.run_dir / LEDGER_FILENAME, budget_eps=p.budget_eps, delta=p.delta)
+        # The ledger outlives this process: a restarted PG reopens it and goes on counting. SQLite
+        # connections belong to one thread, so each QP session thread opens its own on the same file.
+        self._ledger_path = ctx.run_dir / LEDGER_FILENAME
+        BudgetLedger(self._ledger_path, budget_eps=p.budget_eps, delta=p.delta).close()
+        self._local = threading.local()
         self.params = ConfidentGNMaxParams(p.sigma_gnmax, p.sigma_threshold, p.threshold, p.vote_scale_exp)
         self._noise = PrivacyGuardianNoise(self.params)
         self._noise_lock = threading.Lock()
@@ -151,6 +154,17 @@ class PrivacyGuardian:
             if session is not None:
                 session.close()
             chan.close()
+
+    @property
+    def ledger(self) -> Any:
+        """This thread's connection to the durable budget ledger."""
+        from capc.privacy.ledger import BudgetLedger
+
+        led = getattr(self._local, "ledger", None)
+        if led is None:
+            p = self.cfg.protocol
+            led = self._local.ledger = BudgetLedger(self._ledger_path, budget_eps=p.budget_eps, delta=p.delta)
+        return led
 
     def _spent(self, qp: str) -> float:
         return float(self.ledger.spent_eps(qp))

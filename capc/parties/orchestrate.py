@@ -1,0 +1,212 @@
+"""The protocol runner behind ``run_experiment.py``: set up a run, start the parties, collect results.
+
+``run_protocol(config, launcher)`` (the interface :mod:`capc.launcher.experiment` calls):
+
+1. resolves one model per party (``--checkpoint_dir``, or the default digits models, trained on first
+   use): party 0 is the querying party, parties 1..N the answering parties — each AP loads its own;
+2. makes the run's CA and one certificate per party (``pki/``), picks the listening ports, and writes
+   ``RUN.json``;
+3. starts the privacy guardian, the answering parties and the querying party as separate processes
+   through the launcher (subprocesses or tmux panes), which waits for each to report ready;
+4. follows the QP's progress (a progress bar), waits for it to finish, stops the APs and the PG;
+5. reads the QP's results and the PG's ledger into an :class:`~capc.launcher.results.ExperimentResult`.
+
+``--cpu`` runs :func:`simulate_plaintext` instead: the same votes, noise and accounting with no
+encryption and no processes, labelled as a simulation everywhere it is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from capc.errors import CapcError, ConfigError
+from capc.parties.runconfig import PartyEntry, ProtocolParams, RunConfig, save_run_config
+
+MODEL_SUFFIXES = (".keras", ".h5", ".pb")
+
+
+def _model_files(config: Any) -> list[Path]:
+    """One model file per party: index 0 for the QP, 1..N for the APs."""
+    n = config.n_parties
+    if config.checkpoint_dir is not None:
+        files = sorted(p for p in Path(config.checkpoint_dir).iterdir() if p.suffix in MODEL_SUFFIXES)
+        # Prefer one format per party when a directory holds both .keras and .pb of the same model.
+        by_stem: dict[str, Path] = {}
+        for f in files:
+            by_stem.setdefault(f.stem, f)
+        files = list(by_stem.values())
+        if not files:
+            raise ConfigError(f"--checkpoint_dir {config.checkpoint_dir} holds no model files "
+                              f"({', '.join(MODEL_SUFFIXES)})")
+        if len(files) < n + 1 and not config.ignore_parties:
+            raise ConfigError(f"--checkpoint_dir {config.checkpoint_dir} holds {len(files)} models; "
+                              f"{n} answering parties and the querying party need {n + 1} "
+                              "(or pass --ignore_parties to reuse models, which makes votes agree)")
+        return [files[i % len(files)] for i in range(n + 1)]
+    from capc.learning.default_models import default_model_paths
+
+    paths = default_model_paths(n + 1, config.models_dir)
+    return [Path(p["keras"]) if isinstance(p, dict) else Path(p) for p in paths]
+
+
+def _free_ports(host: str, count: int) -> list[int]:
+    """Ports the OS reports free on ``host`` now (each party then binds exactly its own)."""
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            s.bind((host, 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def build_run_config(config: Any, run_dir: Path, models: Sequence[Path]) -> RunConfig:
+    """The RUN.json content for this experiment."""
+    n = config.n_parties
+    qp = f"qp-{config.qp_id}"
+    names = [qp] + [f"ap-{i}" for i in range(1, n + 1)] + ["pg"]
+    fixed = config.ports()
+    ports = fixed[: len(names)] if fixed else _free_ports(config.host, len(names))
+    parties = [PartyEntry(qp, config.host, ports[0], str(models[0]))]
+    parties += [PartyEntry(f"ap-{i}", config.host, ports[i], str(models[i])) for i in range(1, n + 1)]
+    parties.append(PartyEntry("pg", config.host, ports[n + 1]))
+    protocol = ProtocolParams(
+        num_classes=config.num_classes, frac_bits=config.round_exp, hiding_bits=config.hiding_bits,
+        logit_bound=config.max_logit, vote_scale_exp=config.vote_scale_exp,
+        sigma_gnmax=config.dp_noise_scale, sigma_threshold=config.sigma_threshold,
+        threshold=config.threshold, budget_eps=config.budget_eps, delta=config.delta,
+        he_params=str(config.encryption_params) if config.encryption_params else None,
+        packing="single", plaintext=config.cpu, timeout=config.timeout)
+    queries = tuple(range(config.start_batch, config.start_batch + config.n_queries))
+    return RunConfig(run_id=run_dir.name[:64], run_dir=str(run_dir), pki_dir=str(run_dir / "pki"),
+                     parties=tuple(parties), protocol=protocol, queries=queries,
+                     dataset=config.dataset_name, data_dir=None, seed=config.seed)
+
+
+def run_protocol(config: Any, launcher: Any) -> Any:
+    """Run one CaPC experiment with real processes, sockets and cryptography (see module doc)."""
+    if config.batch_size != 1:
+        raise ConfigError("--batch_size > 1: the protocol path sends one query per ciphertext; CKKS batch "
+                          "packing is measured by scripts/bench_he.py and not yet wired into the parties")
+    run_dir = Path(launcher.run_dir.path)
+    t_start = time.perf_counter()
+    launcher.say("resolving models (training the default models on first use)")
+    models = _model_files(config)
+    if config.cpu:
+        return simulate_plaintext(config, models, run_dir)
+
+    from capc.net.certs import make_run_pki
+
+    cfg = build_run_config(config, run_dir, models)
+    from capc.parties.queries import load_queries
+
+    load_queries(cfg)  # validates the query ids before any process starts
+    make_run_pki(run_dir / "pki", [p.name for p in cfg.parties], hosts=(config.host, "localhost"))
+    run_file = save_run_config(cfg, run_dir / "RUN.json")
+    qp = cfg.by_role("qp")[0].name
+
+    def argv(p: PartyEntry) -> list[str]:
+        return [sys.executable, "-m", "capc.cli", "party", "--role", p.role, "--name", p.name,
+                "--run", str(run_file)]
+
+    bar = launcher.progress(len(cfg.queries), desc="queries")
+
+    def on_progress(party: str, data: dict[str, Any]) -> None:
+        if party == qp and data.get("event") == "query":
+            bar.update(1)
+        elif data.get("event") == "ap_failed":
+            launcher.say(f"answering party {data.get('party')} failed: {data.get('reason')}")
+
+    launcher.on_progress(on_progress)
+    servers = [p for p in cfg.parties if p.role != "qp"]
+    launcher.say(f"starting the privacy guardian and {len(servers) - 1} answering parties")
+    launcher.start_parties([launcher.spec(p.name, p.role, argv(p)) for p in servers])
+    t_ready = time.perf_counter()
+    launcher.start_parties([launcher.spec(qp, "qp", argv(cfg.party(qp)))])
+    per_query = max(60.0, 4 * len(servers))
+    launcher.wait_done([qp], timeout=config.timeout + per_query * len(cfg.queries))
+    t_done = time.perf_counter()
+    bar.close()
+    launcher.stop_all()
+    return collect_results(cfg, qp, {"setup": t_ready - t_start, "queries": t_done - t_ready,
+                                     "total": time.perf_counter() - t_start})
+
+
+def collect_results(cfg: RunConfig, qp: str, totals: dict[str, float]) -> Any:
+    """Read the QP's results file and the PG's ledger into an ExperimentResult."""
+    from capc.launcher.results import ExperimentResult, PrivacySummary, QueryRow
+    from capc.privacy.ledger import LEDGER_FILENAME, BudgetLedger
+
+    run_dir = Path(cfg.run_dir)
+    data = json.loads((run_dir / f"results-{qp}.json").read_text())
+    rows, notes = [], []
+    for q in data["queries"]:
+        rows.append(QueryRow(query_id=q["query_id"], label=q["label"] if q["answered"] else None,
+                             true_label=q["true_label"], step_seconds=q["seconds"]))
+        if q["error"]:
+            notes.append(f"query {q['query_id']}: {q['error']}")
+    for ap, why in data.get("dropped_aps", {}).items():
+        notes.append(f"answering party {ap} was dropped: {why}")
+    privacy = None
+    ledger_path = run_dir / LEDGER_FILENAME
+    if ledger_path.exists():
+        ledger = BudgetLedger(ledger_path, None, None, create=False)
+        try:
+            eps = ledger.spent_eps(qp)
+        finally:
+            ledger.close()
+        p = cfg.protocol
+        privacy = PrivacySummary(qp_id=int(qp.split("-")[1]), epsilon=eps, delta=p.delta,
+                                 budget_eps=p.budget_eps, answered=sum(r.answered for r in rows),
+                                 queries=len(rows), data_independent=True,
+                                 note=f"sigma_G={p.sigma_gnmax:g}, sigma_T={p.sigma_threshold:g}, "
+                                      f"T={p.threshold:g}; ledger: {ledger_path}")
+    return ExperimentResult(rows=rows, privacy=privacy, totals=totals, plaintext=False, notes=notes)
+
+
+def simulate_plaintext(config: Any, models: Sequence[Path], run_dir: Path) -> Any:
+    """``--cpu``: the APs' plaintext votes, the PG's discrete Gaussian noise and the same accounting,
+    with no encryption, no garbled circuits and no processes. For testing and quick experiments only."""
+    from capc.launcher.results import ExperimentResult, PrivacySummary, QueryRow
+    from capc.learning.datasets import load_dataset
+    from capc.learning.models import load_model, predict_logits
+    from capc.privacy.gnmax import ConfidentGNMaxParams, PrivacyGuardianNoise, confident_gnmax
+    from capc.privacy.rdp import RdpAccountant
+
+    ds = load_dataset(config.dataset_name)
+    ids = list(range(config.start_batch, config.start_batch + config.n_queries))
+    if ids and ids[-1] >= len(ds.y_query):
+        raise ConfigError(f"queries {ids[0]}..{ids[-1]} exceed the {ds.name} query pool of {len(ds.y_query)}")
+    x = ds.x_query[ids]
+    preds = [np.argmax(predict_logits(load_model(str(m)), x), axis=1) for m in models[1:]]
+    params = ConfidentGNMaxParams(config.dp_noise_scale, config.sigma_threshold, config.threshold,
+                                  config.vote_scale_exp)
+    noise = PrivacyGuardianNoise(params)
+    acc = RdpAccountant()
+    rows = []
+    for k, qid in enumerate(ids):
+        votes = np.bincount([int(p[k]) for p in preds], minlength=config.num_classes)
+        worst = RdpAccountant.from_dict(acc.to_dict())
+        worst.compose_all(params.worst_case_events())
+        if worst.get_epsilon(config.delta) > config.budget_eps:
+            break
+        n = noise.draw(config.num_classes)
+        res = confident_gnmax(list(votes * params.scale), n.eta_G, n.eta_T, params.threshold_units)
+        acc.compose_all(params.worst_case_events() if res.answered else params.threshold_events())
+        rows.append(QueryRow(query_id=qid, label=res.label, true_label=int(ds.y_query[qid])))
+    privacy = PrivacySummary(qp_id=config.qp_id, epsilon=acc.get_epsilon(config.delta), delta=config.delta,
+                             budget_eps=config.budget_eps, answered=sum(r.answered for r in rows),
+                             queries=len(rows), note="plaintext simulation: same accounting as the PG")
+    return ExperimentResult(rows=rows, privacy=privacy, plaintext=True,
+                            notes=["PLAINTEXT SIMULATION (--cpu): no encryption, no 2PC"])

@@ -1,0 +1,126 @@
+// handshake.h — the first bytes on every connection: magic, version, program id, role, size, nonce.
+//
+// Both parties send their hello and then read the peer's, so the exchange costs one one-way latency. A peer
+// that runs another program, plays the same role, disagrees on the number of classes, or is this very
+// process (a socket connected to itself) is rejected with ProtocolError instead of hanging mid-protocol.
+// Templated on the channel type so that the same code runs over emp-tool's NetIO (emp backend).
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "capc_gc/errors.h"
+#include "capc_gc/hash.h"
+#include "capc_gc/prg.h"
+
+namespace capc_gc {
+
+constexpr uint32_t kProtocolVersion = 1;
+constexpr char kHelloMagic[8] = {'C', 'A', 'P', 'C', 'G', 'C', '\x01', '\0'};
+
+/// Program ids carried in the hello and in per-query headers.
+enum ProgramId : uint32_t {
+  kProgSession = 1,       ///< a long-lived session (Python module); per-query headers follow
+  kProgArgmaxShare = 2,   ///< step 1b
+  kProgNoisyArgmax = 3,   ///< step 3 (Confident-GNMax)
+  kProgBench = 4,         ///< benchmark / test circuits
+};
+
+inline const char* program_name(uint32_t id) {
+  switch (id) {
+    case kProgSession: return "session";
+    case kProgArgmaxShare: return "argmax_share";
+    case kProgNoisyArgmax: return "noisy_argmax";
+    case kProgBench: return "bench";
+    default: return "unknown";
+  }
+}
+
+namespace detail {
+inline void put_u32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+inline uint32_t get_u32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
+  return v;
+}
+inline void put_u64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+inline uint64_t get_u64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+}  // namespace detail
+
+/// Exchange hellos; returns the session id SHA-256(nonce_ALICE || nonce_BOB) truncated to 128 bits.
+/// party is 1 (ALICE) or 2 (BOB); size is a program parameter both sides must agree on (e.g. C).
+template <typename IO>
+block handshake(IO& io, int party, uint32_t program, uint32_t size) {
+  constexpr size_t kLen = 8 + 4 + 4 + 4 + 4 + 16;
+  uint8_t mine[kLen], theirs[kLen];
+  std::memcpy(mine, kHelloMagic, 8);
+  detail::put_u32(mine + 8, kProtocolVersion);
+  detail::put_u32(mine + 12, program);
+  detail::put_u32(mine + 16, size);
+  detail::put_u32(mine + 20, static_cast<uint32_t>(party));
+  os_random_bytes(mine + 24, 16);
+  io.send_data(mine, kLen);
+  io.flush();
+  io.recv_data(theirs, kLen);
+  if (std::memcmp(theirs, kHelloMagic, 8) != 0)
+    throw ProtocolError("the peer is not a capc garbled-circuit party (bad hello)");
+  if (std::memcmp(theirs + 24, mine + 24, 16) == 0)
+    throw ProtocolError("connected to itself: the peer echoed this party's own hello");
+  uint32_t ver = detail::get_u32(theirs + 8), prog = detail::get_u32(theirs + 12);
+  uint32_t psize = detail::get_u32(theirs + 16), prole = detail::get_u32(theirs + 20);
+  if (ver != kProtocolVersion)
+    throw ProtocolError("peer speaks protocol version " + std::to_string(ver) + ", this build speaks " +
+                        std::to_string(kProtocolVersion));
+  if (prog != program)
+    throw ProtocolError(std::string("program mismatch: this party runs ") + program_name(program) +
+                        ", the peer runs " + program_name(prog));
+  if (prole == static_cast<uint32_t>(party))
+    throw ProtocolError("both parties claim to be party " + std::to_string(party) +
+                        " (one must be 1 = garbler/ALICE, the other 2 = evaluator/BOB)");
+  if (prole != 1 && prole != 2) throw ProtocolError("peer sent an invalid role " + std::to_string(prole));
+  if (psize != size)
+    throw ProtocolError("size mismatch: this party has " + std::to_string(size) + " classes, the peer has " +
+                        std::to_string(psize));
+  Sha256 h;
+  h.update("capc-gc session", 15);
+  const uint8_t* alice = party == 1 ? mine : theirs;
+  const uint8_t* bob = party == 1 ? theirs : mine;
+  h.update(alice + 24, 16).update(bob + 24, 16);
+  return h.finish_block();
+}
+
+/// Per-query header inside a session: operation code, size and sequence number must match on both sides.
+template <typename IO>
+void exchange_query_header(IO& io, uint32_t op, uint32_t size, uint64_t seq,
+                           const char* (*op_name)(uint32_t)) {
+  uint8_t mine[20], theirs[20];
+  std::memcpy(mine, "CQRY", 4);
+  detail::put_u32(mine + 4, op);
+  detail::put_u32(mine + 8, size);
+  detail::put_u64(mine + 12, seq);
+  io.send_data(mine, 20);
+  io.flush();
+  io.recv_data(theirs, 20);
+  if (std::memcmp(theirs, "CQRY", 4) != 0) throw ProtocolError("peer sent no query header (stream out of sync)");
+  uint32_t pop = detail::get_u32(theirs + 4), psize = detail::get_u32(theirs + 8);
+  uint64_t pseq = detail::get_u64(theirs + 12);
+  if (pop != op)
+    throw ProtocolError(std::string("query mismatch: this party called ") + op_name(op) + ", the peer called " +
+                        op_name(pop));
+  if (psize != size)
+    throw ProtocolError("size mismatch in " + std::string(op_name(op)) + ": this party has " +
+                        std::to_string(size) + " classes, the peer has " + std::to_string(psize));
+  if (pseq != seq)
+    throw ProtocolError("query sequence mismatch: this party is at query " + std::to_string(seq) +
+                        ", the peer at " + std::to_string(pseq));
+}
+
+}  // namespace capc_gc

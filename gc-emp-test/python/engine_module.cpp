@@ -1,0 +1,217 @@
+// engine_module.cpp — pybind11 module capc.gc._engine: CaPC's two circuits over a Python byte stream.
+//
+// A Session wraps any Python object with sendall(bytes-like) and recv_into(buffer) -> int (a socket or an
+// ssl.SSLSocket) and keeps the engine state of one party across queries: the handshake and the base OTs
+// run once, at the first query; each query starts with a header (operation, classes, sequence number) that
+// both sides check, so mismatched calls fail with ProtocolError instead of desynchronising. The GIL is
+// released while computing and re-acquired only inside the I/O callbacks.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "capc_circuits.h"
+#include "capc_gc/capc_gc.h"
+
+namespace py = pybind11;
+using namespace capc_gc;
+
+namespace {
+
+enum Op : uint32_t { kOpArgmaxShare = 1, kOpNoisyArgmax = 2 };
+
+const char* op_name(uint32_t op) {
+  switch (op) {
+    case kOpArgmaxShare: return "argmax_share";
+    case kOpNoisyArgmax: return "noisy_argmax";
+    default: return "an unknown operation";
+  }
+}
+
+/// IOChannel over a Python stream object; every call into Python holds the GIL.
+class PyIO : public IOChannel {
+ public:
+  explicit PyIO(py::object stream)
+      : stream_(std::move(stream)), sendall_(stream_.attr("sendall")), recv_into_(stream_.attr("recv_into")) {}
+  ~PyIO() override {
+    py::gil_scoped_acquire gil;
+    sendall_ = py::object();
+    recv_into_ = py::object();
+    stream_ = py::object();
+  }
+
+ protected:
+  void raw_send(const uint8_t* data, size_t n) override {
+    py::gil_scoped_acquire gil;
+    sendall_(py::memoryview::from_memory(data, static_cast<py::ssize_t>(n)));
+  }
+  size_t raw_recv(uint8_t* data, size_t max) override {
+    py::gil_scoped_acquire gil;
+    py::object r = recv_into_(py::memoryview::from_memory(data, static_cast<py::ssize_t>(max), false));
+    auto got = r.cast<long long>();
+    if (got == 0) throw NetError("the peer closed the connection");
+    if (got < 0 || static_cast<size_t>(got) > max) throw NetError("recv_into returned an invalid count");
+    return static_cast<size_t>(got);
+  }
+
+ private:
+  py::object stream_, sendall_, recv_into_;
+};
+
+using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+std::vector<int64_t> to_vec(const I64Array& a, const char* name) {
+  if (a.ndim() != 1) throw InputError(std::string(name) + " must be a 1-D array, got " + std::to_string(a.ndim()) + "-D");
+  return std::vector<int64_t>(a.data(), a.data() + a.shape(0));
+}
+
+class Session {
+ public:
+  Session(py::object stream, const std::string& role) {
+    if (role == "garbler")
+      party_ = ALICE;
+    else if (role == "evaluator")
+      party_ = BOB;
+    else
+      throw InputError("role must be 'garbler' (AP or PG) or 'evaluator' (QP), got '" + role + "'");
+    for (const char* attr : {"sendall", "recv_into"})
+      if (!py::hasattr(stream, attr))
+        throw InputError(std::string("io object has no ") + attr + "() method (expected a socket-like object)");
+    io_ = std::make_unique<PyIO>(std::move(stream));
+  }
+
+  py::array_t<int64_t> argmax_share_evaluator(const I64Array& a_in) {
+    need(BOB, "argmax_share_evaluator");
+    std::vector<int64_t> a = to_vec(a_in, "a"), w;
+    check_classes(a.size());
+    run(kOpArgmaxShare, a.size(), [&] { w = capc_programs::argmax_share(BOB, a.size(), a, {}); });
+    py::array_t<int64_t> out(static_cast<py::ssize_t>(w.size()));
+    std::memcpy(out.mutable_data(), w.data(), w.size() * sizeof(int64_t));
+    return out;
+  }
+
+  void argmax_share_garbler(const I64Array& b_in, const I64Array& m_in) {
+    need(ALICE, "argmax_share_garbler");
+    std::vector<int64_t> b = to_vec(b_in, "b"), m = to_vec(m_in, "m");
+    check_classes(b.size());
+    if (m.size() != b.size())
+      throw InputError("m has " + std::to_string(m.size()) + " entries but b has " + std::to_string(b.size()));
+    run(kOpArgmaxShare, b.size(), [&] { capc_programs::argmax_share(ALICE, b.size(), b, m); });
+  }
+
+  py::tuple noisy_argmax_evaluator(const I64Array& w_in) {
+    need(BOB, "noisy_argmax_evaluator");
+    std::vector<int64_t> W = to_vec(w_in, "W");
+    check_classes(W.size());
+    capc_programs::NoisyArgmaxResult r;
+    run(kOpNoisyArgmax, W.size(), [&] { r = capc_programs::noisy_argmax(BOB, W.size(), W, {}, 0, 0); });
+    return py::make_tuple(r.answered, r.answered ? py::object(py::int_(r.label)) : py::object(py::none()));
+  }
+
+  bool noisy_argmax_garbler(const I64Array& m_in, const I64Array& eg_in, int64_t eta_t, int64_t threshold) {
+    need(ALICE, "noisy_argmax_garbler");
+    std::vector<int64_t> M = to_vec(m_in, "M"), eg = to_vec(eg_in, "eta_G");
+    check_classes(M.size());
+    if (eg.size() != M.size())
+      throw InputError("eta_G has " + std::to_string(eg.size()) + " entries but M has " + std::to_string(M.size()));
+    capc_programs::NoisyArgmaxResult r;
+    run(kOpNoisyArgmax, M.size(), [&] { r = capc_programs::noisy_argmax(ALICE, M.size(), M, eg, eta_t, threshold); });
+    return r.answered;
+  }
+
+  uint64_t bytes_sent() const { return io_ ? io_->bytes_sent() : closed_sent_; }
+  uint64_t bytes_received() const { return io_ ? io_->bytes_received() : closed_received_; }
+  uint64_t queries() const { return seq_; }
+  bool broken() const { return broken_; }
+
+  void close() {
+    if (!io_) return;
+    closed_sent_ = io_->bytes_sent();
+    closed_received_ = io_->bytes_received();
+    party_obj_.reset();
+    io_.reset();
+  }
+
+ private:
+  void need(int party, const char* method) const {
+    if (!io_) throw ProtocolError(std::string(method) + ": the session is closed");
+    if (party != party_)
+      throw InputError(std::string(method) + " is for the " + (party == ALICE ? "garbler" : "evaluator") +
+                       ", but this session's role is " + (party_ == ALICE ? "garbler" : "evaluator"));
+    if (broken_)
+      throw ProtocolError(std::string(method) + ": the session failed earlier and its stream is out of sync; "
+                          "open a new connection and session");
+  }
+  static void check_classes(size_t c) {
+    if (c == 0) throw InputError("need at least one class, got an empty array");
+    if (c > (size_t{1} << 20)) throw InputError("too many classes: " + std::to_string(c) + " (at most 1048576)");
+  }
+
+  void run(uint32_t op, size_t classes, const std::function<void()>& circuit) {
+    try {
+      py::gil_scoped_release nogil;
+      if (!party_obj_) {
+        block sid = handshake(*io_, party_, kProgSession, 0);
+        party_obj_ = make_party(party_, *io_, sid);
+      }
+      exchange_query_header(*io_, op, static_cast<uint32_t>(classes), seq_, op_name);
+      ScopedBackend scope(party_obj_.get());
+      party_obj_->begin_query();
+      circuit();
+      io_->flush();
+      ++seq_;
+    } catch (...) {
+      broken_ = true;
+      throw;
+    }
+  }
+
+  int party_ = 0;
+  std::unique_ptr<PyIO> io_;
+  std::unique_ptr<SemiHonestParty> party_obj_;
+  uint64_t seq_ = 0;
+  bool broken_ = false;
+  uint64_t closed_sent_ = 0, closed_received_ = 0;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_engine, m) {
+  m.doc() = "capc's garbled-circuit engine: CaPC's argmax_share and noisy_argmax over a Python byte stream";
+  // Engine errors become the Python classes of capc.gc.errors (looked up when first needed).
+  py::register_exception_translator([](std::exception_ptr p) {
+    auto raise = [](const char* cls, const char* what) {
+      py::object c = py::module_::import("capc.gc.errors").attr(cls);
+      PyErr_SetString(c.ptr(), what);
+    };
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const InputError& e) {
+      raise("GcInputError", e.what());
+    } catch (const NetError& e) {
+      raise("GcNetworkError", e.what());
+    } catch (const ProtocolError& e) {
+      raise("GcProtocolError", e.what());
+    } catch (const GcError& e) {
+      raise("GcError", e.what());
+    }
+  });
+  py::class_<Session>(m, "Session")
+      .def(py::init<py::object, const std::string&>(), py::arg("io"), py::arg("role"))
+      .def("argmax_share_evaluator", &Session::argmax_share_evaluator, py::arg("a"))
+      .def("argmax_share_garbler", &Session::argmax_share_garbler, py::arg("b"), py::arg("m"))
+      .def("noisy_argmax_evaluator", &Session::noisy_argmax_evaluator, py::arg("W"))
+      .def("noisy_argmax_garbler", &Session::noisy_argmax_garbler, py::arg("M"), py::arg("eta_G"), py::arg("eta_T"),
+           py::arg("threshold"))
+      .def_property_readonly("bytes_sent", &Session::bytes_sent)
+      .def_property_readonly("bytes_received", &Session::bytes_received)
+      .def_property_readonly("queries", &Session::queries)
+      .def_property_readonly("broken", &Session::broken)
+      .def("close", &Session::close);
+  m.def("aesni_enabled", &aesni_enabled, "True when the AES-NI code path is in use");
+}

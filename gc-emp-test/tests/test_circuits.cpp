@@ -1,0 +1,223 @@
+// test_circuits — garbled adders, subtractors, signed comparators, equality, mux and the two CaPC circuits
+// against plain C++ on random and edge inputs (INT64_MIN/MAX, negatives, ties; C = 1, 2, 10, 100, 1000).
+// Both parties run in two threads over a socketpair with real garbling, OT and decoding.
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "capc_circuits.h"
+#include "test_util.h"
+
+using namespace capc_gc;
+
+namespace {
+
+bool quick = false;
+PRG rng;
+
+uint64_t rnd64() {
+  uint64_t v;
+  rng.random_bytes(&v, 8);
+  return v;
+}
+
+int64_t edge_or_random(size_t i) {
+  static const int64_t edges[] = {0, 1, -1, 2, -2, std::numeric_limits<int64_t>::max(),
+                                  std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max() - 1,
+                                  std::numeric_limits<int64_t>::min() + 1, 1LL << 40, -(1LL << 40)};
+  const size_t ne = sizeof edges / sizeof edges[0];
+  if (i < ne * ne) return edges[i % ne];
+  switch (rnd64() % 3) {
+    case 0: return static_cast<int64_t>(rnd64());
+    case 1: return static_cast<int64_t>(rnd64() % 2001) - 1000;
+    default: return static_cast<int64_t>(rnd64() >> (rnd64() % 64));
+  }
+}
+
+int64_t wrap_add(int64_t a, int64_t b) { return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b)); }
+int64_t wrap_sub(int64_t a, int64_t b) { return static_cast<int64_t>(static_cast<uint64_t>(a) - static_cast<uint64_t>(b)); }
+
+void test_arith() {
+  const size_t ne = 11, n = quick ? ne * ne + 50 : ne * ne + 400;
+  std::vector<int64_t> a(n), b(n);
+  for (size_t i = 0; i < n; ++i) {
+    a[i] = edge_or_random(i);
+    b[i] = i < ne * ne ? edge_or_random(i / ne) : (rnd64() % 4 == 0 ? a[i] : edge_or_random(i));
+  }
+  std::vector<bool> sels(n);
+  for (size_t i = 0; i < n; ++i) sels[i] = rnd64() & 1;
+  test::run_circuit([&](int party) {
+    std::vector<Integer> A = input_integers(ALICE, 64, a), B = input_integers(BOB, 64, b);
+    std::vector<uint8_t> sb(n);
+    for (size_t i = 0; i < n; ++i) sb[i] = sels[i];
+    std::vector<block> sl(n);
+    backend().feed(sl.data(), ALICE, reinterpret_cast<const bool*>(sb.data()), n);
+    for (size_t i = 0; i < n; ++i) {
+      const Integer& x = A[i];
+      const Integer& y = B[i];
+      int64_t sum = (x + y).reveal<int64_t>(PUBLIC);
+      int64_t dif = (x - y).reveal<int64_t>(BOB);
+      int64_t neg = (-x).reveal<int64_t>(ALICE);
+      bool gt = (x > y).reveal<bool>(PUBLIC), ge = (x >= y).reveal<bool>(PUBLIC);
+      bool lt = (x < y).reveal<bool>(PUBLIC), le = (x <= y).reveal<bool>(PUBLIC);
+      bool eq = (x == y).reveal<bool>(PUBLIC), ne_ = (x != y).reveal<bool>(PUBLIC);
+      int64_t mux = x.select(Bit(sl[i]), y).reveal<int64_t>(PUBLIC);
+      int64_t xr = (x ^ y).reveal<int64_t>(PUBLIC), an = (x & y).reveal<int64_t>(PUBLIC);
+      if (party == BOB) {
+        CHECK_EQ(sum, wrap_add(a[i], b[i]));
+        CHECK_EQ(dif, wrap_sub(a[i], b[i]));
+        CHECK_EQ(neg, 0);  // revealed to ALICE only
+        CHECK_EQ(gt, a[i] > b[i]);
+        CHECK_EQ(ge, a[i] >= b[i]);
+        CHECK_EQ(lt, a[i] < b[i]);
+        CHECK_EQ(le, a[i] <= b[i]);
+        CHECK_EQ(eq, a[i] == b[i]);
+        CHECK_EQ(ne_, a[i] != b[i]);
+        CHECK_EQ(mux, sels[i] ? b[i] : a[i]);
+        CHECK_EQ(xr, a[i] ^ b[i]);
+        CHECK_EQ(an, a[i] & b[i]);
+      } else {
+        CHECK_EQ(dif, 0);  // revealed to BOB only
+        CHECK_EQ(neg, wrap_sub(0, a[i]));
+      }
+    }
+    // Short integers and public constants.
+    Integer s5(5, -3, ALICE), c5(5, 7, PUBLIC);
+    int64_t r = (s5 + c5).reveal<int64_t>(PUBLIC);
+    if (party == BOB) CHECK_EQ(r, 4);
+    Bit t(true, PUBLIC), f(false, PUBLIC), ba(true, ALICE), bb(false, BOB);
+    bool r1 = (t & ba).reveal<bool>(PUBLIC), r2 = (f | bb).reveal<bool>(PUBLIC), r3 = (!ba).reveal<bool>(PUBLIC);
+    bool r4 = (ba ^ bb).reveal<bool>(PUBLIC), r5 = (ba | bb).reveal<bool>(PUBLIC);
+    if (party == BOB) {
+      CHECK(r1 && !r2 && !r3 && r4 && r5);
+    }
+  });
+}
+
+size_t plain_argmax(const std::vector<int64_t>& v) {
+  size_t k = 0;
+  for (size_t i = 1; i < v.size(); ++i)
+    if (v[i] > v[k]) k = i;
+  return k;
+}
+
+std::vector<int64_t> make_logits(size_t C, int mode) {
+  std::vector<int64_t> v(C);
+  for (size_t i = 0; i < C; ++i) {
+    switch (mode) {
+      case 0: v[i] = static_cast<int64_t>(rnd64()); break;                            // full range
+      case 1: v[i] = static_cast<int64_t>(rnd64() % 7) - 3; break;                     // many ties
+      case 2: v[i] = 5; break;                                                         // all equal
+      case 3: v[i] = (i % 2) ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min(); break;
+      default: v[i] = -static_cast<int64_t>(rnd64() % 1000000) - 1; break;            // all negative
+    }
+  }
+  return v;
+}
+
+void test_argmax_share() {
+  std::vector<size_t> sizes = {1, 2, 10, 100};
+  if (!quick) sizes.push_back(1000);
+  for (size_t C : sizes) {
+    for (int mode = 0; mode < (C >= 1000 ? 2 : 5); ++mode) {
+      std::vector<int64_t> v = make_logits(C, mode), a(C), b(C), m(C), w;
+      for (size_t i = 0; i < C; ++i) {
+        b[i] = static_cast<int64_t>(rnd64());
+        a[i] = wrap_sub(v[i], b[i]);  // a + b = v (mod 2^64)
+        m[i] = static_cast<int64_t>(rnd64());
+      }
+      std::vector<int64_t> w_alice = {42};
+      test::run_pair(
+          [&](IOChannel& io) {
+            block sid = handshake(io, ALICE, kProgArgmaxShare, static_cast<uint32_t>(C));
+            setup_semi_honest(&io, ALICE, sid);
+            w_alice = capc_programs::argmax_share(ALICE, C, b, m);
+            finalize_semi_honest();
+          },
+          [&](IOChannel& io) {
+            block sid = handshake(io, BOB, kProgArgmaxShare, static_cast<uint32_t>(C));
+            setup_semi_honest(&io, BOB, sid);
+            w = capc_programs::argmax_share(BOB, C, a, {});
+            finalize_semi_honest();
+          });
+      const size_t k = plain_argmax(v);
+      CHECK_EQ(w.size(), C);
+      CHECK(w_alice.empty());
+      int bad = 0;
+      for (size_t i = 0; i < C && i < w.size(); ++i) bad += wrap_add(w[i], m[i]) != (i == k ? 1 : 0);
+      CHECK_EQ(bad, 0);
+    }
+  }
+}
+
+void test_noisy_argmax() {
+  std::vector<size_t> sizes = {1, 2, 10, 100};
+  if (!quick) sizes.push_back(1000);
+  for (size_t C : sizes) {
+    for (int trial = 0; trial < 4; ++trial) {
+      std::vector<int64_t> votes(C), W(C), M(C), eg(C);
+      for (size_t i = 0; i < C; ++i) {
+        votes[i] = static_cast<int64_t>(rnd64() % 50) * 256;
+        M[i] = static_cast<int64_t>(rnd64());
+        W[i] = wrap_sub(votes[i], M[i]);
+        eg[i] = static_cast<int64_t>(rnd64() % 2001) - 1000;
+      }
+      const int64_t eta_t = static_cast<int64_t>(rnd64() % 2001) - 1000;
+      const int64_t mx = *std::max_element(votes.begin(), votes.end());
+      // trial 0: clearly answered; 1: clearly not; 2: exactly at the threshold; 3: threshold 0.
+      const int64_t thr = trial == 0 ? mx + eta_t - 5 : trial == 1 ? mx + eta_t + 1 : trial == 2 ? mx + eta_t : 0;
+      capc_programs::NoisyArgmaxResult ra, rb;
+      test::run_pair(
+          [&](IOChannel& io) {
+            block sid = handshake(io, ALICE, kProgNoisyArgmax, static_cast<uint32_t>(C));
+            setup_semi_honest(&io, ALICE, sid);
+            ra = capc_programs::noisy_argmax(ALICE, C, M, eg, eta_t, thr);
+            finalize_semi_honest();
+          },
+          [&](IOChannel& io) {
+            block sid = handshake(io, BOB, kProgNoisyArgmax, static_cast<uint32_t>(C));
+            setup_semi_honest(&io, BOB, sid);
+            rb = capc_programs::noisy_argmax(BOB, C, W, {}, 0, 0);
+            finalize_semi_honest();
+          });
+      const bool answered = mx + eta_t >= thr;
+      std::vector<int64_t> noisy(C);
+      for (size_t i = 0; i < C; ++i) noisy[i] = votes[i] + eg[i];
+      CHECK_EQ(ra.answered, answered);
+      CHECK_EQ(rb.answered, answered);
+      CHECK_EQ(ra.label, -1);  // the PG never learns the label
+      CHECK_EQ(rb.label, answered ? static_cast<int64_t>(plain_argmax(noisy)) : -1);
+    }
+  }
+}
+
+}  // namespace
+
+// Half-gates: exactly two ciphertexts (32 bytes) per AND gate, nothing for XOR/NOT.
+void test_gate_cost() {
+  uint64_t garbler_bytes = 0;
+  test::run_circuit([&](int party) {
+    Bit x(true, ALICE), y(false, BOB);
+    Backend& be = backend();
+    auto* shp = dynamic_cast<SemiHonestParty*>(&be);
+    const uint64_t before = shp->io().bytes_sent();
+    const uint64_t ands_before = be.and_gates();
+    Bit acc = x;
+    for (int i = 0; i < 1000; ++i) acc = (acc & y) ^ x ^ !y;
+    if (party == ALICE) garbler_bytes = shp->io().bytes_sent() - before;
+    CHECK_EQ(be.and_gates() - ands_before, 1000u);
+    bool v = acc.reveal<bool>(PUBLIC);
+    CHECK_EQ(v, false);  // acc = (acc & 0) ^ 1 ^ 1 = 0
+  });
+  CHECK_EQ(garbler_bytes, 32000u);
+}
+
+int main(int argc, char** argv) {
+  quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  test_arith();
+  test_gate_cost();
+  test_argmax_share();
+  test_noisy_argmax();
+  return test::finish("test_circuits");
+}

@@ -1,0 +1,150 @@
+// test_net — TCP transport and handshake failures: wrong role, wrong program, wrong size, a socket
+// connected to itself, connect deadline, peer closing; all must raise, none may hang.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "test_util.h"
+
+using namespace capc_gc;
+
+namespace {
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+NetOptions opts(bool listen, int port) {
+  NetOptions o;
+  o.listen = listen;
+  o.port = port;
+  o.connect_timeout_s = 5;
+  o.io_timeout_s = 5;
+  return o;
+}
+
+// Run a handshake over real TCP with the given (party, program, size) on each side; return which side threw.
+struct Outcome {
+  bool alice_threw = false, bob_threw = false;
+  block sid_a = zero_block(), sid_b = zero_block();
+};
+
+Outcome tcp_handshake(int pa, uint32_t proga, uint32_t sa, int pb, uint32_t progb, uint32_t sb) {
+  const int port = free_port();
+  Outcome o;
+  std::thread t([&] {
+    try {
+      NetIO io(opts(true, port));
+      o.sid_a = handshake(io, pa, proga, sa);
+    } catch (const ProtocolError&) {
+      o.alice_threw = true;
+    }
+  });
+  try {
+    NetIO io(opts(false, port));
+    o.sid_b = handshake(io, pb, progb, sb);
+  } catch (const ProtocolError&) {
+    o.bob_threw = true;
+  }
+  t.join();
+  return o;
+}
+
+}  // namespace
+
+int main() {
+  {  // the normal case: both derive the same session id
+    Outcome o = tcp_handshake(ALICE, kProgArgmaxShare, 10, BOB, kProgArgmaxShare, 10);
+    CHECK(!o.alice_threw && !o.bob_threw);
+    CHECK(block_eq(o.sid_a, o.sid_b));
+  }
+  {  // both parties claim the same role
+    Outcome o = tcp_handshake(BOB, kProgArgmaxShare, 10, BOB, kProgArgmaxShare, 10);
+    CHECK(o.alice_threw && o.bob_threw);
+  }
+  {  // different programs
+    Outcome o = tcp_handshake(ALICE, kProgArgmaxShare, 10, BOB, kProgNoisyArgmax, 10);
+    CHECK(o.alice_threw && o.bob_threw);
+  }
+  {  // different class counts
+    Outcome o = tcp_handshake(ALICE, kProgArgmaxShare, 10, BOB, kProgArgmaxShare, 11);
+    CHECK(o.alice_threw && o.bob_threw);
+  }
+  {  // a stream that loops back to its own sender is detected
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    struct Loop : public IOChannel {
+      void raw_send(const uint8_t* d, size_t n) override { buf.insert(buf.end(), d, d + n); }
+      size_t raw_recv(uint8_t* d, size_t max) override {
+        if (buf.empty()) throw NetError("empty");
+        size_t n = std::min(max, buf.size());
+        std::memcpy(d, buf.data(), n);
+        buf.erase(buf.begin(), buf.begin() + static_cast<long>(n));
+        return n;
+      }
+      std::vector<uint8_t> buf;
+    } loop;
+    test::check_throws<ProtocolError>([&] { handshake(loop, ALICE, kProgArgmaxShare, 10); }, "self-connection");
+    close(sv[0]);
+    close(sv[1]);
+  }
+  {  // nobody listening: the connect deadline expires with NetError
+    NetOptions o = opts(false, free_port());
+    o.connect_timeout_s = 0.3;
+    auto t0 = std::chrono::steady_clock::now();
+    test::check_throws<NetError>([&] { NetIO io(o); }, "connect deadline");
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(s < 3);
+  }
+  {  // nobody connecting: accept deadline
+    NetOptions o = opts(true, free_port());
+    o.connect_timeout_s = 0.3;
+    test::check_throws<NetError>([&] { NetIO io(o); }, "accept deadline");
+  }
+  {  // a peer that connects and says nothing: the I/O timeout fires instead of hanging
+    const int port = free_port();
+    std::thread t([&] {
+      NetOptions o = opts(true, port);
+      o.io_timeout_s = 0.3;
+      test::check_throws<NetError>([&] {
+        NetIO io(o);
+        handshake(io, ALICE, kProgArgmaxShare, 1);
+      }, "silent peer");
+    });
+    {
+      NetIO io(opts(false, port));
+      t.join();  // the listener gave up; then we close
+    }
+  }
+  {  // a peer that closes mid-protocol
+    const int port = free_port();
+    std::thread t([&] {
+      test::check_throws<NetError>([&] {
+        NetIO io(opts(true, port));
+        uint8_t b[64];
+        io.recv_data(b, sizeof b);
+      }, "peer closed");
+    });
+    { NetIO io(opts(false, port)); }
+    t.join();
+  }
+  {  // bad port and host
+    test::check_throws<InputError>([&] { NetIO io(opts(false, 0)); }, "port 0");
+    NetOptions o = opts(false, 5000);
+    o.host = "no-such-host.invalid";
+    o.connect_timeout_s = 0.2;
+    test::check_throws<NetError>([&] { NetIO io(o); }, "unresolvable host");
+  }
+  return test::finish("test_net");
+}
