@@ -15,6 +15,7 @@ already answered for the same QP.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from capc import fixedpoint
 from capc.errors import CapcError
 from capc.parties.common import PartyContext
 from capc.parties import transport
+
+
+#: Test hook: an AP whose environment names a query id here exits abruptly when that query arrives.
+FAULT_EXIT_AT_QUERY = "CAPC_FAULT_AP_EXIT_AT_QUERY"
 
 
 @dataclass
@@ -64,6 +69,10 @@ class AnsweringParty:
         if req.frac_bits != p.frac_bits:
             raise CapcError(f"query {req.query_id}: frac_bits {req.frac_bits} differs from the run's {p.frac_bits}")
         self._claim(qp, req.query_id)
+        if os.environ.get(FAULT_EXIT_AT_QUERY) == str(req.query_id):
+            # Fault injection for the integration tests: die in the middle of a query.
+            self.ctx.log.warning("fault injection: exiting during query %d", req.query_id)
+            os._exit(3)
         with self.ctx.timing.span("1a_he_inference", req.query_id):
             if len(req.ciphertexts) != 1:
                 raise CapcError(f"query {req.query_id}: expected one query blob, got {len(req.ciphertexts)}")
@@ -91,9 +100,20 @@ class AnsweringParty:
                         share=fixedpoint.as_ring(m))
         with self.ctx.timing.span("2_vote_share", query_id):
             with self._pg_lock:
-                if self._pg is None:
-                    self._pg = transport.connect_to(self.ctx, "pg")
-                self._pg.send(msg)
+                for attempt in (1, 2):
+                    if self._pg is None:
+                        self._pg = transport.connect_to(self.ctx, "pg")
+                    try:
+                        self._pg.send(msg)
+                        return
+                    except (OSError, CapcError) as exc:
+                        # The PG may have restarted between queries: reconnect once, then give up.
+                        self.ctx.log.warning("sending the vote share to the PG failed (%s)%s", exc,
+                                             "; reconnecting" if attempt == 1 else "")
+                        transport.shutdown(self._pg, "reconnecting")
+                        self._pg = None
+                        if attempt == 2:
+                            raise
 
     # ------------------------------------------------------------------ serving
 

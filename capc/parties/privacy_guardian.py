@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -22,6 +23,10 @@ from capc import fixedpoint
 from capc.errors import CapcError
 from capc.parties.common import PartyContext
 from capc.parties import transport
+
+
+#: Test hook: a PG whose environment names a query id here exits abruptly after settling that query.
+FAULT_EXIT_AFTER_QUERY = "CAPC_FAULT_PG_EXIT_AFTER_QUERY"
 
 
 class PrivacyGuardian:
@@ -150,6 +155,10 @@ class PrivacyGuardian:
                          "answered" if answered else "not answered (threshold)", spent,
                          self.cfg.protocol.budget_eps)
                 self.ctx.report("progress", event="query", qp=qp, query=msg.query_id, epsilon=spent)
+                if os.environ.get(FAULT_EXIT_AFTER_QUERY) == str(msg.query_id):
+                    # Fault injection for the integration tests: a PG crash between two queries.
+                    log.warning("fault injection: exiting after query %d", msg.query_id)
+                    os._exit(3)
         finally:
             if session is not None:
                 session.close()

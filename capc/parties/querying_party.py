@@ -78,12 +78,19 @@ class QueryingParty:
         weights), and send it the public CKKS context for that layout (no secret key)."""
         from capc.net.messages import ModelPlan, PublicContext, StepDone
 
-        def open_link(ap: str) -> tuple[str, Any, bytes]:
-            chan = transport.connect_to(self.ctx, ap)
-            offer = transport.expect(chan, ModelPlan, self.p.timeout, f"{ap}'s public model plan")
+        def open_link(ap: str) -> tuple[str, Any, bytes] | None:
+            try:
+                chan = transport.connect_to(self.ctx, ap)
+                offer = transport.expect(chan, ModelPlan, self.p.timeout, f"{ap}'s public model plan")
+            except CapcError as exc:
+                self.ctx.log.warning("answering party %s is unreachable and is left out: %s", ap, exc)
+                self.ctx.report("progress", event="ap_failed", party=ap, reason=str(exc)[:300])
+                return None
             return ap, chan, offer.plan_bytes
 
-        opened = list(self._pool.map(open_link, [a.name for a in self.cfg.answering_parties]))
+        opened = [o for o in self._pool.map(open_link, [a.name for a in self.cfg.answering_parties]) if o]
+        if not opened:
+            raise CapcError("no answering party could be reached")
         with self.ctx.timing.span("setup_keygen"):
             keys = [self.keyring.for_plan(plan_bytes) for _, _, plan_bytes in opened]
         for k in self.keyring.all():
@@ -191,7 +198,13 @@ class QueryingParty:
 
     def run_query(self, query_id: int, x: np.ndarray, true_label: int | None = None) -> QueryOutcome:
         """Steps 1a-4 for one query. Refuses a query id used before."""
-        self.store.begin(query_id, true_label)
+        from capc.parties.label_store import ReplayedQueryId
+
+        try:
+            self.store.begin(query_id, true_label)
+        except ReplayedQueryId as exc:
+            self.ctx.log.warning("query %d refused: %s", query_id, exc)
+            return QueryOutcome(query_id, False, None, true_label, 0, {}, error=f"replayed: {exc}")
         secs: dict[str, float] = {}
         t = time.perf_counter()
         try:

@@ -1,0 +1,150 @@
+"""Flag parsing and validation: defaults, the original flags, and a clear error per bad value."""
+
+import json
+
+import pytest
+
+from capc.errors import CapcError, ConfigError
+from capc.launcher.errors import FlagError
+from capc.launcher.flags import build_parser, config_field_names, parse_config, validate
+
+
+def cfg(*args):
+    return validate(build_parser().parse_args(list(args)))
+
+
+def test_defaults_are_valid_and_complete():
+    c = cfg()
+    assert c.n_parties == 3 and c.n_queries == 5 and c.num_classes == 10
+    assert c.ignore_parties is False and c.cpu is False and c.tmux is None
+    assert c.hiding_bits == 40 and c.round_exp == 3 and c.max_logit == 16.0 and c.start_port == 0
+    assert c.ports() == []
+    assert set(c.to_json()) == set(config_field_names())
+    json.dumps(c.to_json())
+
+
+def test_original_command_line(tmp_path):
+    params = tmp_path / "10.json"
+    params.write_text(json.dumps({"scheme_name": "HE_SEAL", "poly_modulus_degree": 8192}))
+    c = cfg("--n_parties=3", "--ignore_parties", f"--encryption_params={params}",
+            "--start_batch", "5", "--n_queries", "2", "--rstar_exp", "30", "--round_exp", "8",
+            "--dp_noise_scale", "4", "--start_port", "37000", "--cpu", "--debug")
+    assert c.n_parties == 3 and c.ignore_parties and c.encryption_params == params.resolve()
+    assert c.hiding_bits == 30 and c.fraction_bits == 8 and c.sigma_gnmax == 4.0
+    assert c.ports() == list(range(37000, 37008)) and c.cpu and c.debug
+
+
+def test_ignore_parties_can_be_switched_off():
+    assert cfg("--ignore_parties").ignore_parties is True
+    assert cfg("--ignore_parties", "--no-ignore_parties").ignore_parties is False
+
+
+def test_hiding_bits_alias_and_tmux_switch():
+    assert cfg("--hiding_bits", "41").hiding_bits == 41
+    assert cfg("--tmux").tmux is True and cfg("--no-tmux").tmux is False
+    assert cfg("--sigma-threshold", "3", "--threshold", "2").sigma_threshold == 3.0
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--n_parties", "0"], "--n_parties"),
+    (["--n_queries", "0"], "--n_queries"),
+    (["--start_batch", "-1"], "--start_batch"),
+    (["--batch_size", "0"], "--batch_size"),
+    (["--num_classes", "1"], "--num_classes"),
+    (["--qp_id", "-2"], "--qp_id"),
+    (["--rstar_exp", "0"], "--rstar_exp/--hiding_bits"),
+    (["--rstar_exp", "60", "--cpu"], "--rstar_exp/--hiding_bits"),  # not in the 64-bit ring
+    (["--rstar_exp", "42"], "--rstar_exp/--hiding_bits"),   # beyond CKKS decoding precision
+    (["--round_exp", "41"], "--round_exp"),
+    (["--max_logit", "0"], "--max_logit"),
+    (["--max_logit", "nan"], "--max_logit"),
+    (["--dp_noise_scale", "0"], "--dp_noise_scale"),  # without --budget_eps inf
+    (["--budget_eps", "nan"], "--budget_eps"),
+    (["--dp_noise_scale", "-1"], "--dp_noise_scale"),
+    (["--threshold", "5"], "--sigma_threshold"),
+    (["--sigma_threshold", "-1"], "--sigma_threshold"),
+    (["--vote_scale_exp", "21"], "--vote_scale_exp"),
+    (["--budget_eps", "0"], "--budget_eps"),
+    (["--delta", "1"], "--delta"),
+    (["--delta", "0"], "--delta"),
+    (["--timeout", "0"], "--timeout"),
+    (["--session", "a.b"], "--session"),
+    (["--host", "bad host"], "--host"),
+    (["--start_port", "80"], "--start_port"),
+    (["--start_port", "70000"], "--start_port"),
+    (["--start_port", "65530", "--n_parties", "3"], "--start_port"),
+    (["--model_type", "a/b"], "--model_type"),
+    (["--encryption_params", "/nonexistent/capc/10.json"], "--encryption_params"),
+    (["--checkpoint_dir", "/nonexistent/capc/models"], "--checkpoint_dir"),
+    (["--log_timing_file", "/nonexistent/capc/t.log"], "--log_timing_file"),
+])
+def test_bad_values_name_the_flag(args, flag):
+    with pytest.raises(FlagError) as info:
+        cfg(*args)
+    assert str(info.value).startswith(flag + ":")
+    assert isinstance(info.value, ConfigError) and isinstance(info.value, CapcError)
+
+
+def test_encryption_params_must_be_json_object(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(FlagError, match="--encryption_params: .*not valid JSON"):
+        cfg("--encryption_params", str(bad))
+    bad.write_text("[1, 2]")
+    with pytest.raises(FlagError, match="JSON object"):
+        cfg("--encryption_params", str(bad))
+    with pytest.raises(FlagError, match="not a regular file"):
+        cfg("--encryption_params", str(tmp_path))
+
+
+def test_checkpoint_dir_counts_models_unless_ignored(tmp_path):
+    with pytest.raises(FlagError, match="--checkpoint_dir: .*no model files"):
+        cfg("--checkpoint_dir", str(tmp_path), "--ignore_parties")
+    for name in ("m0.keras", "m1.keras", "m1.pb", "card.json"):
+        (tmp_path / name).write_text("x")
+    assert cfg("--checkpoint_dir", str(tmp_path), "--n_parties", "1").checkpoint_dir == tmp_path.resolve()
+    with pytest.raises(FlagError, match="--checkpoint_dir: .*holds 2 model.*--n_parties=2 needs 3"):
+        cfg("--checkpoint_dir", str(tmp_path), "--n_parties", "2")
+    assert cfg("--checkpoint_dir", str(tmp_path), "--n_parties", "2", "--ignore_parties")
+
+
+def test_run_dir_must_be_new_or_empty(tmp_path):
+    assert cfg("--run_dir", str(tmp_path)).run_dir == tmp_path.resolve()
+    (tmp_path / "x").write_text("x")
+    with pytest.raises(FlagError, match="--run_dir: .*not empty"):
+        cfg("--run_dir", str(tmp_path))
+
+
+def test_models_dir(tmp_path):
+    assert cfg("--models_dir", str(tmp_path / "new")).models_dir == (tmp_path / "new").resolve()
+    with pytest.raises(FlagError, match="--models_dir"):
+        cfg("--models_dir", str(tmp_path / "no" / "such"))
+
+
+def test_parse_config_exits_with_usage(capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_config(["--n_parties", "0"])
+    assert info.value.code == 2
+    assert "--n_parties: must be >= 1" in capsys.readouterr().err
+
+
+def test_help_explains_capc_differences(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("PLAINTEXT SIMULATION", "statistical hiding bits", "honours it",
+                   "batch packing", "real on/off switch", "sigma_G"):
+        assert phrase in text
+
+
+def test_ckks_precision_bound_matches_the_he_package():
+    from capc.launcher.flags import CKKS_PRECISION_BITS
+
+    params = pytest.importorskip("capc.he.params")
+    assert params.PRECISION_BITS == CKKS_PRECISION_BITS
+
+
+def test_precision_bound_only_with_encryption():
+    assert cfg("--rstar_exp", "50", "--cpu").hiding_bits == 50
+    with pytest.raises(FlagError, match="exceeds 48"):
+        cfg("--rstar_exp", "50")
