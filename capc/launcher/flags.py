@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from capc.launcher.errors import FlagError
 
 #: Datasets the learning side knows; ``digits`` ships with scikit-learn, so it works offline.
-DATASETS = ("digits", "mnist", "svhn", "cifar10")
+DATASETS = ("digits", "digits28", "mnist")
 #: File endings counted as one model each when ``--checkpoint_dir`` is checked against ``--n_parties``.
 MODEL_SUFFIXES = (".keras", ".h5", ".pb")
 #: Largest s + ceil(log2 B) + f that float64 CKKS decoding keeps within the +-1 share guarantee

@@ -9,6 +9,9 @@ evaluation set on which accuracies are reported.
   train/test split, so capc fixes one: a permutation drawn with ``numpy.random.RandomState(0)``
   (MT19937, stable across NumPy versions), the first 1,200 samples for training, the remaining 597
   for testing, of which the first 300 form the query pool.
+* ``digits28`` — the same digits and split, each image enlarged 3x (nearest neighbour, 24x24) and
+  centred in a 28x28 frame like MNIST's: MNIST-shaped inputs for the 28x28 CryptoNets network on a
+  machine without the MNIST files (benchmarks, demos).
 * ``mnist`` — read only from local files (no download): ``mnist.npz`` as Keras saves it (arrays
   ``x_train``, ``y_train``, ``x_test``, ``y_test``) or the four IDX files of LeCun et al. (optionally
   gzipped). The query pool is the first 9,000 test images, as in the original code.
@@ -26,10 +29,10 @@ import numpy as np
 from capc.learning.errors import DatasetError
 
 #: Names accepted by :func:`load_dataset`.
-DATASET_NAMES = ("digits", "mnist")
+DATASET_NAMES = ("digits", "digits28", "mnist")
 
 #: Default size of the query pool (first part of the test split) per dataset.
-DEFAULT_QUERY_POOL = {"digits": 300, "mnist": 9000}
+DEFAULT_QUERY_POOL = {"digits": 300, "digits28": 300, "mnist": 9000}
 
 DIGITS_TRAIN_SIZE = 1200
 DIGITS_SPLIT_SEED = 0
@@ -115,6 +118,9 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None,
     name = name.lower()
     if name == "digits":
         x_train, y_train, x_test, y_test = _load_digits()
+    elif name == "digits28":
+        x_train, y_train, x_test, y_test = _load_digits()
+        x_train, x_test = _to_28x28(x_train), _to_28x28(x_test)
     else:
         x_train, y_train, x_test, y_test = _load_mnist(data_dir)
     pool = DEFAULT_QUERY_POOL[name] if num_query_pool is None else int(num_query_pool)
@@ -133,6 +139,12 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     images, labels = images[perm], labels[perm]
     n = DIGITS_TRAIN_SIZE
     return images[:n], labels[:n], images[n:], labels[n:]
+
+
+def _to_28x28(images: np.ndarray) -> np.ndarray:
+    """8x8 digits -> 28x28: each pixel becomes a 3x3 block, with a 2-pixel zero border (MNIST-like)."""
+    big = np.repeat(np.repeat(images, 3, axis=1), 3, axis=2)
+    return np.pad(big, ((0, 0), (2, 2), (2, 2), (0, 0))).astype(np.float32)
 
 
 def _mnist_help(where: str) -> str:

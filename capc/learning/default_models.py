@@ -145,10 +145,12 @@ def _check_card(card: dict[str, Any], dataset: str, n_parties: int, party: int, 
 
 
 def default_model_paths(n_parties: int, models_dir: str | Path | None = None, *, train_missing: bool = True,
-                        seed: int = DEFAULT_SEED, verbose: int = 0) -> list[Path]:
+                        seed: int = DEFAULT_SEED, verbose: int = 0, dataset: str = SHIPPED_DATASET) -> list[Path]:
     """Paths of the ``.keras`` files of the default models of parties ``0..n_parties-1``.
 
-    ``n_parties`` counts every party holding a model: the querying party (party 0) and the answering
+    ``dataset`` (default digits) selects the training data; only digits has a shipped set, other
+    datasets are trained into the cache (or ``models_dir``) on first use. ``n_parties`` counts every
+    party holding a model: the querying party (party 0) and the answering
     parties. Up to 4 parties come from the shipped ``models/digits`` set; more parties use a set
     trained on an ``n_parties``-way partition under ``models_dir`` (default: the cache directory).
 
@@ -162,10 +164,10 @@ def default_model_paths(n_parties: int, models_dir: str | Path | None = None, *,
         raise ModelError(f"n_parties must be a positive integer, got {n_parties!r}")
     n_parties = int(n_parties)
     set_parties = max(n_parties, SHIPPED_PARTIES)
-    name = set_name(SHIPPED_DATASET, set_parties)
+    name = set_name(dataset, set_parties)
     if models_dir is not None:
         base = Path(models_dir)
-    elif set_parties == SHIPPED_PARTIES:
+    elif set_parties == SHIPPED_PARTIES and dataset == SHIPPED_DATASET:
         base = default_models_dir()
     else:
         base = cache_models_dir()
@@ -180,10 +182,10 @@ def default_model_paths(n_parties: int, models_dir: str | Path | None = None, *,
             directory = cache_models_dir() / name  # read-only install: train into the cache instead
             missing = [i for i in range(n_parties) if not model_paths(directory, i)["keras"].is_file()]
         if missing:
-            train_model_set(SHIPPED_DATASET, set_parties, directory, parties=missing, seed=seed, verbose=verbose)
+            train_model_set(dataset, set_parties, directory, parties=missing, seed=seed, verbose=verbose)
     for i in range(n_parties):
         paths = model_paths(directory, i)
-        _check_card(read_card(paths["card"]), SHIPPED_DATASET, set_parties, i, paths["card"])
+        _check_card(read_card(paths["card"]), dataset, set_parties, i, paths["card"])
     return [model_paths(directory, i)["keras"] for i in range(n_parties)]
 
 

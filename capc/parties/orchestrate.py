@@ -52,7 +52,7 @@ def _model_files(config: Any) -> list[Path]:
         return [files[i % len(files)] for i in range(n + 1)]
     from capc.learning.default_models import default_model_paths
 
-    paths = default_model_paths(n + 1, config.models_dir)
+    paths = default_model_paths(n + 1, config.models_dir, dataset=config.dataset_name)
     return [Path(p["keras"]) if isinstance(p, dict) else Path(p) for p in paths]
 
 

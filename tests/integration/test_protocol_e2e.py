@@ -64,17 +64,9 @@ def test_ap_killed_mid_query_is_dropped_and_the_run_goes_on(tmp_path):
     run = make_run(tmp_path, 3, queries)
     try:
         for p in run.cfg.parties:
-            if p.role == "qp":
-                continue
-            env_hook = {"CAPC_FAULT_AP_EXIT_AT_QUERY": str(queries[1])} if p.name == "ap-2" else {}
-            old = {k: os.environ.get(k) for k in env_hook}
-            os.environ.update(env_hook)
-            try:
-                run.start(p.name)
-            finally:
-                for k, v in old.items():
-                    if v is None:
-                        os.environ.pop(k, None)
+            if p.role != "qp":
+                hook = {"CAPC_FAULT_AP_EXIT_AT_QUERY": str(queries[1])} if p.name == "ap-2" else {}
+                run.start(p.name, env=hook)
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
         res = run.results()
         assert "ap-2" in res["dropped_aps"]
@@ -122,11 +114,7 @@ def test_pg_restart_between_queries_keeps_the_ledger(tmp_path):
     run = make_run(tmp_path, 1, queries, sigma_gnmax=1.0)
     try:
         run.start("ap-1")
-        os.environ["CAPC_FAULT_PG_EXIT_AFTER_QUERY"] = str(queries[0])
-        try:
-            run.start("pg")
-        finally:
-            os.environ.pop("CAPC_FAULT_PG_EXIT_AFTER_QUERY")
+        run.start("pg", env={"CAPC_FAULT_PG_EXIT_AFTER_QUERY": str(queries[0])})
         qp = run.start("qp-0")
         assert run.procs["pg"].wait(120) == 3  # crashed after settling the first query
         run.start("pg")  # a fresh PG process reopens the same ledger file

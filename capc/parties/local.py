@@ -1,0 +1,131 @@
+"""Run a whole CaPC run's party processes on this machine without the launcher.
+
+For benchmarks and integration tests: :func:`make_local_run` writes a run directory (run CA and
+certificates, RUN.json, one model per party) and :class:`LocalRun` starts each party as its own
+``capc party`` process with its output in ``logs/<name>.log``. Every byte between parties still goes
+through the real protocol code over mutual-TLS sockets on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capc.learning.default_models import default_model_paths
+from capc.net.certs import make_run_pki
+from capc.parties.runconfig import PartyEntry, ProtocolParams, RunConfig, save_run_config
+
+PROCESS_TIMEOUT = 300
+
+
+def free_ports(n: int) -> list[int]:
+    """n ports the OS reports free on 127.0.0.1 right now."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class LocalRun:
+    """The processes of one local run."""
+
+    cfg: RunConfig
+    run_file: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        """The run directory."""
+        return Path(self.cfg.run_dir)
+
+    def log(self, name: str) -> Path:
+        """A party's log file (stdout and stderr)."""
+        return self.dir / "logs" / f"{name}.log"
+
+    def start(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start party ``name`` in its own process group; ``env`` adds environment variables."""
+        role = self.cfg.party(name).role
+        self.log(name).parent.mkdir(exist_ok=True)
+        out = open(self.log(name), "ab")
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        full_env.pop("CAPC_CONTROL_SOCKET", None)  # not launched by the launcher: no control channel
+        env = full_env
+        p = subprocess.Popen([sys.executable, "-m", "capc.cli", "party", "--role", role, "--name", name,
+                              "--run", str(self.run_file)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                             start_new_session=True)
+        out.close()
+        self.procs[name] = p
+        return p
+
+    def start_servers(self) -> None:
+        """Start the privacy guardian and every answering party."""
+        for p in self.cfg.parties:
+            if p.role != "qp":
+                self.start(p.name)
+
+    def run_qp(self, timeout: float = PROCESS_TIMEOUT) -> int:
+        """Run the querying party through the run's queries; return its exit status."""
+        qp = self.start("qp-0")
+        return qp.wait(timeout)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to a party's process group and reap it."""
+        p = self.procs[name]
+        if p.poll() is None:
+            os.killpg(p.pid, sig)
+            p.wait(30)
+
+    def stop_all(self) -> None:
+        """Stop every party still running (SIGTERM, then SIGKILL)."""
+        for name, p in self.procs.items():
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(15)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(15)
+
+    def results(self) -> dict[str, Any]:
+        """The querying party's results file."""
+        return json.loads((self.dir / "results-qp-0.json").read_text())
+
+    def labels(self) -> dict[int, int | None]:
+        """query id -> label (None when not answered)."""
+        return {q["query_id"]: (q["label"] if q["answered"] else None) for q in self.results()["queries"]}
+
+
+def make_local_run(base: Path, n_aps: int, queries: list[int], dataset: str = "digits",
+                   **protocol: Any) -> "LocalRun":
+    """A run directory under ``base`` with PKI, default models for ``dataset`` (party 0 = QP) and
+    RUN.json; ``protocol`` overrides :class:`ProtocolParams` fields."""
+    models = default_model_paths(n_aps + 1, dataset=dataset)
+    names = ["qp-0"] + [f"ap-{i}" for i in range(1, n_aps + 1)] + ["pg"]
+    ports = free_ports(len(names))
+    parties = [PartyEntry("qp-0", "127.0.0.1", ports[0], str(models[0]))]
+    parties += [PartyEntry(f"ap-{i}", "127.0.0.1", ports[i], str(models[i])) for i in range(1, n_aps + 1)]
+    parties.append(PartyEntry("pg", "127.0.0.1", ports[-1]))
+    defaults = dict(frac_bits=8, hiding_bits=36, logit_bound=16.0, vote_scale_exp=4, sigma_gnmax=0.0,
+                    sigma_threshold=0.0, threshold=0.0, budget_eps=float("inf"), timeout=120.0)
+    defaults.update(protocol)
+    run_dir = base / "run"
+    run_dir.mkdir(parents=True)
+    make_run_pki(run_dir / "pki", names)
+    cfg = RunConfig(run_id="local", run_dir=str(run_dir), pki_dir=str(run_dir / "pki"), parties=tuple(parties),
+                    protocol=ProtocolParams(**defaults), queries=tuple(queries), dataset=dataset)
+    return LocalRun(cfg, save_run_config(cfg, run_dir / "RUN.json"))
+
+

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Benchmark the whole CaPC protocol: per-query wall time by step for N answering parties.
+
+Each configuration is a real local run (separate processes, mutual TLS on 127.0.0.1, CKKS, garbled
+circuits, the PG's ledger) of the 28x28 CryptoNets models (conv 5x5 stride 2 -> square -> dense 100
+-> square -> dense 10) trained on ``digits28`` (scikit-learn's digits enlarged to MNIST's 28x28, so no
+download is needed; the work per query is that of MNIST). Prints one row per N:
+
+* setup: from starting the processes to the QP holding every AP's public plan and having sent keys
+  (key generation included);
+* per query, means over the measured queries (the first query is a warm-up and is not counted):
+  1a (QP: encrypt, send, AP inference, receive, decrypt — all APs in parallel), the AP's own inference
+  time, 1b (garbled argmax, all APs in parallel), 2+3 (vote shares, ledger, noisy argmax), end to end.
+
+Usage: python scripts/bench_protocol.py [--parties 1 3 5 10] [--queries 6] [--dataset digits28]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def read_timing(run_dir: Path) -> list[dict]:
+    rows = []
+    for f in run_dir.glob("timing-*.jsonl"):
+        rows += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def bench(n_aps: int, n_queries: int, dataset: str, base: Path) -> dict[str, float]:
+    from capc.parties.local import make_local_run
+
+    queries = list(range(n_queries + 1))
+    run = make_local_run(base / f"n{n_aps}", n_aps, queries, dataset=dataset, frac_bits=3, hiding_bits=40,
+                         logit_bound=16.0, sigma_gnmax=2.0, budget_eps=float("inf"), timeout=600.0)
+    t0 = time.perf_counter()
+    try:
+        run.start_servers()
+        status = run.run_qp(timeout=3600)
+        wall = time.perf_counter() - t0
+        if status != 0:
+            raise SystemExit(f"N={n_aps}: the querying party failed; see {run.log('qp-0')}")
+    finally:
+        run.stop_all()
+    res = run.results()["queries"]
+    measured = [q for q in res if q["query_id"] != queries[0]]
+    timing = read_timing(run.dir)
+    ap_inf = [r["seconds"] for r in timing if r["step"] == "1a_he_inference" and r["query"] != queries[0]]
+    keygen = [r["seconds"] for r in timing if r["step"] == "setup_keygen"]
+
+    def mean(step: str) -> float:
+        return statistics.mean(q["seconds"][step] for q in measured)
+
+    e2e = statistics.mean(sum(q["seconds"].values()) for q in measured)
+    return {"N": n_aps, "setup_s": wall - sum(sum(q["seconds"].values()) for q in res),
+            "keygen_s": keygen[0] if keygen else float("nan"), "1a": mean("1a"),
+            "ap_inference": statistics.mean(ap_inf), "1b": mean("1b"), "2+3": mean("2+3"), "e2e": e2e,
+            "answered": sum(q["answered"] for q in measured), "queries": len(measured)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parties", type=int, nargs="+", default=[1, 3, 5, 10])
+    ap.add_argument("--queries", type=int, default=6, help="measured queries per N (plus one warm-up)")
+    ap.add_argument("--dataset", default="digits28", choices=("digits28", "digits", "mnist"))
+    args = ap.parse_args()
+    from capc.learning.default_models import default_model_paths
+
+    print(f"training/loading {max(args.parties) + 1} {args.dataset} CryptoNets models ...", flush=True)
+    default_model_paths(max(args.parties) + 1, dataset=args.dataset)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="capc-bench-") as tmp:
+        for n in args.parties:
+            print(f"N = {n} ...", flush=True)
+            rows.append(bench(n, args.queries, args.dataset, Path(tmp)))
+    load = os.getloadavg()
+    print(f"\nCaPC protocol, {args.dataset} CryptoNets, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+          f"load average {load[0]:.1f}; seconds, means over {args.queries} queries after one warm-up")
+    head = ["N", "setup", "keygen", "1a", "AP infer", "1b", "2+3", "per query", "answered"]
+    print("  ".join(f"{h:>9}" for h in head))
+    for r in rows:
+        vals = [f"{r['N']:>9d}", f"{r['setup_s']:9.2f}", f"{r['keygen_s']:9.2f}", f"{r['1a']:9.3f}",
+                f"{r['ap_inference']:9.3f}", f"{r['1b']:9.4f}", f"{r['2+3']:9.4f}", f"{r['e2e']:9.3f}",
+                f"{r['answered']:>5d}/{r['queries']:<3d}"]
+        print("  ".join(vals))
+
+
+if __name__ == "__main__":
+    main()
