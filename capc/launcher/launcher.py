@@ -30,7 +30,7 @@ from capc.launcher.results import ExperimentResult, format_table
 from capc.launcher.rundir import RunDir, TimingWriter
 
 #: Seconds a party gets to exit after ``stop`` before SIGTERM, and after SIGTERM before SIGKILL.
-DEFAULT_GRACE = 3.0
+DEFAULT_GRACE = 10.0  # a party exits well within this; TensorFlow teardown is slow on a loaded machine
 #: Seconds to wait for a process's exit status after its control connection closed unexpectedly.
 EXIT_STATUS_WAIT = 3.0
 #: Signals ignored while stopping, so that a second Ctrl-C cannot leave processes behind.

@@ -59,7 +59,7 @@ def shutdown(chan: Any, reason: str) -> None:
     from capc.net.messages import Shutdown
 
     try:
-        chan.send(Shutdown(reason=reason), timeout=2.0)
+        chan.send(Shutdown(reason=reason), timeout=1.0)
     except Exception:
         pass
     try:
