@@ -12,7 +12,11 @@ download is needed; the work per query is that of MNIST). Prints one row per N:
   1a (QP: encrypt, send, AP inference, receive, decrypt — all APs in parallel), the AP's own inference
   time, 1b (garbled argmax, all APs in parallel), 2+3 (vote shares, ledger, noisy argmax), end to end.
 
+``--batch B`` instead measures batch labelling: ``--queries`` queries (e.g. 1000) in CKKS batches of B
+(step 1a once per batch, steps 1b-4 per query), reporting the wall time of the whole labelling.
+
 Usage: python scripts/bench_protocol.py [--parties 1 3 5 10] [--queries 6] [--dataset digits28]
+       python scripts/bench_protocol.py --parties 3 --queries 1000 --batch 1000
 """
 
 from __future__ import annotations
@@ -67,16 +71,55 @@ def bench(n_aps: int, n_queries: int, dataset: str, base: Path) -> dict[str, flo
             "answered": sum(q["answered"] for q in measured), "queries": len(measured)}
 
 
+def bench_batch(n_aps: int, n_queries: int, batch: int, dataset: str, base: Path) -> dict[str, float]:
+    from capc.parties.local import make_local_run
+
+    run = make_local_run(base / f"batch-n{n_aps}", n_aps, list(range(n_queries)), dataset=dataset, frac_bits=3,
+                         hiding_bits=40, logit_bound=16.0, sigma_gnmax=2.0, budget_eps=float("inf"),
+                         timeout=1800.0, packing="batch", batch_size=batch)
+    t0 = time.perf_counter()
+    try:
+        run.start_servers()
+        if run.run_qp(timeout=7200) != 0:
+            raise SystemExit(f"batch N={n_aps}: the querying party failed; see {run.log('qp-0')}")
+        wall = time.perf_counter() - t0
+    finally:
+        run.stop_all()
+    res = run.results()["queries"]
+    timing = read_timing(run.dir)
+    ap = [r["seconds"] for r in timing if r["step"] == "1a_he_inference_batch"]
+    keygen = [r["seconds"] for r in timing if r["step"] == "setup_keygen"]
+    labelling = sum(sum(q["seconds"].values()) for q in res)
+    return {"N": n_aps, "queries": len(res), "batch": batch, "wall": wall, "labelling": labelling,
+            "keygen": keygen[0] if keygen else float("nan"), "ap_batch": statistics.mean(ap) if ap else float("nan"),
+            "answered": sum(q["answered"] for q in res)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parties", type=int, nargs="+", default=[1, 3, 5, 10])
     ap.add_argument("--queries", type=int, default=6, help="measured queries per N (plus one warm-up)")
     ap.add_argument("--dataset", default="digits28", choices=("digits28", "digits", "mnist"))
+    ap.add_argument("--batch", type=int, default=0, help="measure batch labelling with batches of this size")
     args = ap.parse_args()
     from capc.learning.default_models import default_model_paths
 
     print(f"training/loading {max(args.parties) + 1} {args.dataset} CryptoNets models ...", flush=True)
     default_model_paths(max(args.parties) + 1, dataset=args.dataset)
+    if args.batch:
+        with tempfile.TemporaryDirectory(prefix="capc-bench-") as tmp:
+            rows = [bench_batch(n, args.queries, args.batch, args.dataset, Path(tmp)) for n in args.parties]
+        load = os.getloadavg()
+        print(f"\nCaPC batch labelling, {args.dataset} CryptoNets, {os.cpu_count()} cores, load average "
+              f"{load[0]:.1f}; seconds")
+        head = ["N", "queries", "batch", "keygen", "AP batch", "labelling", "per query", "wall", "answered"]
+        print("  ".join(f"{h:>9}" for h in head))
+        for r in rows:
+            print("  ".join([f"{r['N']:>9d}", f"{r['queries']:>9d}", f"{r['batch']:>9d}", f"{r['keygen']:9.2f}",
+                             f"{r['ap_batch']:9.2f}", f"{r['labelling']:9.2f}",
+                             f"{r['labelling'] / r['queries']:9.4f}", f"{r['wall']:9.2f}",
+                             f"{r['answered']:>9d}"]))
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="capc-bench-") as tmp:
         for n in args.parties:

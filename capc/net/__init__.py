@@ -16,7 +16,7 @@ from capc.net.deadline import Deadline
 from capc.net.errors import (CertificateError, ChannelClosed, ChannelTimeout, ConnectError, NetError,
                              PeerAuthError, PeerError, ProtocolError)
 from capc.net.framing import PROTOCOL_VERSION, MessageType
-from capc.net.messages import (ErrorReply, GcStart, Hello, HelloAck, Message, ModelPlan,
+from capc.net.messages import (BatchQueryRequest, ErrorReply, GcStart, Hello, HelloAck, Message, ModelPlan,
                                NoisyArgmaxRequest,
                                PublicContext, QueryRequest, QueryResult, SchemaError, Shutdown,
                                StepDone, VoteShare, decode_message, encode_message)
@@ -24,7 +24,7 @@ from capc.net.names import parse_party_name, role_of
 from capc.net.tls import PartyTLS
 
 __all__ = [
-    "CertificateError", "Channel", "ChannelClosed", "ChannelTimeout", "ConnectError", "Deadline",
+    "BatchQueryRequest", "CertificateError", "Channel", "ChannelClosed", "ChannelTimeout", "ConnectError", "Deadline",
     "ErrorReply", "GcStart", "Hello", "HelloAck", "Listener", "Message", "MessageType", "ModelPlan", "NetError",
     "NoisyArgmaxRequest", "PROTOCOL_VERSION", "PartyTLS", "PeerAuthError", "PeerError",
     "ProtocolError", "PublicContext", "QueryRequest", "QueryResult", "RawIO", "Refusal",

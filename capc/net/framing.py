@@ -31,8 +31,9 @@ KiB = 1024
 MiB = 1024 * KiB
 
 #: Largest payload of any frame. Public HE contexts with the Galois keys capc's inference plan needs
-#: are 50-175 MB and a batched one-ciphertext-per-pixel query about 360 MB, hence 512 MiB.
-GLOBAL_MAX_PAYLOAD = 512 * MiB
+#: are 50-175 MB; a batched one-ciphertext-per-pixel 28x28 query at N = 16384 is about 0.7-1.4 GB
+#: (only BATCH_QUERY_REQUEST may be that large).
+GLOBAL_MAX_PAYLOAD = 1536 * MiB
 CONTROL_MAX_PAYLOAD = 64 * KiB
 
 
@@ -51,14 +52,15 @@ class MessageType(IntEnum):
     ERROR_REPLY = 10
     SHUTDOWN = 11
     MODEL_PLAN = 12
+    BATCH_QUERY_REQUEST = 13
 
 
 #: Per-type payload limits in bytes.
 PAYLOAD_LIMITS: dict[MessageType, int] = {
     MessageType.HELLO: CONTROL_MAX_PAYLOAD,
     MessageType.HELLO_ACK: CONTROL_MAX_PAYLOAD,
-    MessageType.PUBLIC_CONTEXT: GLOBAL_MAX_PAYLOAD,
-    MessageType.QUERY_REQUEST: GLOBAL_MAX_PAYLOAD,
+    MessageType.PUBLIC_CONTEXT: 512 * MiB,
+    MessageType.QUERY_REQUEST: 512 * MiB,
     MessageType.QUERY_RESULT: 64 * MiB,
     MessageType.GC_START: CONTROL_MAX_PAYLOAD,
     MessageType.VOTE_SHARE: 1 * MiB,
@@ -67,6 +69,7 @@ PAYLOAD_LIMITS: dict[MessageType, int] = {
     MessageType.ERROR_REPLY: CONTROL_MAX_PAYLOAD,
     MessageType.SHUTDOWN: CONTROL_MAX_PAYLOAD,
     MessageType.MODEL_PLAN: 16 * MiB,
+    MessageType.BATCH_QUERY_REQUEST: GLOBAL_MAX_PAYLOAD,
 }
 assert set(PAYLOAD_LIMITS) == set(MessageType)
 assert max(PAYLOAD_LIMITS.values()) <= GLOBAL_MAX_PAYLOAD

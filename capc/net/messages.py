@@ -44,6 +44,7 @@ MAX_JSON_HEADER = CONTROL_MAX_PAYLOAD
 MAX_CLASSES = 65536
 MAX_QUERY_ID = 2**63 - 1
 MAX_CIPHERTEXTS = 65536
+MAX_BATCH = 65536
 MAX_PARTIES = 100_000
 MAX_TEXT = 4096
 MAX_PARAMS = 256
@@ -411,6 +412,58 @@ class QueryRequest(Message):
                    num_classes=f["num_classes"], frac_bits=f["frac_bits"])
 
 
+@dataclass(frozen=True, eq=False)
+class BatchQueryRequest(Message):
+    """Step 1a with batch packing, QP -> AP: many queries in the slots of one encrypted batch.
+    ``query_ids[k]`` is the id of the query in slot k; the AP answers with one ``QueryResult``
+    whose ``query_id`` is ``batch_id``, then runs one ``GcStart`` per query id."""
+
+    TYPE: ClassVar[MessageType] = MessageType.BATCH_QUERY_REQUEST
+    _F: ClassVar[tuple[str, ...]] = ("batch_id", "batch_size", "query_ids", "ciphertexts", "num_classes",
+                                     "frac_bits")
+    batch_id: int
+    batch_size: int
+    query_ids: np.ndarray
+    ciphertexts: tuple[bytes, ...]
+    num_classes: int
+    frac_bits: int
+
+    def __post_init__(self) -> None:
+        m = "BatchQueryRequest"
+        _check_int(m, "batch_id", self.batch_id, 0, MAX_QUERY_ID)
+        _check_int(m, "batch_size", self.batch_size, 1, MAX_BATCH)
+        ids = _check_uint64_vector(m, "query_ids", self.query_ids, self.batch_size)
+        if len(np.unique(ids)) != len(ids):
+            raise _err(m, "query_ids", "repeats a query id")
+        if int(ids.max()) > MAX_QUERY_ID:
+            raise _err(m, "query_ids", f"ids must be at most {MAX_QUERY_ID}")
+        object.__setattr__(self, "query_ids", ids)
+        object.__setattr__(self, "ciphertexts", _check_blob_tuple(m, "ciphertexts", self.ciphertexts))
+        _check_int(m, "num_classes", self.num_classes, 2, MAX_CLASSES)
+        _check_int(m, "frac_bits", self.frac_bits, 0, 62)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BatchQueryRequest):
+            return NotImplemented
+        return (self.batch_id, self.batch_size, self.ciphertexts, self.num_classes, self.frac_bits) == (
+            other.batch_id, other.batch_size, other.ciphertexts, other.num_classes, other.frac_bits) \
+            and np.array_equal(self.query_ids, other.query_ids)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _encode_fields(self, w: _Writer) -> dict[str, Any]:
+        return {"batch_id": self.batch_id, "batch_size": self.batch_size, "query_ids": w.array(self.query_ids),
+                "ciphertexts": [w.blob(c) for c in self.ciphertexts], "num_classes": self.num_classes,
+                "frac_bits": self.frac_bits}
+
+    @classmethod
+    def _decode_fields(cls, f: dict[str, Any], r: _Reader) -> BatchQueryRequest:
+        n = _check_int("BatchQueryRequest", "batch_size", f["batch_size"], 1, MAX_BATCH)
+        return cls(batch_id=f["batch_id"], batch_size=n, query_ids=r.uint64_vector("query_ids", f["query_ids"], n),
+                   ciphertexts=r.blob_tuple("ciphertexts", f["ciphertexts"]), num_classes=f["num_classes"],
+                   frac_bits=f["frac_bits"])
+
+
 @dataclass(frozen=True)
 class QueryResult(Message):
     """Step 1a, AP -> QP: the masked encrypted logits Enc(z_j - r_j) as serialized ciphertexts."""
@@ -593,7 +646,7 @@ class Shutdown(Message):
 
 
 MESSAGE_CLASSES: dict[MessageType, type[Message]] = {
-    c.TYPE: c for c in (Hello, HelloAck, PublicContext, QueryRequest, QueryResult, GcStart,
+    c.TYPE: c for c in (Hello, HelloAck, PublicContext, QueryRequest, BatchQueryRequest, QueryResult, GcStart,
                         VoteShare, NoisyArgmaxRequest, StepDone, ErrorReply, Shutdown, ModelPlan)
 }
 assert set(MESSAGE_CLASSES) == set(MessageType)

@@ -85,6 +85,29 @@ class AnsweringParty:
                                hiding_bits=getattr(evaluator, "last_hiding", None))
         return QueryResult(query_id=req.query_id, ciphertexts=(result,)), _PendingQuery(b, time.time())
 
+    def step_1a_batch(self, evaluator: Any, qp: str, req: Any) -> tuple[Any, dict[int, _PendingQuery]]:
+        """Batch packing: evaluate the model on every query in the slots of Enc(X) at once."""
+        from capc.net.messages import QueryResult
+
+        p = self.cfg.protocol
+        if req.num_classes != p.num_classes or req.frac_bits != p.frac_bits:
+            raise CapcError(f"batch {req.batch_id}: classes/frac_bits ({req.num_classes}, {req.frac_bits}) "
+                            f"differ from the run's ({p.num_classes}, {p.frac_bits})")
+        if len(req.ciphertexts) != 1:
+            raise CapcError(f"batch {req.batch_id}: expected one batch blob, got {len(req.ciphertexts)}")
+        ids = [int(q) for q in req.query_ids]
+        for qid in ids:
+            self._claim(qp, qid)
+        with self.ctx.timing.span("1a_he_inference_batch", req.batch_id, batch=len(ids)):
+            result, b = evaluator.evaluate_masked(req.ciphertexts[0], p.frac_bits)
+        b = fixedpoint.as_ring(np.asarray(b))
+        if b.ndim != 2 or b.shape[1] != p.num_classes or b.shape[0] < len(ids):
+            raise CapcError(f"batch {req.batch_id}: the model produced shares of shape {b.shape}, expected "
+                            f"({len(ids)}, {p.num_classes})")
+        now = time.time()
+        pending = {qid: _PendingQuery(b[k].copy(), now) for k, qid in enumerate(ids)}
+        return QueryResult(query_id=req.batch_id, ciphertexts=(result,)), pending
+
     def step_1b(self, session: Any, query_id: int, pending: _PendingQuery) -> np.ndarray:
         """Garble argmax(a + b); the QP gets onehot - m. Returns this AP's vote share m."""
         m = fixedpoint.random_ring(self.cfg.protocol.num_classes)
@@ -129,8 +152,8 @@ class AnsweringParty:
         """Handle one querying party's channel until it shuts down or fails."""
         from capc.gc import GcSession
         from capc.he import ModelEvaluator
-        from capc.net.messages import (ErrorReply, GcStart, ModelPlan, PublicContext, QueryRequest, Shutdown,
-                                       StepDone)
+        from capc.net.messages import (BatchQueryRequest, ErrorReply, GcStart, ModelPlan, PublicContext,
+                                       QueryRequest, Shutdown, StepDone)
 
         log = self.ctx.log
         timeout = self.cfg.protocol.timeout
@@ -141,7 +164,8 @@ class AnsweringParty:
             # The QP needs the layout (not the weights) to make keys with exactly the rotations it uses.
             chan.send(ModelPlan(plan_bytes=self.plan.public_plan.to_bytes()))
             while True:
-                msg = chan.recv((PublicContext, QueryRequest, GcStart, Shutdown), timeout=transport.IDLE_TIMEOUT)
+                msg = chan.recv((PublicContext, QueryRequest, BatchQueryRequest, GcStart, Shutdown),
+                                timeout=transport.IDLE_TIMEOUT)
                 if isinstance(msg, Shutdown):
                     log.info("%s closed its session (%s)", qp, msg.reason or "done")
                     return
@@ -160,6 +184,14 @@ class AnsweringParty:
                         pending[msg.query_id] = pend
                         chan.send(reply)
                         log.info("query %d: step 1a done (encrypted inference, masked)", msg.query_id)
+                    elif isinstance(msg, BatchQueryRequest):
+                        if evaluator is None:
+                            raise CapcError("batch before the public context")
+                        reply, pend_batch = self.step_1a_batch(evaluator, qp, msg)
+                        pending.update(pend_batch)
+                        chan.send(reply)
+                        log.info("batch of %d queries: step 1a done (encrypted inference, masked)",
+                                 len(pend_batch))
                     elif isinstance(msg, GcStart):
                         if msg.program != "argmax_share" or msg.query_id not in pending:
                             raise CapcError(f"unexpected 2PC start {msg.program!r} for query {msg.query_id}")
@@ -170,7 +202,8 @@ class AnsweringParty:
                         m = self.step_1b(session, msg.query_id, pend)
                         self.step_2(qp, msg.query_id, m)
                         del m, pend
-                        log.info("query %d: steps 1b and 2 done (vote share sent to the PG)", msg.query_id)
+                        if len(pending) < 2:  # one line per query would flood the log in batch mode
+                            log.info("query %d: steps 1b and 2 done (vote share sent to the PG)", msg.query_id)
                 except CapcError as exc:
                     log.warning("query refused: %s", exc)
                     chan.send(ErrorReply(code="refused", message=str(exc)[:4000]))

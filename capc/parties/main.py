@@ -125,15 +125,19 @@ def run_querying_party(ctx: PartyContext) -> None:
     outcomes = []
     try:
         qp.connect()
-        for i, (qid, x, y) in enumerate(zip(cfg.queries, xs, ys)):
+        step = cfg.protocol.batch_size if cfg.protocol.packing == "batch" else 1
+        items = [(int(q), x, int(y)) for q, x, y in zip(cfg.queries, xs, ys)]
+        for start in range(0, len(items), step):
             if ctx.control is not None and ctx.control.stop_requested():
-                ctx.log.info("stop requested after %d queries", i)
+                ctx.log.info("stop requested after %d queries", len(outcomes))
                 break
-            out = qp.run_query(int(qid), x, int(y))
-            outcomes.append(out)
-            ctx.report("progress", event="query", index=i + 1, total=len(cfg.queries), query=qid,
-                       answered=out.answered, error=out.error[:300])
-            if "budget_exhausted" in out.error:
+            chunk = items[start:start + step]
+            done = qp.run_batch(chunk) if step > 1 else [qp.run_query(*chunk[0])]
+            for out in done:
+                outcomes.append(out)
+                ctx.report("progress", event="query", index=len(outcomes), total=len(items),
+                           query=out.query_id, answered=out.answered, error=out.error[:300])
+            if any("budget_exhausted" in o.error for o in done):
                 ctx.log.warning("privacy budget exhausted: no further queries are asked")
                 break
             if not any(link.alive for link in qp.aps):

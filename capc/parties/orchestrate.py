@@ -87,7 +87,8 @@ def build_run_config(config: Any, run_dir: Path, models: Sequence[Path]) -> RunC
         sigma_gnmax=config.dp_noise_scale, sigma_threshold=config.sigma_threshold,
         threshold=config.threshold, budget_eps=config.budget_eps, delta=config.delta,
         he_params=str(config.encryption_params) if config.encryption_params else None,
-        packing="single", plaintext=config.cpu, timeout=config.timeout)
+        packing="batch" if config.batch_size > 1 else "single", batch_size=config.batch_size,
+        plaintext=config.cpu, timeout=config.timeout)
     queries = tuple(range(config.start_batch, config.start_batch + config.n_queries))
     return RunConfig(run_id=run_dir.name[:64], run_dir=str(run_dir), pki_dir=str(run_dir / "pki"),
                      parties=tuple(parties), protocol=protocol, queries=queries,
@@ -96,9 +97,6 @@ def build_run_config(config: Any, run_dir: Path, models: Sequence[Path]) -> RunC
 
 def run_protocol(config: Any, launcher: Any) -> Any:
     """Run one CaPC experiment with real processes, sockets and cryptography (see module doc)."""
-    if config.batch_size != 1:
-        raise ConfigError("--batch_size > 1: the protocol path sends one query per ciphertext; CKKS batch "
-                          "packing is measured by scripts/bench_he.py and not yet wired into the parties")
     run_dir = Path(launcher.run_dir.path)
     t_start = time.perf_counter()
     launcher.say("resolving models (training the default models on first use)")

@@ -147,6 +147,35 @@ class QueryingParty:
 
         return self._on_live_aps(one, "1a")
 
+    def step_1a_batch(self, query_ids: list[int], xs: np.ndarray) -> dict[str, np.ndarray]:
+        """Batch packing: send every query in the slots of one Enc(X) to every live AP; return each
+        AP's fixed-point shares a_j as uint64[B, C] (row k belongs to ``query_ids[k]``)."""
+        from capc.net.messages import BatchQueryRequest, QueryResult
+
+        batch_id = query_ids[0]
+        ids = np.array(query_ids, dtype=np.uint64)
+        requests: dict[int, Any] = {}
+        with self.ctx.timing.span("1a_encrypt_batch", batch_id, batch=len(query_ids)):
+            for link in self.aps:
+                if link.alive and id(link.keys) not in requests:
+                    requests[id(link.keys)] = BatchQueryRequest(
+                        batch_id=batch_id, batch_size=len(query_ids), query_ids=ids,
+                        ciphertexts=(link.keys.encrypt(xs),), num_classes=self.p.num_classes,
+                        frac_bits=self.p.frac_bits)
+
+        def one(link: _ApLink) -> np.ndarray:
+            link.chan.send(requests[id(link.keys)])
+            res = transport.expect(link.chan, QueryResult, self.p.timeout, f"{link.name}'s encrypted batch")
+            if res.query_id != batch_id or len(res.ciphertexts) != 1:
+                raise CapcError(f"{link.name} answered batch {res.query_id} with {len(res.ciphertexts)} "
+                                f"blobs, expected batch {batch_id} with 1")
+            masked = np.asarray(link.keys.decrypt_logits(res.ciphertexts[0]), dtype=np.float64)
+            if masked.ndim != 2 or masked.shape[1] != self.p.num_classes or masked.shape[0] < len(query_ids):
+                raise CapcError(f"{link.name} returned logits of shape {masked.shape}")
+            return fixedpoint.encode(masked[: len(query_ids)], self.p.frac_bits)
+
+        return self._on_live_aps(one, "1a")
+
     def step_1b(self, query_id: int, shares: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Evaluate each AP's argmax circuit on a_j; return the QP's vote shares w_j."""
         from capc.gc import GcSession
@@ -205,29 +234,69 @@ class QueryingParty:
         except ReplayedQueryId as exc:
             self.ctx.log.warning("query %d refused: %s", query_id, exc)
             return QueryOutcome(query_id, False, None, true_label, 0, {}, error=f"replayed: {exc}")
-        secs: dict[str, float] = {}
         t = time.perf_counter()
         try:
             a = self.step_1a(query_id, x)
-            secs["1a"] = time.perf_counter() - t
+            if not a:
+                raise CapcError(f"query {query_id}: no answering party completed step 1a")
+        except CapcError as exc:
+            self.store.fail(query_id, str(exc))
+            self.ctx.log.warning("query %d: %s", query_id, exc)
+            return QueryOutcome(query_id, False, None, true_label, 0, {}, error=str(exc))
+        return self._finish_query(query_id, true_label, a, time.perf_counter() - t)
+
+    def run_batch(self, items: list[tuple[int, np.ndarray, int | None]]) -> list[QueryOutcome]:
+        """Batch packing: step 1a once for all ``(query_id, x, true_label)`` items, then steps 1b-4 per
+        query. Replayed ids are refused individually; the rest go on."""
+        from capc.parties.label_store import ReplayedQueryId
+
+        outcomes: dict[int, QueryOutcome] = {}
+        claimed = []
+        for qid, x, y in items:
+            try:
+                self.store.begin(qid, y)
+                claimed.append((qid, x, y))
+            except ReplayedQueryId as exc:
+                outcomes[qid] = QueryOutcome(qid, False, None, y, 0, {}, error=f"replayed: {exc}")
+        if claimed:
+            ids = [q for q, _, _ in claimed]
+            t = time.perf_counter()
+            try:
+                a = self.step_1a_batch(ids, np.stack([x for _, x, _ in claimed]))
+                if not a:
+                    raise CapcError(f"batch {ids[0]}: no answering party completed step 1a")
+            except CapcError as exc:
+                for qid, _, y in claimed:
+                    self.store.fail(qid, str(exc))
+                    outcomes[qid] = QueryOutcome(qid, False, None, y, 0, {}, error=str(exc))
+                claimed = []
+            t1a = (time.perf_counter() - t) / max(len(ids), 1)
+            for k, (qid, _, y) in enumerate(claimed):
+                outcomes[qid] = self._finish_query(qid, y, {name: sh[k] for name, sh in a.items()}, t1a)
+        return [outcomes[qid] for qid, _, _ in items]
+
+    def _finish_query(self, query_id: int, true_label: int | None, a: dict[str, np.ndarray],
+                      t1a: float) -> QueryOutcome:
+        """Steps 1b-4 for one query whose step-1a shares are known."""
+        secs = {"1a": t1a}
+        try:
             t = time.perf_counter()
             w = self.step_1b(query_id, a)
             secs["1b"] = time.perf_counter() - t
             if not w:
-                raise CapcError(f"query {query_id}: no answering party completed steps 1a-1b")
+                raise CapcError(f"query {query_id}: no answering party completed step 1b")
             t = time.perf_counter()
-            W = self.step_2(w)
-            answered, label = self.step_3(query_id, W, len(w))
+            answered, label = self.step_3(query_id, self.step_2(w), len(w))
             secs["2+3"] = time.perf_counter() - t
         except CapcError as exc:
             self.store.fail(query_id, str(exc))
             self.ctx.log.warning("query %d: %s", query_id, exc)
             return QueryOutcome(query_id, False, None, true_label, 0, secs, error=str(exc))
         self.step_4(query_id, answered, label)
-        for step, s in secs.items():
-            self.ctx.timing.record(step, s, query_id)
+        for step, sec in secs.items():
+            self.ctx.timing.record(step, sec, query_id)
         self.ctx.log.info("query %d: %s (%d answering parties)", query_id,
-                          f"label obtained" if answered else "not answered (threshold)", len(w))
+                          "label obtained" if answered else "not answered (threshold)", len(w))
         return QueryOutcome(query_id, answered, label, true_label, len(w), secs)
 
     def _on_live_aps(self, fn: Any, step: str, only: set[str] | None = None) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class ProtocolParams:
     delta: float = 1e-5
     he_params: str | None = None  # path of a config/*.json file; None = capc's default for the model
     packing: str = "single"  # "single" (one query per ciphertext) or "batch"
+    batch_size: int = 1  # queries per encrypted batch when packing is "batch"
     plaintext: bool = False  # --cpu: no encryption at all, clearly labelled simulation
     timeout: float = 120.0  # seconds any single wait may take
 
@@ -198,6 +199,10 @@ def _check_protocol(p: ProtocolParams, where: str) -> None:
         raise bad("delta", f"{p.delta!r} is not in (0, 1)")
     if p.packing not in ("single", "batch"):
         raise bad("packing", f"{p.packing!r} is not 'single' or 'batch'")
+    if isinstance(p.batch_size, bool) or not isinstance(p.batch_size, int) or not 1 <= p.batch_size <= 65536:
+        raise bad("batch_size", f"{p.batch_size!r} is not an integer in 1..65536")
+    if p.batch_size > 1 and p.packing != "batch":
+        raise bad("batch_size", f"{p.batch_size} queries per request need packing 'batch'")
     if not isinstance(p.timeout, (int, float)) or not p.timeout > 0:
         raise bad("timeout", f"{p.timeout!r} is not a positive number of seconds")
 

@@ -59,6 +59,21 @@ def test_noiseless_label_is_the_plaintext_plurality(tmp_path, n_aps, n_queries):
     assert not any("label" in c or "vote" in c for c in cols)
 
 
+def test_batch_packing_gives_the_same_labels(tmp_path):
+    """--batch_size > 1: step 1a once per batch (CKKS slots), then 1b-4 per query."""
+    queries = clear_margin_queries(2, 11)
+    run = make_run(tmp_path, 2, queries, packing="batch", batch_size=4)
+    try:
+        run.start_servers()
+        assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
+        labels = run.labels()
+        assert [labels[q] for q in queries] == plurality(ap_predictions(2, queries))
+        assert "batch of 4 queries" in run.log("ap-1").read_text()
+        assert "batch of 3 queries" in run.log("ap-1").read_text()  # the last, partial batch
+    finally:
+        run.stop_all()
+
+
 def test_ap_killed_mid_query_is_dropped_and_the_run_goes_on(tmp_path):
     queries = clear_margin_queries(3, 4)
     run = make_run(tmp_path, 3, queries)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from capc.net.errors import ProtocolError
 from capc.net.framing import MessageType
 from capc.net.messages import (MESSAGE_CLASSES, ErrorReply, GcStart, Hello, HelloAck, ModelPlan,
-                               NoisyArgmaxRequest, PublicContext, QueryRequest, QueryResult,
+                               NoisyArgmaxRequest, PublicContext, QueryRequest, QueryResult, BatchQueryRequest,
                                SchemaError, Shutdown, StepDone, VoteShare, decode_message,
                                encode_message)
 
@@ -42,6 +42,14 @@ def vote_shares(draw: st.DrawFn) -> VoteShare:
     return VoteShare(qp_id=draw(qp_names), query_id=draw(query_ids), num_classes=c, share=share)
 
 
+@st.composite
+def batch_requests(draw: st.DrawFn) -> BatchQueryRequest:
+    ids = draw(st.lists(query_ids, min_size=1, max_size=20, unique=True))
+    return BatchQueryRequest(batch_id=draw(query_ids), batch_size=len(ids),
+                             query_ids=np.array(ids, dtype=np.uint64), ciphertexts=draw(ciphertexts),
+                             num_classes=draw(classes), frac_bits=draw(st.integers(0, 62)))
+
+
 #: One strategy per message class; the test below checks every wire type is covered.
 STRATEGIES = {
     Hello: any_party.flatmap(lambda p: st.builds(Hello, party=st.just(p), role=st.just(p.split("-")[0]),
@@ -53,6 +61,7 @@ STRATEGIES = {
     PublicContext: st.builds(PublicContext, context_bytes=blobs, params=params),
     QueryRequest: st.builds(QueryRequest, query_id=query_ids, ciphertexts=ciphertexts,
                             num_classes=classes, frac_bits=st.integers(0, 62)),
+    BatchQueryRequest: batch_requests(),
     QueryResult: st.builds(QueryResult, query_id=query_ids, ciphertexts=ciphertexts),
     GcStart: st.builds(GcStart, query_id=query_ids, program=idents, num_classes=classes,
                        options=params),
@@ -115,6 +124,9 @@ def test_vote_share_checks_dtype_and_shape() -> None:
     (lambda: Hello("qp-0", "qp", "run\n"), "run_id"),
     (lambda: ErrorReply("code\n", "m"), "code"),
     (lambda: QueryRequest(-1, (b"x",), 10, 8), "query_id: must be in"),
+    (lambda: BatchQueryRequest(1, 2, np.array([3, 3], dtype=np.uint64), (b"x",), 10, 8), "repeats a query id"),
+    (lambda: BatchQueryRequest(1, 3, np.array([3, 4], dtype=np.uint64), (b"x",), 10, 8), "must have shape"),
+    (lambda: BatchQueryRequest(1, 1, np.array([2**63], dtype=np.uint64), (b"x",), 10, 8), "ids must be at most"),
     (lambda: QueryRequest(1, (), 10, 8), "must hold 1.."),
     (lambda: QueryRequest(1, (b"",), 10, 8), r"ciphertexts\[0\]: must not be empty"),
     (lambda: QueryRequest(1, b"abc", 10, 8), "must be a tuple of byte strings"),
