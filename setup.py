@@ -49,15 +49,21 @@ class CMakeBuild(build_ext):
         _require_tool(("c++", "g++", "clang++"), "g++", "C++ compiler")
         import pybind11  # build requirement (pyproject.toml)
 
-        module_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        # CMake writes the module into the (persistent) build tree; setuptools' own output location
+        # may be a temporary directory, so the module is copied there afterwards.
+        module_dir = GC_BUILD / "pymodule"
         module_dir.mkdir(parents=True, exist_ok=True)
-        GC_BUILD.mkdir(parents=True, exist_ok=True)
+        # pip builds in a throw-away environment: keep a copy of pybind11's headers and CMake files
+        # next to the build, so that `cmake --build build/gc-emp-test` keeps working afterwards.
+        kept = GC_BUILD / "pybind11"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(Path(pybind11.__file__).parent, kept, ignore=shutil.ignore_patterns("__pycache__"))
         configure = [
             cmake, "-S", str(GC_SOURCE), "-B", str(GC_BUILD),
             "-DCMAKE_BUILD_TYPE=Release",
             "-DCAPC_GC_PYTHON=ON",
             f"-DPython_EXECUTABLE={sys.executable}",
-            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-Dpybind11_DIR={kept / 'share' / 'cmake' / 'pybind11'}",
             f"-DCAPC_GC_PYMODULE_DIR={module_dir}",
         ]
         jobs = str(max(1, min(os.cpu_count() or 1, 4)))
@@ -76,6 +82,7 @@ class CMakeBuild(build_ext):
         if not built:
             raise BuildFailure(f"capc: CMake finished but produced no _engine module in {module_dir}")
         target = Path(self.get_ext_fullpath(ext.name))
+        target.parent.mkdir(parents=True, exist_ok=True)
         if built[0].resolve() != target.resolve():
             shutil.copy2(built[0], target)
 

@@ -215,27 +215,9 @@ class AnsweringParty:
 
     def serve(self, stop: threading.Event) -> None:
         """Accept querying parties until ``stop`` is set."""
-        listener = transport.listen(self.ctx, allowed_roles=("qp",))
-        self.ctx.report("ready", endpoint=f"{listener.host}:{listener.port}")
-        self.ctx.log.info("listening on %s:%d with model %s", listener.host, listener.port, self.me.model)
-        threads = []
         try:
-            while not stop.is_set():
-                accepted = transport.accept(listener, timeout=0.5)
-                if accepted is None:
-                    continue
-                chan, peer = accepted
-                t = threading.Thread(target=self._serve_safely, args=(chan, peer), daemon=True)
-                t.start()
-                threads.append(t)
+            transport.serve(self.ctx, ("qp",), self.serve_connection, stop, f"model {self.me.model}")
         finally:
-            listener.close()
             with self._pg_lock:
                 if self._pg is not None:
                     transport.shutdown(self._pg, "answering party stopping")
-
-    def _serve_safely(self, chan: Any, peer: str) -> None:
-        try:
-            self.serve_connection(chan, peer)
-        except Exception as exc:  # one bad peer must not take the AP down
-            self.ctx.log.warning("session with %s ended: %s", peer, exc)

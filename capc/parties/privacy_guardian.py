@@ -180,23 +180,10 @@ class PrivacyGuardian:
 
     def serve(self, stop: threading.Event) -> None:
         """Accept answering and querying parties until ``stop`` is set."""
-        listener = transport.listen(self.ctx, allowed_roles=("ap", "qp"))
-        self.ctx.report("ready", endpoint=f"{listener.host}:{listener.port}")
-        self.ctx.log.info("listening on %s:%d; budget %.3g at delta %.1e per querying party",
-                          listener.host, listener.port, self.cfg.protocol.budget_eps, self.cfg.protocol.delta)
-        try:
-            while not stop.is_set():
-                accepted = transport.accept(listener, timeout=0.5)
-                if accepted is None:
-                    continue
-                chan, peer = accepted
-                target = self._serve_ap if peer.startswith("ap-") else self._serve_qp
-                threading.Thread(target=self._guard, args=(target, chan, peer), daemon=True).start()
-        finally:
-            listener.close()
+        p = self.cfg.protocol
 
-    def _guard(self, target: Any, chan: Any, peer: str) -> None:
-        try:
-            target(chan, peer)
-        except Exception as exc:
-            self.ctx.log.warning("session with %s ended: %s", peer, exc)
+        def handle(chan: Any, peer: str) -> None:
+            (self._serve_ap if peer.startswith("ap-") else self._serve_qp)(chan, peer)
+
+        transport.serve(self.ctx, ("ap", "qp"), handle, stop,
+                        f"budget {p.budget_eps:.3g} at delta {p.delta:.1e} per querying party")

@@ -6,7 +6,8 @@ Addresses come from the run file; identities from the run's PKI. Every wait is b
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Callable
 
 from capc.errors import CapcError
 from capc.parties.common import PartyContext
@@ -23,6 +24,30 @@ def listen(ctx: PartyContext, allowed_roles: tuple[str, ...]) -> Any:
     allowed = [p.name for p in ctx.cfg.parties if p.role in allowed_roles]
     return Listener(me.host, me.port, tls=ctx.tls(), allowed_peers=allowed, run_id=ctx.cfg.run_id,
                     default_timeout=ctx.cfg.protocol.timeout)
+
+
+def serve(ctx: PartyContext, allowed_roles: tuple[str, ...], handler: Callable[[Any, str], None],
+          stop: threading.Event, banner: str) -> None:
+    """Listen on this party's address, report ``ready`` to the launcher, and run ``handler(channel,
+    peer)`` in its own thread for every authenticated connection until ``stop`` is set. A handler that
+    raises ends only its own session (logged), never the party."""
+    listener = listen(ctx, allowed_roles)
+    ctx.report("ready", endpoint=f"{listener.host}:{listener.port}")
+    ctx.log.info("listening on %s:%d; %s", listener.host, listener.port, banner)
+
+    def guarded(chan: Any, peer: str) -> None:
+        try:
+            handler(chan, peer)
+        except Exception as exc:  # one bad peer must not take the party down
+            ctx.log.warning("session with %s ended: %s", peer, exc)
+
+    try:
+        while not stop.is_set():
+            accepted = accept(listener, timeout=0.5)  # bounded, so that a stop is seen promptly
+            if accepted is not None:
+                threading.Thread(target=guarded, args=accepted, daemon=True).start()
+    finally:
+        listener.close()
 
 
 def accept(listener: Any, timeout: float) -> tuple[Any, str] | None:

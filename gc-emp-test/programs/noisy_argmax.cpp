@@ -10,6 +10,7 @@
 
 #include "capc_circuits.h"
 #include "program_common.h"
+#include "program_session.h"
 
 namespace {
 
@@ -33,26 +34,8 @@ int body(int argc, char** argv) {
     if (in.empty()) throw UsageError{args.input + ": party 2 needs C lines of W, got none"};
     classes = in.size();
   }
-  if (args.classes >= 0 && static_cast<size_t>(args.classes) != classes)
-    throw UsageError{args.input + ": --classes " + std::to_string(args.classes) + " but the file holds " +
-                     std::to_string(classes) + " classes"};
-  if (classes > (size_t{1} << 20)) throw UsageError{"too many classes (at most 1048576)"};
-
-#ifdef CAPC_GC_BACKEND_EMP
-  auto io = std::make_unique<emp::NetIO>(args.party == 1 ? nullptr : args.host.c_str(), args.port, true);
-  capc_gc::handshake(*io, args.party, capc_gc::kProgNoisyArgmax, static_cast<uint32_t>(classes));
-  emp::setup_semi_honest(io.get(), args.party);
-#else
-  capc_gc::NetOptions opt;
-  opt.listen = args.party == 1;
-  opt.host = args.host;
-  opt.port = args.port;
-  opt.connect_timeout_s = args.connect_timeout;
-  opt.io_timeout_s = args.io_timeout;
-  auto io = std::make_unique<capc_gc::NetIO>(opt);
-  capc_gc::block sid = capc_gc::handshake(*io, args.party, capc_gc::kProgNoisyArgmax, static_cast<uint32_t>(classes));
-  capc_gc::setup_semi_honest(io.get(), args.party, sid);
-#endif
+  check_classes(args, classes);
+  auto io = open_session(args, capc_gc::kProgNoisyArgmax, classes);
   const auto C = static_cast<long>(classes);
   std::vector<int64_t> first(in.begin(), in.begin() + C), eta_g;
   int64_t eta_t = 0, threshold = 0;
