@@ -208,14 +208,24 @@ def _check_protocol(p: ProtocolParams, where: str) -> None:
 
 
 def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
-    """Read and validate a run file."""
+    """Read and validate a run file (JSON, or YAML when it ends in .yaml/.yml)."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: run file not found") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     return run_config_from_dict(data, where=str(p))
 
 

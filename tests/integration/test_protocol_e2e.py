@@ -200,19 +200,41 @@ def test_bad_peers_and_bad_messages_leave_the_ap_serving(tmp_path):
         with pytest.raises(PeerError, match="before the public context"):
             chan.recv(StepDone, timeout=60)
         chan.close()
-        # 2. a malformed frame: the AP drops that connection only
+        # 2. a real context, then wrong shapes and a corrupt ciphertext: refused, session still usable
+        from capc.he import HEError
+        from capc.learning.datasets import load_dataset
+        from capc.net.messages import QueryResult
+        from capc.parties.models import KeyRing
+
+        chan = connect(ap.host, ap.port, me, "ap-1", deadline=60, run_id=run.cfg.run_id)
+        keys = KeyRing(run.cfg).for_plan(chan.recv(ModelPlan, timeout=60).plan_bytes)
+        chan.send(PublicContext(context_bytes=keys.public_context(), params={}))
+        chan.recv(StepDone, timeout=120)
+        x = load_dataset("digits").x_query[queries[0]]
+        chan.send(QueryRequest(query_id=900, ciphertexts=(keys.encrypt(x),), num_classes=7, frac_bits=8))
+        with pytest.raises(PeerError, match="7 classes"):
+            chan.recv(QueryResult, timeout=60)
+        chan.send(QueryRequest(query_id=901, ciphertexts=(keys.encrypt(x)[:-100],), num_classes=10, frac_bits=8))
+        with pytest.raises(PeerError, match="refused"):
+            chan.recv(QueryResult, timeout=60)
+        with pytest.raises(HEError, match="NaN"):
+            keys.encrypt(np.full_like(x, np.nan))
+        chan.send(QueryRequest(query_id=902, ciphertexts=(keys.encrypt(x),), num_classes=10, frac_bits=8))
+        assert chan.recv(QueryResult, timeout=120).query_id == 902
+        chan.close()
+        # 3. a malformed frame: the AP drops that connection only
         chan = connect(ap.host, ap.port, me, "ap-1", deadline=60, run_id=run.cfg.run_id)
         chan.recv(ModelPlan, timeout=60)
         chan.raw_io().sendall(b"JUNK" * 10)
         with pytest.raises(NetError):
             chan.recv(StepDone, timeout=60)
         chan.close()
-        # 3. a certificate from another CA is refused
+        # 4. a certificate from another CA is refused
         other = make_run_pki(tmp_path / "other-pki", ["qp-0"])
         stranger = PartyTLS.load(tmp_path / "other-pki", "qp-0")
         with pytest.raises(NetError):
             connect(ap.host, ap.port, stranger, "ap-1", deadline=10, run_id=run.cfg.run_id)
-        # 4. the AP still answers a real querying party
+        # 5. the AP still answers a real querying party
         assert run.run_qp() == 0
         assert run.labels()[queries[0]] == plurality(ap_predictions(1, queries))[0]
     finally:

@@ -59,6 +59,16 @@ def test_bad_run_files_name_the_key(changes, words) -> None:
     assert words in str(err.value)
 
 
+def test_yaml_run_files(tmp_path: Path) -> None:
+    import yaml
+
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(good()))
+    assert load_run_config(tmp_path / "run.yaml") == run_config_from_dict(good())
+    (tmp_path / "bad.yml").write_text("parties: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_run_config(tmp_path / "bad.yml")
+
+
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_run_config(tmp_path / "nope.json")
