@@ -104,6 +104,8 @@ class AnsweringParty:
         if b.ndim != 2 or b.shape[1] != p.num_classes or b.shape[0] < len(ids):
             raise CapcError(f"batch {req.batch_id}: the model produced shares of shape {b.shape}, expected "
                             f"({len(ids)}, {p.num_classes})")
+        self.ctx.timing.record("1a_hiding_bits", 0.0, req.batch_id,
+                               hiding_bits=getattr(evaluator, "last_hiding", None))
         now = time.time()
         pending = {qid: _PendingQuery(b[k].copy(), now) for k, qid in enumerate(ids)}
         return QueryResult(query_id=req.batch_id, ciphertexts=(result,)), pending

@@ -156,6 +156,10 @@ def collect_results(cfg: RunConfig, qp: str, totals: dict[str, float]) -> Any:
             notes.append(f"query {q['query_id']}: {q['error']}")
     for ap, why in data.get("dropped_aps", {}).items():
         notes.append(f"answering party {ap} was dropped: {why}")
+    hiding = _achieved_hiding(run_dir)
+    if hiding:
+        notes.append(f"statistical hiding of the APs' masked logits: {hiding[0]:g} bits per logit, "
+                     f"{hiding[1]:.1f} bits for a whole result (union bound over its slots), worst over the run")
     privacy = None
     ledger_path = run_dir / LEDGER_FILENAME
     if ledger_path.exists():
@@ -171,6 +175,19 @@ def collect_results(cfg: RunConfig, qp: str, totals: dict[str, float]) -> Any:
                                  note=f"sigma_G={p.sigma_gnmax:g}, sigma_T={p.sigma_threshold:g}, "
                                       f"T={p.threshold:g}; ledger: {ledger_path}")
     return ExperimentResult(rows=rows, privacy=privacy, totals=totals, plaintext=False, notes=notes)
+
+
+def _achieved_hiding(run_dir: Path) -> tuple[float, float] | None:
+    """The smallest per-logit and whole-result hiding bits the APs recorded in their timing files."""
+    per, whole = [], []
+    for f in run_dir.glob("timing-ap-*.jsonl"):
+        for line in f.read_text().splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            h = rec.get("hiding_bits")
+            if isinstance(h, dict):
+                per.append(float(h["per_logit_bits"]))
+                whole.append(float(h["result_bits"]))
+    return (min(per), min(whole)) if per else None
 
 
 def simulate_plaintext(config: Any, models: Sequence[Path], run_dir: Path) -> Any:
