@@ -70,6 +70,7 @@ class ExperimentConfig:
     host: str
     timeout: float
     models_dir: Path | None
+    retrain: bool = False
 
     @property
     def sigma_gnmax(self) -> float:
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address the parties listen on and connect to")
     own.add_argument("--timeout", type=float, default=600.0,
                      help="deadline in seconds for each wait (parties ready, each step done)")
+    own.add_argument("--retrain", action="store_true",
+                     help="step 4: afterwards the QP retrains its model from scratch on its own data plus "
+                          "the labels it obtained, and the accuracy before/after is reported")
     own.add_argument("--models_dir", "--models-dir", dest="models_dir", type=str, default=None,
                      help="where default models are stored and trained on first use "
                           "(created if missing; default: capc's models directory)")
@@ -345,7 +349,7 @@ def validate(ns: argparse.Namespace) -> ExperimentConfig:
         debug=ns.debug, cpu=ns.cpu, sigma_threshold=float(ns.sigma_threshold),
         threshold=float(ns.threshold), vote_scale_exp=ns.vote_scale_exp,
         budget_eps=float(ns.budget_eps), delta=float(ns.delta), run_dir=run_dir, tmux=ns.tmux,
-        host=ns.host, timeout=float(ns.timeout), models_dir=models_dir,
+        host=ns.host, timeout=float(ns.timeout), models_dir=models_dir, retrain=bool(ns.retrain),
     )
 
 

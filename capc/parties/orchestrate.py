@@ -102,7 +102,10 @@ def run_protocol(config: Any, launcher: Any) -> Any:
     launcher.say("resolving models (training the default models on first use)")
     models = _model_files(config)
     if config.cpu:
-        return simulate_plaintext(config, models, run_dir)
+        result = simulate_plaintext(config, models, run_dir)
+        if getattr(config, "retrain", False):
+            result.notes.append(retrain_querying_party(config, result, run_dir))
+        return result
 
     from capc.net.certs import make_run_pki
 
@@ -137,8 +140,34 @@ def run_protocol(config: Any, launcher: Any) -> Any:
     t_done = time.perf_counter()
     bar.close()
     launcher.stop_all()
-    return collect_results(cfg, qp, {"setup": t_ready - t_start, "queries": t_done - t_ready,
-                                     "total": time.perf_counter() - t_start})
+    result = collect_results(cfg, qp, {"setup": t_ready - t_start, "queries": t_done - t_ready,
+                                       "total": time.perf_counter() - t_start})
+    if getattr(config, "retrain", False):
+        launcher.say("step 4: retraining the querying party's model with the labels it obtained")
+        result.notes.append(retrain_querying_party(config, result, run_dir))
+    return result
+
+
+def retrain_querying_party(config: Any, result: Any, run_dir: Path) -> str:
+    """Step 4: train the QP's model from scratch on its own data plus its CaPC labels (several seeds)
+    and, for comparison, on its own data alone with the same seeds; write ``retrain.json``."""
+    from capc.learning.datasets import load_dataset
+    from capc.learning.default_models import SHIPPED_PARTIES, make_partition
+    from capc.learning.retrain import UNANSWERED, retrain_with_queries
+
+    ds = load_dataset(config.dataset_name)
+    parts, _ = make_partition(ds, max(config.n_parties + 1, SHIPPED_PARTIES), "iid")
+    own = np.asarray(parts[0])
+    ids = [r.query_id for r in result.rows]
+    labels = np.array([UNANSWERED if r.label is None else r.label for r in result.rows], dtype=np.int64)
+    seeds = (11, 13, 17)
+    common = dict(x_eval=ds.x_eval, y_eval=ds.y_eval, num_classes=config.num_classes, seeds=seeds)
+    before = retrain_with_queries(ds.x_train[own], ds.y_train[own], ds.x_query[:0], labels[:0], **common)
+    after = retrain_with_queries(ds.x_train[own], ds.y_train[own], ds.x_query[ids], labels, **common)
+    (run_dir / "retrain.json").write_text(json.dumps({"own_data_only": before.to_dict(),
+                                                      "with_capc_labels": after.to_dict()}, indent=2) + "\n")
+    return (f"step 4, QP retrained from scratch ({len(seeds)} seeds): own data only {before.summary()}; "
+            f"with its CaPC labels {after.summary()}")
 
 
 def collect_results(cfg: RunConfig, qp: str, totals: dict[str, float]) -> Any:

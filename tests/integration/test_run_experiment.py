@@ -1,0 +1,57 @@
+"""run_experiment.py end to end through the launcher (subprocess mode), as a researcher runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "run_experiment.py"), "--no-tmux", *args],
+                          capture_output=True, text=True, timeout=800, cwd=ROOT)
+
+
+def test_default_style_run_writes_a_complete_run_directory(tmp_path):
+    out = run(["--n_parties", "2", "--n_queries", "2", "--run_dir", str(tmp_path / "r")])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "CKKS encryption + garbled-circuit 2PC" in out.stdout
+    assert "privacy spent by QP 0: epsilon" in out.stdout
+    assert "bits per logit" in out.stdout
+    d = tmp_path / "r"
+    for name in ("params.json", "run.json", "RUN.json", "results.json", "privacy_ledger.sqlite",
+                 "labels-qp-0.sqlite", "logs/qp-0.log", "logs/ap-1.log", "logs/ap-2.log", "logs/pg.log"):
+        assert (d / name).exists(), name
+    results = json.loads((d / "results.json").read_text())
+    assert len(results["rows"]) == 2 and results["plaintext"] is False
+    params = json.loads((d / "params.json").read_text())
+    assert params["n_parties"] == 2 and params["seed"] == 2
+    budget = subprocess.run([sys.executable, "-m", "capc.cli", "budget", str(d)], capture_output=True,
+                            text=True, timeout=120)
+    assert budget.returncode == 0 and "qp-0" in budget.stdout
+
+
+def test_cpu_simulation_with_retraining_is_labelled(tmp_path):
+    out = run(["--cpu", "--n_queries", "30", "--dp_noise_scale", "0.5", "--budget_eps", "inf", "--retrain",
+               "--run_dir", str(tmp_path / "r")])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "PLAINTEXT SIMULATION" in out.stdout
+    assert "step 4, QP retrained from scratch" in out.stdout
+    data = json.loads((tmp_path / "r" / "retrain.json").read_text())
+    assert data["with_capc_labels"]["num_queries_used"] == 30
+    assert data["own_data_only"]["num_queries_used"] == 0
+
+
+def test_bad_flags_fail_before_anything_starts(tmp_path):
+    out = run(["--n_parties", "0", "--run_dir", str(tmp_path / "r")])
+    assert out.returncode == 2 and "--n_parties" in out.stderr
+    assert not (tmp_path / "r").exists()
+    out = run(["--dp_noise_scale", "0", "--run_dir", str(tmp_path / "r2")])
+    assert out.returncode == 2 and "--budget_eps inf" in out.stderr
