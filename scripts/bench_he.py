@@ -2,8 +2,10 @@
 """Benchmark capc.he on the 28x28 CryptoNets network (random weights) and print a table.
 
 Network: conv 5x5 stride 2 SAME, 5 channels (980) -> square -> dense 100 -> square -> dense 10.
-Single-query packing is always measured; ``--batch B`` also measures batch packing with B queries
-(memory grows with the 784 query ciphertexts).  Times are medians over ``--repeat`` runs.
+Single-query packing is measured unless ``--no-single``; ``--batch B [B ...]`` also measures batch
+packing at each batch size (the cost per batch is the same up to N/2 queries, so the amortised cost
+is lowest at the largest batch), with ``--workers`` processes.  Times are medians over ``--repeat``
+runs; run it with ``nice`` on a shared machine and read the load average in the last row.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", help="HE parameter file (default: capc's recommendation)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=0, help="also measure batch packing with this many queries")
+    ap.add_argument("--batch", type=int, nargs="*", default=[],
+                    help="also measure batch packing with these batch sizes (e.g. 8192 1024)")
+    ap.add_argument("--workers", type=int, default=None, help="batch worker processes (default min(2, cores))")
+    ap.add_argument("--no-single", action="store_true", help="skip the single-query rows")
     args = ap.parse_args()
 
     from capc import fixedpoint
@@ -55,47 +60,71 @@ def main() -> None:
     setup = choose_params(plan, he)
     p = setup.he_params
     rows.append(("parameters", f"N={p.poly_modulus_degree} q={list(p.coeff_modulus)} scale=2^{p.log2_scale:g}"))
-    t, keys = timed(lambda: QueryKeys(plan, setup), 1)
-    rows.append(("single: keygen (QP)", f"{t:.2f} s"))
-    rows.append(("single: public keys (relin + Galois)",
-                 f"{keys.sizes['public_context'] / 1e6:.1f} MB ({keys.sizes['galois_key_count']} Galois keys)"))
-    t, ev = timed(lambda: ModelEvaluator(plan, keys.public_context()), 1)
-    rows.append(("single: AP set-up (load keys, encode weights)", f"{t:.2f} s"))
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (28, 28, 1))
-    t, q = timed(lambda: keys.encrypt(x), args.repeat)
-    rows.append(("single: encrypt", f"{t * 1e3:.1f} ms, query {len(q) / 1e6:.2f} MB"))
-    t, r = timed(lambda: ev.evaluate(q), args.repeat)
-    rows.append(("single: AP inference (unmasked)", f"{t:.3f} s"))
-    t, (rb, b) = timed(lambda: ev.evaluate_masked(q, setup.frac_bits), args.repeat)
-    rows.append(("single: AP inference + mask", f"{t:.3f} s, result {len(rb) / 1e6:.2f} MB"))
-    t, v = timed(lambda: keys.decrypt_logits(rb), args.repeat)
-    rows.append(("single: decrypt", f"{t * 1e3:.1f} ms"))
-    err = np.abs(keys.decrypt_logits(r) - plan.forward(x)).max()
-    total = fixedpoint.to_signed(fixedpoint.reconstruct(fixedpoint.encode(v, setup.frac_bits), b))
-    dev = np.abs(total - fixedpoint.to_signed(fixedpoint.encode(plan.forward(x), setup.frac_bits))).max()
-    rows.append(("single: max |logit error| / share deviation", f"{err:.2e} / {dev} (f={setup.frac_bits})"))
-    h = ev.last_hiding
-    rows.append(("single: hiding bits per logit / whole result",
-                 f"{h['per_logit_bits']:.0f} / {h['result_bits']:.1f}"))
-    del ev, keys
+    if not args.no_single:
+        t, keys = timed(lambda: QueryKeys(plan, setup), 1)
+        rows.append(("single: keygen (QP)", f"{t:.2f} s"))
+        rows.append(("single: public keys (relin + Galois)",
+                     f"{keys.sizes['public_context'] / 1e6:.1f} MB ({keys.sizes['galois_key_count']} Galois keys)"))
+        t, ev = timed(lambda: ModelEvaluator(plan, keys.public_context()), 1)
+        rows.append(("single: AP set-up (load keys, encode weights)", f"{t:.2f} s"))
+        x = rng.uniform(0, 1, (28, 28, 1))
+        t, q = timed(lambda: keys.encrypt(x), args.repeat)
+        rows.append(("single: encrypt", f"{t * 1e3:.1f} ms, query {len(q) / 1e6:.2f} MB"))
+        t, r = timed(lambda: ev.evaluate(q), args.repeat)
+        rows.append(("single: AP inference (unmasked)", f"{t:.3f} s"))
+        t, (rb, b) = timed(lambda: ev.evaluate_masked(q, setup.frac_bits), args.repeat)
+        rows.append(("single: AP inference + mask", f"{t:.3f} s, result {len(rb) / 1e6:.2f} MB"))
+        t, v = timed(lambda: keys.decrypt_logits(rb), args.repeat)
+        rows.append(("single: decrypt", f"{t * 1e3:.1f} ms"))
+        err = np.abs(keys.decrypt_logits(r) - plan.forward(x)).max()
+        total = fixedpoint.to_signed(fixedpoint.reconstruct(fixedpoint.encode(v, setup.frac_bits), b))
+        dev = np.abs(total - fixedpoint.to_signed(fixedpoint.encode(plan.forward(x), setup.frac_bits))).max()
+        rows.append(("single: max |logit error| / share deviation", f"{err:.2e} / {dev} (f={setup.frac_bits})"))
+        h = ev.last_hiding
+        rows.append(("single: hiding bits per logit / whole result",
+                     f"{h['per_logit_bits']:.0f} / {h['result_bits']:.1f}"))
+        del ev, keys
     if args.batch:
         bs = choose_params(plan, he, packing="batch")
-        keys = QueryKeys(plan, bs, packing="batch")
-        ev = ModelEvaluator(plan, keys.public_context())
-        xb = rng.uniform(0, 1, (args.batch, 28, 28, 1))
-        t, qb = timed(lambda: keys.encrypt(xb), 1)
-        rows.append((f"batch {args.batch}: encrypt", f"{t:.1f} s, query {len(qb) / 1e6:.0f} MB"))
-        t, (rb, b) = timed(lambda: ev.evaluate_masked(qb, bs.frac_bits), 1)
-        rows.append((f"batch {args.batch}: AP inference + mask",
-                     f"{t:.1f} s = {t / args.batch * 1e3:.2f} ms/query (max batch {bs.he_params.slots})"))
-        t, vb = timed(lambda: keys.decrypt_logits(rb), 1)
-        agree = (vb + fixedpoint.decode(b, bs.frac_bits)).argmax(1) == plan.forward(xb).argmax(1)
-        rows.append((f"batch {args.batch}: decrypt, result", f"{t * 1e3:.0f} ms, {len(rb) / 1e6:.1f} MB, "
-                     f"argmax agreement {agree.mean() * 100:.2f} %"))
+        t, keys = timed(lambda: QueryKeys(plan, bs, packing="batch"), 1)
+        rows.append(("batch: keygen (QP), public keys", f"{t:.2f} s, {keys.sizes['public_context'] / 1e6:.1f} MB "
+                     f"(relin only, no Galois keys)"))
+        t, ev = timed(lambda: ModelEvaluator(plan, keys.public_context(), workers=args.workers), 1)
+        rows.append(("batch: AP set-up", f"{t:.2f} s, {ev.workers} worker process(es)"))
+        for n in args.batch:
+            xb = rng.uniform(0, 1, (n, 28, 28, 1))
+            tag = f"batch {n}"
+            t, qb = timed(lambda: keys.encrypt(xb), 1)
+            rows.append((f"{tag}: encrypt", f"{t:.1f} s = {t / n * 1e3:.2f} ms/query, query {len(qb) / 1e6:.0f} MB"))
+            ev.evaluate(qb)  # warm-up: starts the worker processes
+            t, r = timed(lambda: ev.evaluate(qb), args.repeat)
+            rows.append((f"{tag}: AP inference (unmasked)", f"{t:.1f} s = {t / n * 1e3:.2f} ms/query"))
+            t, (rb, b) = timed(lambda: ev.evaluate_masked(qb, bs.frac_bits), args.repeat)
+            rows.append((f"{tag}: AP inference + mask",
+                         f"{t:.1f} s = {t / n * 1e3:.2f} ms/query, result {len(rb) / 1e6:.1f} MB"))
+            t, vb = timed(lambda: keys.decrypt_logits(rb), 1)
+            ref = plan.forward(xb)
+            z = keys.decrypt_logits(r)
+            err = np.abs(z - ref).max()
+            agree = (z.argmax(1) == ref.argmax(1)).mean()
+            f = bs.frac_bits
+            total = fixedpoint.to_signed(fixedpoint.reconstruct(fixedpoint.encode(vb, f), b))
+            dev = np.abs(total - fixedpoint.to_signed(fixedpoint.encode(ref, f))).max()
+            rows.append((f"{tag}: decrypt", f"{t * 1e3:.0f} ms"))
+            rows.append((f"{tag}: max |logit error|, argmax agreement, share deviation",
+                         f"{err:.2e}, {agree * 100:.2f} %, {dev} (f={f})"))
+            h = ev.last_hiding
+            rows.append((f"{tag}: hiding bits per logit / whole result",
+                         f"{h['per_logit_bits']:.0f} / {h['result_bits']:.1f}"))
+            del qb, r, rb
+        ev.close()
     from capc.he.evaluator import ModelEvaluator as _E
 
-    rows.append(("peak memory (this process)", f"{_E.peak_memory_mb():.0f} MB"))
+    rows.append(("peak memory (this process / largest child)",
+                 f"{_E.peak_memory_mb():.0f} MB / "
+                 f"{__import__('resource').getrusage(__import__('resource').RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB"))
+    rows.append(("load average (1/5/15 min) at the end", " ".join(f"{v:.2f}" for v in os.getloadavg())))
     width = max(len(k) for k, _ in rows)
     print(f"| {'measurement'.ljust(width)} | value |")
     print(f"|{'-' * (width + 2)}|-------|")

@@ -24,9 +24,12 @@ API:
   and proposing parameters; :func:`recommend_params` gives capc's own parameters.
 * :class:`QueryKeys(plan, params, packing) <capc.he.keys.QueryKeys>`: ``public_context()``,
   ``encrypt(x)``, ``decrypt_logits(blob)``, ``sizes``.
-* :class:`ModelEvaluator(plan, public_context, *, hiding_bits, logit_bound)
+* :class:`ModelEvaluator(plan, public_context, *, hiding_bits, logit_bound, workers, fast_batch)
   <capc.he.evaluator.ModelEvaluator>`: ``evaluate(query)``, ``evaluate_masked(query, frac_bits)``,
-  ``last_hiding`` (statistical hiding the last masked result achieved).
+  ``last_hiding`` (statistical hiding the last masked result achieved), ``close()`` (stops the batch
+  worker processes; also a context manager).  Batch packing runs on :mod:`capc.he.batch` (exact RNS
+  matrix products, squares split over ``workers`` spawned processes: the main module of a program
+  that evaluates batches must be import-safe, i.e. guarded by ``if __name__ == "__main__":``).
 * :class:`layers.Square`, :class:`layers.Polynomial`: Keras activations the compiler reads exactly.
 """
 

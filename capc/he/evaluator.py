@@ -1,7 +1,10 @@
 """The answering party's side: evaluate a plan on an encrypted query and mask the logits.
 
 Single packing follows :mod:`capc.he.layout` (gather / BSGS diagonal transforms); batch packing
-computes every neuron as a sum of constant multiples of ciphertexts with one (lazy) rescale.
+runs on :class:`capc.he.batch.BatchEngine` (affine stages as exact RNS matrix products, squares in
+SEAL over worker processes), or, when ``fast_batch=False`` or the TenSEAL build is not recognised by
+:mod:`capc.he.raw`, computes every neuron as a sum of constant multiples of ciphertexts with one
+(lazy) rescale.
 Scale management: weights of an affine stage are encoded at ``q * Delta / s_in`` (``q`` the prime
 the following rescale drops, ``s_in`` the input scale), so every affine stage returns exactly to the
 scale ``Delta``; a square leaves ``Delta^2 / q``, which the next affine stage absorbs.
@@ -17,6 +20,8 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from capc import fixedpoint
+from capc.he import raw
+from capc.he.batch import BatchEngine, default_workers
 from capc.he.errors import HEError
 from capc.he.layout import DiagSpec, batch_layout, single_layout
 from capc.he.mask import draw_mask, hiding_report
@@ -50,6 +55,12 @@ class ModelEvaluator:
         public_context: bytes from :meth:`capc.he.keys.QueryKeys.public_context`.
         hiding_bits: s, statistical hiding per logit for :meth:`evaluate_masked` (default 40).
         logit_bound: B, the assumed bound on |logit| (default 16).
+        workers: processes for batch-packing evaluation (default ``min(2, os.cpu_count())``; 1 =
+            in-process).  The pool starts at the first batch query and lives until :meth:`close`
+            (also called by ``with ModelEvaluator(...) as ev:`` and at garbage collection).
+        fast_batch: evaluate batch packing with exact RNS matrix products (:mod:`capc.he.batch`);
+            False, or a TenSEAL build whose ciphertext memory layout is not recognised, uses one SEAL
+            call per multiply-accumulate instead.
 
     Raises:
         HEError: for a malformed or non-CKKS context, a context made for another plan, missing Galois
@@ -57,7 +68,9 @@ class ModelEvaluator:
     """
 
     def __init__(self, plan: Plan, public_context: bytes, *, hiding_bits: int = DEFAULT_HIDING_BITS,
-                 logit_bound: float = DEFAULT_LOGIT_BOUND) -> None:
+                 logit_bound: float = DEFAULT_LOGIT_BOUND, workers: int | None = None,
+                 fast_batch: bool = True) -> None:
+        self._engine: BatchEngine | None = None
         if not isinstance(plan, Plan):
             raise HEError(f"ModelEvaluator needs the full Plan (with weights), got {type(plan).__name__}")
         self.plan = plan
@@ -114,6 +127,32 @@ class ModelEvaluator:
         self.output_level = plan.depth
         self.output_modulus_bits = self.levels[self.output_level][2]
         self._prepare()
+        if workers is None:
+            workers = default_workers()
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise HEError(f"workers must be a positive integer, got {workers!r}")
+        self.workers = workers
+        if self.packing == "batch" and fast_batch and raw.supported():
+            w_scales = {i: p["w_scale"] for i, p in enumerate(self._single) if "w_scale" in p}
+            self._engine = BatchEngine(plan, self._schedule, w_scales, self.ctx, data[b"P"], data[b"R"],
+                                       int(header.get("security_level", 128)), self.scale, workers)
+
+    def close(self) -> None:
+        """Stop the batch worker processes, if any (idempotent; the evaluator can still be used and
+        restarts them on demand)."""
+        if self._engine is not None:
+            self._engine.close()
+
+    def __enter__(self) -> "ModelEvaluator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.close()
 
     # ------------------------------------------------------------------ preparation
     def _encode(self, values: np.ndarray | float, level: int, scale: float) -> seal.Plaintext:
@@ -179,7 +218,8 @@ class ModelEvaluator:
                 "folds": spec.fold_steps}
 
     # ------------------------------------------------------------------ query I/O
-    def _load_query(self, blob: bytes) -> tuple[list[seal.Ciphertext], dict[str, Any]]:
+    def _load_query(self, blob: bytes, into: Any = None) -> tuple[list[seal.Ciphertext], dict[str, Any]]:
+        """Validate and load a query; with ``into(j, ct)`` each ciphertext is passed on, not kept."""
         header, sections = unframe(blob, QUERY_MAGIC, "query")
         if header.get("key_id") != self.key_id:
             raise HEError("the query was encrypted under a different key than this public context")
@@ -192,7 +232,7 @@ class ModelEvaluator:
             raise HEError(f"batch size {header.get('batch')} is outside 1..{self.slots}")
         cts = []
         top = self.levels[0][0]
-        for _, data in sections:
+        for j, (_, data) in enumerate(sections):
             ct = seal.Ciphertext()
             try:
                 self._scratch.load(ct, data, self.ctx)
@@ -200,7 +240,10 @@ class ModelEvaluator:
                 raise HEError(f"query ciphertext does not load under this context: {exc}") from None
             if ct.parms_id() != top or ct.size() != 2 or abs(ct.scale / self.scale - 1) > 1e-9:
                 raise HEError("query ciphertext has the wrong level, size or scale")
-            cts.append(ct)
+            if into is not None:
+                into(j, ct)
+            else:
+                cts.append(ct)
         return cts, header
 
     def _result(self, cts: list[seal.Ciphertext], header: dict[str, Any], masked: bool) -> bytes:
@@ -313,7 +356,27 @@ class ModelEvaluator:
             xs = out
         return xs
 
+    def _run_fast_batch(self, blob: bytes) -> tuple[list[seal.Ciphertext], dict[str, Any]]:
+        assert self._engine is not None
+        n = self.plan.input_size
+        L = len(self.ctx.first_context_data().parms().coeff_modulus())
+        x = np.empty((n, 2, L, self.N), dtype=np.uint64)
+
+        def keep(j: int, ct: seal.Ciphertext) -> None:
+            x[j] = raw.residues(ct)
+
+        _, header = self._load_query(blob, into=keep)
+        try:
+            return self._engine.run(x), header
+        except raw.RawLayoutError as exc:
+            raise HEError(f"batch evaluation failed: {exc}") from None
+
     def _run(self, blob: bytes) -> tuple[list[seal.Ciphertext], dict[str, Any]]:
+        if self._engine is not None:
+            try:
+                return self._run_fast_batch(blob)
+            except (RuntimeError, ValueError) as exc:
+                raise HEError(f"SEAL refused the evaluation: {exc}") from None
         cts, header = self._load_query(blob)
         try:
             res = self._run_single(cts) if self.packing == "single" else self._run_batch(cts)

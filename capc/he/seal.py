@@ -12,10 +12,12 @@ No function here can write a secret key: :func:`frame` accepts only those tags.
 from __future__ import annotations
 
 import json
+import itertools
 import os
 import shutil
 import struct
 import tempfile
+import threading
 from typing import Any
 
 import tenseal.sealapi as seal
@@ -31,27 +33,37 @@ _SEC = {128: seal.SEC_LEVEL_TYPE.TC128, 192: seal.SEC_LEVEL_TYPE.TC192, 256: sea
 
 
 class _Scratch:
-    """A private temporary directory for SEAL's path-based save/load (removed on ``close``)."""
+    """A private temporary directory for SEAL's path-based save/load (removed on ``close``).
+
+    Safe to share between threads (the querying party decrypts several answering parties' results in
+    parallel threads with one key set): every call uses its own file name.
+    """
 
     def __init__(self) -> None:
         base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         self.dir = tempfile.mkdtemp(prefix="capc-he-", dir=base)
-        self.path = os.path.join(self.dir, "obj")
+        self._count = itertools.count()
+
+    def _path(self) -> str:
+        return os.path.join(self.dir, f"obj-{threading.get_ident()}-{next(self._count)}")
 
     def dump(self, obj: Any) -> bytes:
-        obj.save(self.path)
-        with open(self.path, "rb") as fh:
-            data = fh.read()
-        os.unlink(self.path)
-        return data
+        path = self._path()
+        obj.save(path)
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        finally:
+            os.unlink(path)
 
     def load(self, obj: Any, data: bytes, *args: Any) -> Any:
-        with open(self.path, "wb") as fh:
+        path = self._path()
+        with open(path, "wb") as fh:
             fh.write(data)
         try:
-            obj.load(*args, self.path)
+            obj.load(*args, path)
         finally:
-            os.unlink(self.path)
+            os.unlink(path)
         return obj
 
     def close(self) -> None:

@@ -156,3 +156,20 @@ def test_single_query_argmax_on_1000_inputs(model, single):
     ref = model(x.astype(np.float32), training=False).numpy().argmax(1)
     got = np.array([keys.decrypt_logits(ev.evaluate(keys.encrypt(xi))).argmax() for xi in x])
     assert (got == ref).mean() >= 0.999
+
+
+def test_one_key_set_decrypts_from_several_threads(model, single):
+    """Regression: the QP decrypts every AP's result in parallel threads with one key set; a shared
+    scratch file made concurrent calls overwrite each other's serialisations."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys, ev = single
+    x = _x(6, seed=5)
+    blobs = [ev.evaluate(keys.encrypt(xi)) for xi in x]
+    expected = [keys.decrypt_logits(b) for b in blobs]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        for _ in range(5):
+            got = list(pool.map(keys.decrypt_logits, blobs))
+            assert all(np.array_equal(g, e) for g, e in zip(got, expected))
+            encs = list(pool.map(keys.encrypt, x))
+            assert all(isinstance(e, bytes) and e for e in encs)

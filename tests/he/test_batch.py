@@ -1,0 +1,80 @@
+"""Fast batch packing (capc.he.batch / capc.he.raw): exact RNS arithmetic, worker processes, shutdown."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from capc.he import ModelEvaluator, QueryKeys, choose_params, compile_model, raw
+
+
+def test_raw_layout_is_recognised():
+    assert raw.supported()
+
+
+def test_matmul_mod_is_exact():
+    rng = np.random.default_rng(0)
+    for q in ((1 << 60) - 93, 1099511480321):  # a 60-bit and a 40-bit modulus
+        w = rng.integers(-2 ** 22, 2 ** 22, (7, 300)).astype(np.float64)
+        w[:, ::3] = 0
+        x = rng.integers(0, q, (300, 50), dtype=np.uint64)
+        want = np.array([[sum(int(a) * int(b) for a, b in zip(w[i], x[:, k])) % q for k in range(50)]
+                         for i in range(7)], dtype=object)
+        for ww in (w, sp.csr_matrix(w)):
+            got = raw.matmul_mod(ww, x, q, raw.limb_bits(ww))
+            assert (got.astype(object) == want).all()
+        c = int(rng.integers(0, q))
+        assert [int(v) for v in raw.mulmod(x[0], c, q)] == [int(v) * c % q for v in x[0]]
+
+
+@pytest.fixture(scope="module")
+def batch_setup(model):
+    plan = compile_model(model)
+    keys = QueryKeys(plan, choose_params(plan, packing="batch"), packing="batch")
+    return plan, keys
+
+
+def test_two_workers_match_one_worker_and_slow_path(batch_setup):
+    plan, keys = batch_setup
+    x = np.random.default_rng(3).uniform(0, 1, (64, 8, 8, 1))
+    q = keys.encrypt(x)
+    with ModelEvaluator(plan, keys.public_context(), workers=1) as ev1:
+        z1 = keys.decrypt_logits(ev1.evaluate(q))
+    with ModelEvaluator(plan, keys.public_context(), workers=2) as ev2:
+        assert ev2._engine is not None
+        z2 = keys.decrypt_logits(ev2.evaluate(q))
+        z2b = keys.decrypt_logits(ev2.evaluate(q))  # the pool is reused across queries
+        pool = ev2._engine._pool
+        assert pool is not None
+    z0 = keys.decrypt_logits(ModelEvaluator(plan, keys.public_context(), fast_batch=False).evaluate(q))
+    # evaluation is deterministic and the RNS arithmetic exact: splitting over processes changes nothing
+    np.testing.assert_array_equal(z1, z2)
+    np.testing.assert_array_equal(z2, z2b)
+    np.testing.assert_allclose(z1, plan.forward(x), atol=1e-4)
+    np.testing.assert_allclose(z1, z0, atol=1e-4)
+    # clean shutdown: leaving the with-block stopped every worker process
+    assert ev2._engine._pool is None
+    assert all(not p.is_alive() for p in pool._processes.values()) if pool._processes else True
+
+
+def test_close_is_idempotent_and_evaluator_restarts(batch_setup):
+    plan, keys = batch_setup
+    x = np.random.default_rng(4).uniform(0, 1, (5, 8, 8, 1))
+    ev = ModelEvaluator(plan, keys.public_context(), workers=2)
+    z = keys.decrypt_logits(ev.evaluate(keys.encrypt(x)))
+    procs = list(ev._engine._pool._processes.values())
+    assert procs and all(p.is_alive() for p in procs)
+    ev.close()
+    ev.close()
+    assert all(not p.is_alive() for p in procs)
+    np.testing.assert_allclose(keys.decrypt_logits(ev.evaluate(keys.encrypt(x))), z, atol=1e-6)
+    ev.close()
+
+
+def test_bad_worker_count(batch_setup):
+    plan, keys = batch_setup
+    from capc.he import HEError
+
+    with pytest.raises(HEError, match="workers"):
+        ModelEvaluator(plan, keys.public_context(), workers=0)
