@@ -71,12 +71,34 @@ def bench(n_aps: int, n_queries: int, dataset: str, base: Path) -> dict[str, flo
             "answered": sum(q["answered"] for q in measured), "queries": len(measured)}
 
 
+def make_query_file(path: Path, dataset: str, n: int) -> Path:
+    """n queries for batch labelling: the dataset's query pool, repeated with one-pixel shifts so that
+    every query is a distinct image (a pool of a few hundred digits cannot give 1,000 otherwise)."""
+    import numpy as np
+
+    from capc.learning.datasets import load_dataset
+
+    ds = load_dataset(dataset)
+    xs, ys = [], []
+    shifts = [(0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1)]
+    for dy, dx in shifts:
+        xs.append(np.roll(ds.x_query, (dy, dx), axis=(1, 2)))
+        ys.append(ds.y_query)
+    x, y = np.concatenate(xs)[:n], np.concatenate(ys)[:n]
+    if len(x) < n:
+        raise SystemExit(f"{dataset}: cannot make {n} distinct queries from its pool of {len(ds.x_query)}")
+    np.savez(path, x=x, y=y)
+    return path
+
+
 def bench_batch(n_aps: int, n_queries: int, batch: int, dataset: str, base: Path) -> dict[str, float]:
     from capc.parties.local import make_local_run
 
-    run = make_local_run(base / f"batch-n{n_aps}", n_aps, list(range(n_queries)), dataset=dataset, frac_bits=3,
+    query_file = make_query_file(base / "queries.npz", dataset, n_queries)
+    run = make_local_run(base / f"batch-n{n_aps}", n_aps, list(range(n_queries)), dataset=dataset,
+                         query_file=str(query_file), frac_bits=3,
                          hiding_bits=40, logit_bound=16.0, sigma_gnmax=2.0, budget_eps=float("inf"),
-                         timeout=1800.0, packing="batch", batch_size=batch)
+                         timeout=1800.0, packing="batch", batch_size=batch, sequential_batch_aps=True)
     t0 = time.perf_counter()
     try:
         run.start_servers()

@@ -109,9 +109,10 @@ class LocalRun:
 
 
 def make_local_run(base: Path, n_aps: int, queries: list[int], dataset: str = "digits",
-                   **protocol: Any) -> "LocalRun":
+                   query_file: str | None = None, **protocol: Any) -> "LocalRun":
     """A run directory under ``base`` with PKI, default models for ``dataset`` (party 0 = QP) and
-    RUN.json; ``protocol`` overrides :class:`ProtocolParams` fields."""
+    RUN.json; ``query_file`` replaces the dataset's query pool; ``protocol`` overrides
+    :class:`ProtocolParams` fields."""
     models = default_model_paths(n_aps + 1, dataset=dataset)
     names = ["qp-0"] + [f"ap-{i}" for i in range(1, n_aps + 1)] + ["pg"]
     ports = free_ports(len(names))
@@ -125,7 +126,8 @@ def make_local_run(base: Path, n_aps: int, queries: list[int], dataset: str = "d
     run_dir.mkdir(parents=True)
     make_run_pki(run_dir / "pki", names)
     cfg = RunConfig(run_id="local", run_dir=str(run_dir), pki_dir=str(run_dir / "pki"), parties=tuple(parties),
-                    protocol=ProtocolParams(**defaults), queries=tuple(queries), dataset=dataset)
+                    protocol=ProtocolParams(**defaults), queries=tuple(queries), dataset=dataset,
+                    query_file=query_file)
     return LocalRun(cfg, save_run_config(cfg, run_dir / "RUN.json"))
 
 

@@ -126,7 +126,7 @@ def run_querying_party(ctx: PartyContext) -> None:
     try:
         qp.connect()
         step = cfg.protocol.batch_size if cfg.protocol.packing == "batch" else 1
-        items = [(int(q), x, int(y)) for q, x, y in zip(cfg.queries, xs, ys)]
+        items = [(int(q), x, y) for q, x, y in zip(cfg.queries, xs, ys)]
         for start in range(0, len(items), step):
             if ctx.control is not None and ctx.control.stop_requested():
                 ctx.log.info("stop requested after %d queries", len(outcomes))

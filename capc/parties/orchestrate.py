@@ -56,6 +56,16 @@ def _model_files(config: Any) -> list[Path]:
     return [Path(p["keras"]) if isinstance(p, dict) else Path(p) for p in paths]
 
 
+def _is_local(host: str) -> bool:
+    """True for loopback addresses: every party of the run shares this machine."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _free_ports(host: str, count: int) -> list[int]:
     """Ports the OS reports free on ``host`` now (each party then binds exactly its own)."""
     socks, ports = [], []
@@ -88,6 +98,7 @@ def build_run_config(config: Any, run_dir: Path, models: Sequence[Path]) -> RunC
         threshold=config.threshold, budget_eps=config.budget_eps, delta=config.delta,
         he_params=str(config.encryption_params) if config.encryption_params else None,
         packing="batch" if config.batch_size > 1 else "single", batch_size=config.batch_size,
+        sequential_batch_aps=config.batch_size > 1 and _is_local(config.host),
         plaintext=config.cpu, timeout=config.timeout)
     queries = tuple(range(config.start_batch, config.start_batch + config.n_queries))
     return RunConfig(run_id=run_dir.name[:64], run_dir=str(run_dir), pki_dir=str(run_dir / "pki"),

@@ -174,6 +174,11 @@ class QueryingParty:
                 raise CapcError(f"{link.name} returned logits of shape {masked.shape}")
             return fixedpoint.encode(masked[: len(query_ids)], self.p.frac_bits)
 
+        if self.p.sequential_batch_aps:
+            out: dict[str, np.ndarray] = {}
+            for link in [l for l in self.aps if l.alive]:
+                out.update(self._on_live_aps(one, "1a", only={link.name}))
+            return out
         return self._on_live_aps(one, "1a")
 
     def step_1b(self, query_id: int, shares: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -52,6 +52,10 @@ class ProtocolParams:
     he_params: str | None = None  # path of a config/*.json file; None = capc's default for the model
     packing: str = "single"  # "single" (one query per ciphertext) or "batch"
     batch_size: int = 1  # queries per encrypted batch when packing is "batch"
+    # Step 1a of a batch to one AP after the other instead of all at once: when every AP shares one
+    # machine, each AP's batch evaluation already uses all its cores, and running them together only
+    # multiplies the peak memory (several GB per AP at N = 16384).
+    sequential_batch_aps: bool = False
     plaintext: bool = False  # --cpu: no encryption at all, clearly labelled simulation
     timeout: float = 120.0  # seconds any single wait may take
 
@@ -69,6 +73,7 @@ class RunConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     seed: int = 0
+    query_file: str | None = None  # .npz with "x" (and optionally "y"): queries instead of the dataset's pool
 
     def party(self, name: str) -> PartyEntry:
         """The entry for ``name``; ConfigError if the run has no such party."""
@@ -90,7 +95,7 @@ class RunConfig:
         parties = tuple(PartyEntry(p.name, *endpoints.get(p.name, (p.host, p.port)), model=p.model)
                         for p in self.parties)
         return RunConfig(self.run_id, self.run_dir, self.pki_dir, parties, self.protocol, self.queries,
-                         self.dataset, self.data_dir, self.seed)
+                         self.dataset, self.data_dir, self.seed, self.query_file)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -172,9 +177,12 @@ def run_config_from_dict(d: Mapping[str, Any], where: str = "run file") -> RunCo
     seed = d.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"{where}: key 'seed' must be an integer")
+    query_file = d.get("query_file")
+    if query_file is not None and not isinstance(query_file, str):
+        raise ConfigError(f"{where}: key 'query_file' must be a path string")
     return RunConfig(run_id=run_id, run_dir=d["run_dir"], pki_dir=d["pki_dir"], parties=tuple(parties),
                      protocol=proto, queries=tuple(queries), dataset=str(d.get("dataset", "digits")),
-                     data_dir=d.get("data_dir"), seed=seed)
+                     data_dir=d.get("data_dir"), seed=seed, query_file=query_file)
 
 
 def _check_protocol(p: ProtocolParams, where: str) -> None:
