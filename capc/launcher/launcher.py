@@ -340,9 +340,10 @@ class Launcher:
     def _running(self) -> list[PartyHandle]:
         return [h for h in self.handles.values() if h.pid is not None and h.returncode is None]
 
-    def _drain_until_exited(self, seconds: float) -> None:
+    def _drain_until_exited(self, seconds: float, only: list[str] | None = None) -> None:
+        """Handle control events until the parties (``only`` these, if given) exited or time is up."""
         deadline = time.monotonic() + seconds
-        while self._running():
+        while [h for h in self._running() if only is None or h.name in only]:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -373,6 +374,13 @@ class Launcher:
         old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_MASKED} if in_main else {}
         try:
             stopped = [h.name for h in self._running()]
+            # Querying parties first: they finish the query in flight and record what they have,
+            # instead of seeing their answering parties vanish mid-query.
+            clients = [h for h in self._running() if h.role == "qp"]
+            for h in clients:
+                self.control.send(h.name, {"type": "stop"})
+            if clients:
+                self._drain_until_exited(grace, only=[h.name for h in clients])
             for h in self._running():
                 self.control.send(h.name, {"type": "stop"})
             self._drain_until_exited(grace)

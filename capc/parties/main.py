@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import threading
 import traceback
 from dataclasses import asdict
@@ -63,6 +64,10 @@ def _control_client(name: str) -> Any:
     return ControlClient.from_env()
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_party(args: argparse.Namespace) -> int:
     """Run the party; exit status 0 on a clean finish, 1 when it failed (the reason is logged and
     reported to the launcher)."""
@@ -71,6 +76,9 @@ def cmd_party(args: argparse.Namespace) -> int:
     name = _resolve_name(cfg, args.role, args.name)
     cfg = _override_listen(cfg, name, args.listen)
     log = party_logger(name)
+    # SIGTERM (the launcher's second stop signal, or a user's kill) unwinds like Ctrl-C, so that the
+    # QP's results file is written and every store is closed; committed labels and charges are safe.
+    signal.signal(signal.SIGTERM, _terminate)
     control = _control_client(name)
     ctx = PartyContext(cfg=cfg, name=name, log=log, timing=TimingLog(cfg.run_dir, name), control=control)
     try:
