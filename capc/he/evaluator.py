@@ -367,7 +367,9 @@ class ModelEvaluator:
 
         _, header = self._load_query(blob, into=keep)
         try:
-            return self._engine.run(x), header
+            box = [x]
+            del x  # the engine frees the query residues after the first stage
+            return self._engine.run_owned(box), header
         except raw.RawLayoutError as exc:
             raise HEError(f"batch evaluation failed: {exc}") from None
 

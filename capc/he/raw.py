@@ -135,10 +135,9 @@ def mulmod(a: np.ndarray, c: int, q: int) -> np.ndarray:
         c >>= 30
         if not c:
             break
-    acc = np.zeros_like(a)
-    for ch in reversed(chunks):
-        acc = mulmod_small(acc, 1 << 30, q)
-        acc = addmod(acc, mulmod_small(a, ch, q), q)
+    acc = mulmod_small(a, chunks[-1], q)
+    for ch in reversed(chunks[:-1]):
+        acc = addmod(mulmod_small(acc, 1 << 30, q), mulmod_small(a, ch, q), q)
     return acc
 
 

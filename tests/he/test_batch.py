@@ -78,3 +78,34 @@ def test_bad_worker_count(batch_setup):
 
     with pytest.raises(HEError, match="workers"):
         ModelEvaluator(plan, keys.public_context(), workers=0)
+
+
+def test_blocked_threaded_affine_stage_is_exact(batch_setup):
+    """_Linear.apply (column blocks on 1 or 2 threads, sizes 2 and 3) equals one whole-array product."""
+    from capc.he import batch
+
+    plan, keys = batch_setup
+    with ModelEvaluator(plan, keys.public_context(), workers=2) as ev:
+        eng = ev._engine
+        rng = np.random.default_rng(7)
+        for idx, lin in eng.linear.items():
+            primes = lin.primes
+            n = plan.stages[idx].shape[1]
+            for size in (2, 3):
+                x = np.stack([rng.integers(0, q, (n, size, ev.N), dtype=np.uint64) for q in primes], axis=2)
+                outs = []
+                for threads in (1, 2):
+                    out = np.empty((lin.m, size, len(primes), ev.N), dtype=np.uint64)
+                    lin.apply(x, out, threads)
+                    outs.append(out)
+                np.testing.assert_array_equal(outs[0], outs[1])
+                for i, q in enumerate(primes):
+                    flat = np.ascontiguousarray(x[:, :, i, :]).reshape(n, size * ev.N)
+                    want = raw.mulmod(raw.matmul_mod(lin.w, flat, q, lin.bits), 1 << lin.shift, q)
+                    want = want.reshape(lin.m, size, ev.N)
+                    want[:, 0] = raw.addmod(want[:, 0], lin.bias[i][:, None], q)
+                    np.testing.assert_array_equal(outs[0][:, :, i, :], want)
+        # the affine stage after a square runs one level up on size-3 inputs and rescales twice
+        assert [(lin.level, lin.drops) for lin in eng.linear.values()][1:] == \
+            [(eng.schedule[i - 1][0], 2) for i in list(eng.linear)[1:]]
+        assert batch.CHUNK < ev.N
