@@ -91,14 +91,15 @@ def make_query_file(path: Path, dataset: str, n: int) -> Path:
     return path
 
 
-def bench_batch(n_aps: int, n_queries: int, batch: int, dataset: str, base: Path) -> dict[str, float]:
+def bench_batch(n_aps: int, n_queries: int, batch: int, dataset: str, base: Path,
+                sequential: bool) -> dict[str, float]:
     from capc.parties.local import make_local_run
 
     query_file = make_query_file(base / "queries.npz", dataset, n_queries)
     run = make_local_run(base / f"batch-n{n_aps}", n_aps, list(range(n_queries)), dataset=dataset,
                          query_file=str(query_file), frac_bits=3,
                          hiding_bits=40, logit_bound=16.0, sigma_gnmax=2.0, budget_eps=float("inf"),
-                         timeout=1800.0, packing="batch", batch_size=batch, sequential_batch_aps=True)
+                         timeout=1800.0, packing="batch", batch_size=batch, sequential_batch_aps=sequential)
     t0 = time.perf_counter()
     try:
         run.start_servers()
@@ -123,6 +124,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=6, help="measured queries per N (plus one warm-up)")
     ap.add_argument("--dataset", default="digits28", choices=("digits28", "digits", "mnist"))
     ap.add_argument("--batch", type=int, default=0, help="measure batch labelling with batches of this size")
+    ap.add_argument("--sequential", action="store_true",
+                    help="with --batch: send each batch to the APs one after the other (bounds peak memory)")
     args = ap.parse_args()
     from capc.learning.default_models import default_model_paths
 
@@ -130,10 +133,11 @@ def main() -> None:
     default_model_paths(max(args.parties) + 1, dataset=args.dataset)
     if args.batch:
         with tempfile.TemporaryDirectory(prefix="capc-bench-") as tmp:
-            rows = [bench_batch(n, args.queries, args.batch, args.dataset, Path(tmp)) for n in args.parties]
+            rows = [bench_batch(n, args.queries, args.batch, args.dataset, Path(tmp), args.sequential)
+                    for n in args.parties]
         load = os.getloadavg()
         print(f"\nCaPC batch labelling, {args.dataset} CryptoNets, {os.cpu_count()} cores, load average "
-              f"{load[0]:.1f}; seconds")
+              f"{load[0]:.1f}; APs {'one after the other' if args.sequential else 'at once'}; seconds")
         head = ["N", "queries", "batch", "keygen", "AP batch", "labelling", "per query", "wall", "answered"]
         print("  ".join(f"{h:>9}" for h in head))
         for r in rows:
