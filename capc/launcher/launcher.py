@@ -265,6 +265,11 @@ class Launcher:
             if h.returncode not in (0, None):
                 return describe_exit(h.returncode)
             if h.state != "done" and h.failure is None:
+                if h.connected:
+                    # The exit watcher and the control reader are different threads: a "done" the
+                    # party sent before exiting may still be queued behind this event. Its control
+                    # connection's EOF comes after anything it sent, so let the "eof" event decide.
+                    return None
                 return "exited with code 0 without reporting done"
             return None
         if ev.type == "eof":
@@ -285,12 +290,8 @@ class Launcher:
         """Process events for up to ``seconds`` until ``handle`` has an exit status."""
         deadline = time.monotonic() + seconds
         while handle.returncode is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                ev = self.events.get(timeout=left)
-            except queue.Empty:
+            ev = self._next_event(deadline)
+            if ev is None:
                 return
             if ev.type == "exited" and ev.party in self.handles:
                 h = self.handles[ev.party]
@@ -337,6 +338,16 @@ class Launcher:
                 self._fail(ev.party, failure)
 
     # -- stopping ---------------------------------------------------------------------------------
+    def _next_event(self, deadline: float) -> ControlEvent | None:
+        """The next control event, or None once ``deadline`` (monotonic seconds) has passed."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            return self.events.get(timeout=left)
+        except queue.Empty:
+            return None
+
     def _running(self) -> list[PartyHandle]:
         return [h for h in self.handles.values() if h.pid is not None and h.returncode is None]
 
@@ -344,12 +355,8 @@ class Launcher:
         """Handle control events until the parties (``only`` these, if given) exited or time is up."""
         deadline = time.monotonic() + seconds
         while [h for h in self._running() if only is None or h.name in only]:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                ev = self.events.get(timeout=left)
-            except queue.Empty:
+            ev = self._next_event(deadline)
+            if ev is None:
                 return
             h = self.handles.get(ev.party)
             if h is None:

@@ -113,3 +113,26 @@ def test_stranger_cannot_join(run_dir):
     with make(run_dir) as launcher:
         with pytest.raises(ControlError, match="no party named 'ghost'"):
             ControlClient(launcher.control_path, "ghost", token=launcher.token)
+
+
+def test_exit_seen_before_done_is_not_a_failure(run_dir):
+    """Regression: the exit watcher and the control reader are separate threads, so a party's exit
+    (code 0) can reach the launcher before the "done" it sent just before exiting."""
+    from capc.launcher.control import ControlEvent
+    from capc.launcher.processes import PartyHandle
+
+    with make(run_dir) as launcher:
+        h = PartyHandle(spec=launcher.spec("ap0", "ap", ["true"]), log_path=run_dir.logs / "ap0.log", pid=1)
+        launcher.handles["ap0"] = h
+        assert launcher._apply(ControlEvent("ap0", "connected", {"pid": 1})) is None
+        assert launcher._apply(ControlEvent("ap0", "exited", {"code": 0}, kind="process")) is None
+        assert launcher._apply(ControlEvent("ap0", "done", {"summary": {"k": 1}})) is None
+        assert launcher._apply(ControlEvent("ap0", "eof")) is None
+        assert h.state == "done" and h.returncode == 0
+        # without a done before the connection closes it is a failure
+        g = PartyHandle(spec=launcher.spec("ap1", "ap", ["true"]), log_path=run_dir.logs / "ap1.log", pid=2)
+        launcher.handles["ap1"] = g
+        launcher._apply(ControlEvent("ap1", "connected", {"pid": 2}))
+        assert launcher._apply(ControlEvent("ap1", "exited", {"code": 0}, kind="process")) is None
+        assert "before reporting done" in launcher._apply(ControlEvent("ap1", "eof"))
+        launcher.handles.pop("ap0"), launcher.handles.pop("ap1")
