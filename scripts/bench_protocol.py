@@ -118,6 +118,12 @@ def bench_batch(n_aps: int, n_queries: int, batch: int, dataset: str, base: Path
             "answered": sum(q["answered"] for q in res)}
 
 
+def print_table(head: list[str], rows: list[list[str]]) -> None:
+    """Right-aligned columns, 9 characters wide."""
+    for line in [head] + rows:
+        print("  ".join(f"{cell:>9}" for cell in line))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parties", type=int, nargs="+", default=[1, 3, 5, 10])
@@ -138,13 +144,10 @@ def main() -> None:
         load = os.getloadavg()
         print(f"\nCaPC batch labelling, {args.dataset} CryptoNets, {os.cpu_count()} cores, load average "
               f"{load[0]:.1f}; APs {'one after the other' if args.sequential else 'at once'}; seconds")
-        head = ["N", "queries", "batch", "keygen", "AP batch", "labelling", "per query", "wall", "answered"]
-        print("  ".join(f"{h:>9}" for h in head))
-        for r in rows:
-            print("  ".join([f"{r['N']:>9d}", f"{r['queries']:>9d}", f"{r['batch']:>9d}", f"{r['keygen']:9.2f}",
-                             f"{r['ap_batch']:9.2f}", f"{r['labelling']:9.2f}",
-                             f"{r['labelling'] / r['queries']:9.4f}", f"{r['wall']:9.2f}",
-                             f"{r['answered']:>9d}"]))
+        print_table(["N", "queries", "batch", "keygen", "AP batch", "labelling", "per query", "wall", "answered"],
+                    [[f"{r['N']:d}", f"{r['queries']:d}", f"{r['batch']:d}", f"{r['keygen']:.2f}",
+                      f"{r['ap_batch']:.2f}", f"{r['labelling']:.2f}", f"{r['labelling'] / r['queries']:.4f}",
+                      f"{r['wall']:.2f}", f"{r['answered']:d}"] for r in rows])
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="capc-bench-") as tmp:
@@ -154,13 +157,10 @@ def main() -> None:
     load = os.getloadavg()
     print(f"\nCaPC protocol, {args.dataset} CryptoNets, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
           f"load average {load[0]:.1f}; seconds, means over {args.queries} queries after one warm-up")
-    head = ["N", "setup", "keygen", "1a", "AP infer", "1b", "2+3", "per query", "answered"]
-    print("  ".join(f"{h:>9}" for h in head))
-    for r in rows:
-        vals = [f"{r['N']:>9d}", f"{r['setup_s']:9.2f}", f"{r['keygen_s']:9.2f}", f"{r['1a']:9.3f}",
-                f"{r['ap_inference']:9.3f}", f"{r['1b']:9.4f}", f"{r['2+3']:9.4f}", f"{r['e2e']:9.3f}",
-                f"{r['answered']:>5d}/{r['queries']:<3d}"]
-        print("  ".join(vals))
+    print_table(["N", "setup", "keygen", "1a", "AP infer", "1b", "2+3", "per query", "answered"],
+                [[f"{r['N']:d}", f"{r['setup_s']:.2f}", f"{r['keygen_s']:.2f}", f"{r['1a']:.3f}",
+                  f"{r['ap_inference']:.3f}", f"{r['1b']:.4f}", f"{r['2+3']:.4f}", f"{r['e2e']:.3f}",
+                  f"{r['answered']}/{r['queries']}"] for r in rows])
 
 
 if __name__ == "__main__":

@@ -25,12 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # allow running from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from capc.learning.argtypes import int_list  # noqa: E402
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_parties", type=int, default=10)
     p.add_argument("--num_querying_parties", type=int, default=3)
     p.add_argument("--partition", choices=("iid", "weak"), default="iid")
-    p.add_argument("--weak_classes", type=_ints, default=[1, 2])
+    p.add_argument("--weak_classes", type=int_list, default=[1, 2])
     p.add_argument("--weak_class_ratio", type=float, default=0.1)
     p.add_argument("--mode", choices=("random", "entropy", "gap"), default="entropy")
     p.add_argument("--queries_per_party", type=int, default=None, help="default: the party's pool share")
@@ -52,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--budget", type=float, default=math.inf, help="epsilon budget per querying party")
     p.add_argument("--seed", type=int, default=0, help="party i's model uses seed + i")
-    p.add_argument("--retrain_seeds", type=_ints, default=[11, 13, 17, 113, 117])
+    p.add_argument("--retrain_seeds", type=int_list, default=[11, 13, 17, 113, 117])
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 40)")
     p.add_argument("--json", default=None, help="also write the full results to this file")
     return p

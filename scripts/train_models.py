@@ -23,12 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # allow running from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from capc.learning.argtypes import int_list  # noqa: E402
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_query_pool", type=int, default=None,
                    help="test samples reserved as query pool (default: 300 digits, 9000 MNIST)")
     p.add_argument("--n_parties", type=int, default=4, help="number of parties (QP + APs), one model each")
-    p.add_argument("--parties", type=_int_list, default=None, help="train only these party ids, e.g. 0,2")
+    p.add_argument("--parties", type=int_list, default=None, help="train only these party ids, e.g. 0,2")
     p.add_argument("--partition", choices=("iid", "weak"), default="iid")
-    p.add_argument("--weak_classes", type=_int_list, default=[1, 2])
+    p.add_argument("--weak_classes", type=int_list, default=[1, 2])
     p.add_argument("--weak_class_ratio", type=float, default=0.1)
     p.add_argument("--num_querying_parties", type=int, default=1)
     p.add_argument("--out_dir", default=str(ROOT / "models"), help="root of the model sets")

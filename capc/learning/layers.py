@@ -1,55 +1,68 @@
 """Polynomial activation layers of cryptonets-style models (``Square``, ``Polynomial``).
 
-The canonical definitions live in :mod:`capc.he.layers` (the HE compiler reads them). This module
-re-exports them; if that package cannot be imported in this installation (for example TenSEAL is
-missing), it defines the same two layers under the same registered Keras names (``capc>Square``,
-``capc>Polynomial``) so that saved models load identically either way. Keras' registry keeps whichever definition registers last, and
-both compute the same function, so mixing the two is harmless.
+A Keras ``Activation`` or ``Lambda`` holds an arbitrary Python callable that cannot be read back
+reliably from a saved model, so capc's models use these two registered layers instead:
+
+* :class:`Square` computes ``x**2`` element-wise (the CryptoNets activation, Gilad-Bachrach et al.,
+  ICML 2016);
+* :class:`Polynomial` computes ``c0 + c1*x + c2*x**2 + ...`` element-wise with fixed coefficients
+  (lowest degree first); :mod:`capc.he.compiler` evaluates degree <= 2 in one multiplicative level.
+
+Both are registered under the package name ``capc`` (``capc>Square``, ``capc>Polynomial``), so
+``keras.models.load_model`` restores them once this module has been imported. They live here, not in
+:mod:`capc.he`, so that training and loading models needs Keras only (no TenSEAL).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-try:  # pragma: no cover - which branch runs depends on the installation
-    from capc.he.layers import Polynomial, Square  # type: ignore[attr-defined]
-except ImportError:  # capc.he (or one of its dependencies, e.g. tenseal) is not installed
-    import keras
+import keras
 
-    @keras.saving.register_keras_serializable(package="capc")
-    class Square(keras.layers.Layer):  # type: ignore[no-redef]
-        """Element-wise square ``x * x``, the CryptoNets activation (Gilad-Bachrach et al., ICML 2016)."""
 
-        def call(self, inputs: Any) -> Any:
-            return inputs * inputs
+@keras.saving.register_keras_serializable(package="capc")
+class Square(keras.layers.Layer):
+    """Element-wise square activation, ``y = x * x``."""
 
-        def compute_output_shape(self, input_shape: Any) -> Any:
-            return input_shape
+    def call(self, inputs: Any) -> Any:
+        return inputs * inputs
 
-    @keras.saving.register_keras_serializable(package="capc")
-    class Polynomial(keras.layers.Layer):  # type: ignore[no-redef]
-        """Element-wise polynomial ``sum_i coeffs[i] * x**i`` (coefficients lowest degree first)."""
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
 
-        def __init__(self, coeffs: Sequence[float], **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            coeffs = [float(c) for c in coeffs]
-            if not coeffs:
-                raise ValueError("Polynomial needs at least one coefficient")
-            self.coeffs = coeffs
 
-        def call(self, inputs: Any) -> Any:
-            # Horner's rule: one multiplication per degree.
-            out = inputs * 0.0 + self.coeffs[-1]
-            for c in reversed(self.coeffs[:-1]):
-                out = out * inputs + c
-            return out
+@keras.saving.register_keras_serializable(package="capc")
+class Polynomial(keras.layers.Layer):
+    """Element-wise polynomial activation ``y = sum_k coeffs[k] * x**k`` (coefficients lowest first).
 
-        def compute_output_shape(self, input_shape: Any) -> Any:
-            return input_shape
+    Args:
+        coeffs: the polynomial coefficients; at least one, all finite floats.
+    """
 
-        def get_config(self) -> dict[str, Any]:
-            config = super().get_config()
-            config["coeffs"] = list(self.coeffs)
-            return config
+    def __init__(self, coeffs: Sequence[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        values = [float(c) for c in coeffs]
+        if not values:
+            raise ValueError("Polynomial needs at least one coefficient")
+        if any(c != c or c in (float("inf"), float("-inf")) for c in values):
+            raise ValueError(f"Polynomial coefficients must be finite, got {values}")
+        self.coeffs = tuple(values)
+
+    def call(self, inputs: Any) -> Any:
+        # Horner's rule: c_d, then (acc * x + c_k) down to k = 0.
+        acc = keras.ops.zeros_like(inputs) + self.coeffs[-1]
+        for c in reversed(self.coeffs[:-1]):
+            acc = acc * inputs + c
+        return acc
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["coeffs"] = list(self.coeffs)
+        return config
+
 
 __all__ = ["Square", "Polynomial"]

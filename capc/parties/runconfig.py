@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from capc.errors import ConfigError
+from capc.net.names import PartyNameError, parse_party_name
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_PARTY_RE = re.compile(r"^(qp|ap)-(0|[1-9][0-9]{0,5})$|^pg$")
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,11 @@ def run_config_from_dict(d: Mapping[str, Any], where: str = "run file") -> RunCo
         if unknown:
             raise ConfigError(f"{w}: unknown key '{sorted(unknown)[0]}'")
         name = _req(p, "name", w)
-        if not isinstance(name, str) or not _PARTY_RE.match(name):
+        try:
+            role, index = parse_party_name(name)
+        except PartyNameError:
+            role, index = "", None
+        if role not in ("qp", "ap", "pg") or (role == "pg" and index is not None):
             raise ConfigError(f"{w}: key 'name': {name!r} is not qp-<i>, ap-<i> or pg")
         if name in seen:
             raise ConfigError(f"{w}: party {name!r} appears twice")

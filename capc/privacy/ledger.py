@@ -24,6 +24,7 @@ run directory holds the ledger as :data:`LEDGER_FILENAME`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -32,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterator, Iterable, Sequence
 
 import numpy as np
 
@@ -192,6 +193,20 @@ class BudgetLedger:
         except sqlite3.OperationalError as exc:
             raise LedgerError(f"budget ledger {self.path} is locked or unwritable ({exc})") from None
 
+    @contextlib.contextmanager
+    def _write_transaction(self, what: str) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT``; any error rolls back and nothing is written."""
+        self._begin()
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback_quietly()
+            raise LedgerError(f"budget ledger {self.path}: {what} failed ({exc})") from None
+        except BaseException:
+            self._rollback_quietly()
+            raise
+
     def _rollback_quietly(self) -> None:
         try:
             if getattr(self, "_conn", None) is not None and self._conn.in_transaction:
@@ -241,8 +256,7 @@ class BudgetLedger:
         if not all(isinstance(e, PrivacyEvent) for e in events):
             raise PrivacyParameterError("events_worst_case must be a sequence of PrivacyEvent objects")
         text = _events_json(events)
-        self._begin()
-        try:
+        with self._write_transaction("reserve"):
             if self._conn.execute(
                 "SELECT 1 FROM charges WHERE qp_id = ? AND query_id = ?", (qp_id, query_id)
             ).fetchone():
@@ -256,14 +270,7 @@ class BudgetLedger:
                 " VALUES (?, ?, ?, ?, 'reserved', ?)",
                 (qp_id, query_id, text, text, time.time()),
             )
-            self._conn.execute("COMMIT")
-            return after
-        except sqlite3.Error as exc:
-            self._rollback_quietly()
-            raise LedgerError(f"budget ledger {self.path}: reserve failed ({exc})") from None
-        except BaseException:
-            self._rollback_quietly()
-            raise
+        return after
 
     def settle(self, qp_id: str, query_id: str, answered: bool) -> float:
         """Record the outcome of a reserved query; return the new spent eps.
@@ -277,8 +284,7 @@ class BudgetLedger:
         if not isinstance(answered, (bool, np.bool_)):
             raise PrivacyParameterError(f"answered must be a bool, got {answered!r}")
         state = "answered" if answered else "declined"
-        self._begin()
-        try:
+        with self._write_transaction("settle"):
             row = self._conn.execute(
                 "SELECT worst_events, state FROM charges WHERE qp_id = ? AND query_id = ?", (qp_id, query_id)
             ).fetchone()
@@ -295,14 +301,7 @@ class BudgetLedger:
                     (_events_json(kept), state, time.time(), qp_id, query_id),
                 )
             after = self._accountant(qp_id).get_epsilon(self.delta)
-            self._conn.execute("COMMIT")
-            return after
-        except sqlite3.Error as exc:
-            self._rollback_quietly()
-            raise LedgerError(f"budget ledger {self.path}: settle failed ({exc})") from None
-        except BaseException:
-            self._rollback_quietly()
-            raise
+        return after
 
     def summary(self, qp_id: str | None = None) -> list[QpSummary]:
         """Per querying party (all of them, sorted, or just ``qp_id``): counts and spent epsilon."""
