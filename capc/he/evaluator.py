@@ -20,7 +20,7 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from capc import fixedpoint
-from capc.he import raw
+from capc.he import raw, residue_wire
 from capc.he.batch import BatchEngine, default_workers
 from capc.he.errors import HEError
 from capc.he.layout import DiagSpec, batch_layout, single_layout
@@ -89,7 +89,7 @@ class ModelEvaluator:
             raise HEError(f"public context names unknown packing {self.packing!r}")
         self.key_id = header.get("key_id")
         self._scratch = _Scratch()
-        data = dict(sections)
+        data = {tag: bytes(view) for tag, view in sections}
         parms = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
         try:
             self._scratch.load(parms, data[b"P"])
@@ -218,33 +218,56 @@ class ModelEvaluator:
                 "folds": spec.fold_steps}
 
     # ------------------------------------------------------------------ query I/O
-    def _load_query(self, blob: bytes, into: Any = None) -> tuple[list[seal.Ciphertext], dict[str, Any]]:
-        """Validate and load a query; with ``into(j, ct)`` each ciphertext is passed on, not kept."""
+    def _read_query(self, blob: bytes) -> tuple[dict[str, Any], list[tuple[bytes, Any]]]:
+        """Unframe a query and check its header against this context and plan."""
         header, sections = unframe(blob, QUERY_MAGIC, "query")
         if header.get("key_id") != self.key_id:
             raise HEError("the query was encrypted under a different key than this public context")
         if header.get("plan") != self.plan.fingerprint or header.get("packing") != self.packing:
             raise HEError("the query was laid out for a different plan or packing")
-        want = self.layout.query_cts
-        if len(sections) != want or any(t != b"C" for t, _ in sections):
-            raise HEError(f"the query has {len(sections)} ciphertexts; this plan expects {want}")
         if self.packing == "batch" and not 0 < int(header.get("batch", 0)) <= self.slots:
             raise HEError(f"batch size {header.get('batch')} is outside 1..{self.slots}")
-        cts = []
-        top = self.levels[0][0]
+        encoding = header.get("encoding", "seal")
+        if encoding not in ("seal", residue_wire.ENCODING):
+            raise HEError(f"the query uses an unknown encoding {encoding!r}")
+        if encoding != "seal" and self.packing != "batch":
+            raise HEError("only batch queries may be residue-encoded")
+        want = self.layout.query_cts
+        if encoding == "seal" and (len(sections) != want or any(t != b"C" for t, _ in sections)):
+            raise HEError(f"the query has {len(sections)} ciphertexts; this plan expects {want}")
+        return header, sections
+
+    def _query_residues(self, header: dict[str, Any], sections: list[tuple[bytes, Any]]) -> np.ndarray:
+        """The query's ciphertexts as residues ``[n, 2, L, N]`` (validated)."""
+        n = self.layout.query_cts
+        primes = [m.value() for m in self.ctx.first_context_data().parms().coeff_modulus()]
+        if header.get("encoding", "seal") == residue_wire.ENCODING:
+            return residue_wire.unpack(sections, primes, n, self.N)
+        x = np.empty((n, 2, len(primes), self.N), dtype=np.uint64)
         for j, (_, data) in enumerate(sections):
-            ct = seal.Ciphertext()
-            try:
-                self._scratch.load(ct, data, self.ctx)
-            except (RuntimeError, ValueError) as exc:
-                raise HEError(f"query ciphertext does not load under this context: {exc}") from None
-            if ct.parms_id() != top or ct.size() != 2 or abs(ct.scale / self.scale - 1) > 1e-9:
-                raise HEError("query ciphertext has the wrong level, size or scale")
-            if into is not None:
-                into(j, ct)
-            else:
-                cts.append(ct)
-        return cts, header
+            x[j] = raw.residues(self._load_ciphertext(data))
+        return x
+
+    def _query_ciphertexts(self, header: dict[str, Any], sections: list[tuple[bytes, Any]]) -> list[seal.Ciphertext]:
+        """The query's ciphertexts as SEAL objects (validated)."""
+        if header.get("encoding", "seal") == "seal":
+            return [self._load_ciphertext(data) for _, data in sections]
+        x = self._query_residues(header, sections)
+        top = self.levels[0][0]
+        try:
+            return [raw.new_ciphertext(self.ctx, top, x[j], self.scale) for j in range(x.shape[0])]
+        except raw.RawLayoutError as exc:
+            raise HEError(f"this TenSEAL build cannot read residue-encoded queries ({exc})") from None
+
+    def _load_ciphertext(self, data: Any) -> seal.Ciphertext:
+        ct = seal.Ciphertext()
+        try:
+            self._scratch.load(ct, data, self.ctx)
+        except (RuntimeError, ValueError) as exc:
+            raise HEError(f"query ciphertext does not load under this context: {exc}") from None
+        if ct.parms_id() != self.levels[0][0] or ct.size() != 2 or abs(ct.scale / self.scale - 1) > 1e-9:
+            raise HEError("query ciphertext has the wrong level, size or scale")
+        return ct
 
     def _result(self, cts: list[seal.Ciphertext], header: dict[str, Any], masked: bool) -> bytes:
         out = {"kind": "result", "packing": self.packing, "key_id": self.key_id,
@@ -358,17 +381,10 @@ class ModelEvaluator:
 
     def _run_fast_batch(self, blob: bytes) -> tuple[list[seal.Ciphertext], dict[str, Any]]:
         assert self._engine is not None
-        n = self.plan.input_size
-        L = len(self.ctx.first_context_data().parms().coeff_modulus())
-        x = np.empty((n, 2, L, self.N), dtype=np.uint64)
-
-        def keep(j: int, ct: seal.Ciphertext) -> None:
-            x[j] = raw.residues(ct)
-
-        _, header = self._load_query(blob, into=keep)
+        header, sections = self._read_query(blob)
+        box = [self._query_residues(header, sections)]  # the engine frees it after the first stage
+        del sections
         try:
-            box = [x]
-            del x  # the engine frees the query residues after the first stage
             return self._engine.run_owned(box), header
         except raw.RawLayoutError as exc:
             raise HEError(f"batch evaluation failed: {exc}") from None
@@ -379,7 +395,8 @@ class ModelEvaluator:
                 return self._run_fast_batch(blob)
             except (RuntimeError, ValueError) as exc:
                 raise HEError(f"SEAL refused the evaluation: {exc}") from None
-        cts, header = self._load_query(blob)
+        header, sections = self._read_query(blob)
+        cts = self._query_ciphertexts(header, sections)
         try:
             res = self._run_single(cts) if self.packing == "single" else self._run_batch(cts)
         except (RuntimeError, ValueError) as exc:

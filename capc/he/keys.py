@@ -9,10 +9,12 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from capc.config import HEParams
+from capc.he import raw, residue_wire
 from capc.he.errors import HEError
 from capc.he.layout import batch_layout, single_layout
 from capc.he.params import HESetup, choose_params
 from capc.he.plan import as_public
+from capc.he.residue_wire import ResiduePacker
 from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, galois_elements,
                           make_context, make_parms, unframe)
 
@@ -68,6 +70,8 @@ class QueryKeys:
         self._encoder = seal.CKKSEncoder(self._ctx)
         self._encryptor = seal.Encryptor(self._ctx, self._sk)
         self._decryptor = seal.Decryptor(self._ctx, self._sk)
+        #: batch queries travel as packed residues when this TenSEAL build exposes them
+        self.residue_encoding = packing == "batch" and raw.supported()
 
     def public_context(self) -> bytes:
         """Serialized public context (parameters, relin keys, needed Galois keys; no secret key)."""
@@ -99,6 +103,19 @@ class QueryKeys:
         self._encoder.encode(vec.tolist(), self.setup.he_params.scale, pt)
         return self._scratch.dump(self._encryptor.encrypt_symmetric(pt))
 
+    def _encrypt_residues(self, vecs: np.ndarray) -> list[tuple[bytes, Any]]:
+        """Batch packing: encrypt each vector and pack the residues into planes
+        (:mod:`capc.he.residue_wire`) instead of SEAL's compressed serialisation."""
+        primes = [m.value() for m in self._ctx.first_context_data().parms().coeff_modulus()]
+        packer = ResiduePacker(primes, len(vecs), self.slots * 2)
+        ct = seal.Ciphertext()
+        pt = seal.Plaintext()
+        for j, vec in enumerate(vecs):
+            self._encoder.encode(vec.tolist(), self.setup.he_params.scale, pt)
+            self._encryptor.encrypt_symmetric(pt, ct)
+            packer.put(j, raw.residues(ct))
+        return packer.sections()
+
     def encrypt(self, x: Any) -> bytes:
         """Encrypt one query (single packing, shape ``input_shape``) or a batch (batch packing,
         shape [B, *input_shape] with B <= N/2).  Raises :class:`HEError` on NaN/inf or a bad shape."""
@@ -117,10 +134,12 @@ class QueryKeys:
             v = self._check_values(x, batch=True)
             vecs = v.T
             count = v.shape[0]
-        cts = [(b"C", self._encrypt_vec(vec)) for vec in vecs]
         header = {"kind": "query", "packing": self.packing, "key_id": self.key_id,
-                  "plan": self.plan.fingerprint, "count": len(cts), "batch": count}
-        return frame(QUERY_MAGIC, header, cts)
+                  "plan": self.plan.fingerprint, "count": len(vecs), "batch": count}
+        if self.packing == "batch" and self.residue_encoding:
+            header["encoding"] = residue_wire.ENCODING
+            return frame(QUERY_MAGIC, header, self._encrypt_residues(vecs))
+        return frame(QUERY_MAGIC, header, [(b"C", self._encrypt_vec(vec)) for vec in vecs])
 
     def decrypt_logits(self, blob: bytes) -> np.ndarray:
         """Decrypt a result: float64 [C] (single) or [B, C] (batch).  Masked results decrypt to

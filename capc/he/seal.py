@@ -5,7 +5,8 @@ directory (in RAM under ``/dev/shm`` when available).  Every blob capc sends is 
 
     magic (8 bytes) | header length (u32 LE) | JSON header | sections: tag (1 byte) | length (u64 LE) | bytes
 
-Tags: ``P`` encryption parameters, ``R`` relinearisation keys, ``G`` Galois keys, ``C`` ciphertext.
+Tags: ``P`` encryption parameters, ``R`` relinearisation keys, ``G`` Galois keys, ``C`` ciphertext,
+``X`` a plane of ciphertext residues (:mod:`capc.he.residue_wire`).
 No function here can write a secret key: :func:`frame` accepts only those tags.
 """
 
@@ -28,7 +29,7 @@ from capc.he.errors import HEError
 CONTEXT_MAGIC = b"CAPCHEc1"
 QUERY_MAGIC = b"CAPCHEq1"
 RESULT_MAGIC = b"CAPCHEr1"
-_ALLOWED_TAGS = {b"P", b"R", b"G", b"C"}
+_ALLOWED_TAGS = {b"P", b"R", b"G", b"C", b"X"}
 _SEC = {128: seal.SEC_LEVEL_TYPE.TC128, 192: seal.SEC_LEVEL_TYPE.TC192, 256: seal.SEC_LEVEL_TYPE.TC256}
 
 
@@ -112,24 +113,26 @@ def frame(magic: bytes, header: dict[str, Any], sections: list[tuple[bytes, byte
     for tag, data in sections:
         if tag not in _ALLOWED_TAGS:
             raise HEError(f"refusing to frame section {tag!r}")
-        parts += [tag, struct.pack("<Q", len(data)), data]
+        parts += [tag, struct.pack("<Q", memoryview(data).nbytes), data]
     return b"".join(parts)
 
 
-def unframe(blob: Any, magic: bytes, what: str) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
-    """Split a framed blob; :class:`HEError` naming ``what`` if it is malformed."""
+def unframe(blob: Any, magic: bytes, what: str) -> tuple[dict[str, Any], list[tuple[bytes, memoryview]]]:
+    """Split a framed blob into its header and (tag, zero-copy view) sections; :class:`HEError`
+    naming ``what`` if it is malformed."""
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise HEError(f"{what} must be bytes, got {type(blob).__name__}")
-    data = bytes(blob)
-    if data[:8] != magic:
-        raise HEError(f"{what}: not a capc {what} (bad magic {data[:8]!r})")
+    # sections are zero-copy views into the blob: a batch query is about a gigabyte
+    data = memoryview(blob).cast("B")
+    if bytes(data[:8]) != magic:
+        raise HEError(f"{what}: not a capc {what} (bad magic {bytes(data[:8])!r})")
     try:
         (hlen,) = struct.unpack_from("<I", data, 8)
-        header = json.loads(data[12:12 + hlen])
+        header = json.loads(bytes(data[12:12 + hlen]))
         pos = 12 + hlen
         sections = []
         while pos < len(data):
-            tag = data[pos:pos + 1]
+            tag = bytes(data[pos:pos + 1])
             (n,) = struct.unpack_from("<Q", data, pos + 1)
             start = pos + 9
             if start + n > len(data):
