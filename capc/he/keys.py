@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,47 @@ from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, fr
                           make_context, make_parms, unframe)
 
 
+#: Fewest ciphertexts per encryption worker worth the inter-process round trip.
+_MIN_PER_WORKER = 32
+
+
+def _encrypt_into(encoder: Any, encryptor: Any, scale: float, vecs: np.ndarray, packer: ResiduePacker,
+                  first: int) -> None:
+    ct, pt = seal.Ciphertext(), seal.Plaintext()
+    for j, vec in enumerate(vecs):
+        encoder.encode(vec.tolist(), scale, pt)
+        encryptor.encrypt_symmetric(pt, ct)
+        packer.put(first + j, raw.residues(ct))
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(parms: bytes, secret_key: bytes, security_level: int, scale: float) -> None:
+    scratch = _Scratch()
+    try:
+        p = scratch.load(seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS), parms)
+        ctx = make_context(p, security_level)
+        sk = scratch.load(seal.SecretKey(), secret_key, ctx)
+    finally:
+        scratch.close()
+    _WORKER.update(ctx=ctx, encoder=seal.CKKSEncoder(ctx), encryptor=seal.Encryptor(ctx, sk), scale=scale)
+
+
+def _worker_ping() -> None:
+    return None
+
+
+def _worker_encrypt(shm_name: str, primes: list[int], count: int, n: int, first: int, vecs: np.ndarray) -> None:
+    shm = SharedMemory(shm_name)
+    try:
+        packer = ResiduePacker(primes, count, n, buffer=shm.buf)
+        _encrypt_into(_WORKER["encoder"], _WORKER["encryptor"], _WORKER["scale"], vecs, packer, first)
+        del packer
+    finally:
+        shm.close()
+
+
 class QueryKeys:
     """CKKS key pair of the querying party for one plan and packing.
 
@@ -28,12 +72,16 @@ class QueryKeys:
             :class:`~capc.config.HEParams` (validated here with the default hiding bits), or None
             (recommended parameters).
         packing: ``"single"`` (one query per call) or ``"batch"`` (up to N/2 queries per call).
+        encrypt_workers: processes that encrypt a batch in parallel (batch packing only).  They are
+            this party's own children and receive the secret key through a private pipe; call
+            :meth:`close` (or use ``with``) to stop them.
 
     The secret key never leaves this object: :meth:`public_context` holds the encryption parameters,
     the relinearisation keys and only the Galois keys the plan's rotations need.
     """
 
-    def __init__(self, plan: Any, params: HESetup | HEParams | None = None, packing: str = "single") -> None:
+    def __init__(self, plan: Any, params: HESetup | HEParams | None = None, packing: str = "single",
+                 encrypt_workers: int = 1) -> None:
         self.plan = as_public(plan)
         if isinstance(params, HESetup):
             if params.packing != packing:
@@ -72,6 +120,12 @@ class QueryKeys:
         self._decryptor = seal.Decryptor(self._ctx, self._sk)
         #: batch queries travel as packed residues when this TenSEAL build exposes them
         self.residue_encoding = packing == "batch" and raw.supported()
+        if isinstance(encrypt_workers, bool) or not isinstance(encrypt_workers, int) or encrypt_workers < 1:
+            raise HEError(f"encrypt_workers must be a positive integer, got {encrypt_workers!r}")
+        #: processes encrypting a residue-encoded batch (they hold a copy of the secret key)
+        self.encrypt_workers = encrypt_workers
+        self._parms_bytes = parms_bytes
+        self._pool: ProcessPoolExecutor | None = None
 
     def public_context(self) -> bytes:
         """Serialized public context (parameters, relin keys, needed Galois keys; no secret key)."""
@@ -103,18 +157,74 @@ class QueryKeys:
         self._encoder.encode(vec.tolist(), self.setup.he_params.scale, pt)
         return self._scratch.dump(self._encryptor.encrypt_symmetric(pt))
 
-    def _encrypt_residues(self, vecs: np.ndarray) -> list[tuple[bytes, Any]]:
+    def _encrypt_residues(self, vecs: np.ndarray, header: dict[str, Any]) -> bytes:
         """Batch packing: encrypt each vector and pack the residues into planes
-        (:mod:`capc.he.residue_wire`) instead of SEAL's compressed serialisation."""
+        (:mod:`capc.he.residue_wire`) instead of SEAL's compressed serialisation; returns the framed
+        query.  With ``encrypt_workers > 1`` the ciphertexts are split over worker processes (SEAL's
+        bindings hold the GIL) that write their planes into shared memory."""
         primes = [m.value() for m in self._ctx.first_context_data().parms().coeff_modulus()]
-        packer = ResiduePacker(primes, len(vecs), self.slots * 2)
-        ct = seal.Ciphertext()
-        pt = seal.Plaintext()
-        for j, vec in enumerate(vecs):
-            self._encoder.encode(vec.tolist(), self.setup.he_params.scale, pt)
-            self._encryptor.encrypt_symmetric(pt, ct)
-            packer.put(j, raw.residues(ct))
-        return packer.sections()
+        n, big_n = len(vecs), self.slots * 2
+        if self.encrypt_workers <= 1 or n < 2 * _MIN_PER_WORKER:
+            packer = ResiduePacker(primes, n, big_n)
+            _encrypt_into(self._encoder, self._encryptor, self.setup.he_params.scale, vecs, packer, 0)
+            return frame(QUERY_MAGIC, header, packer.sections())
+        _, total = residue_wire.plane_layout(primes, n, big_n)
+        shm = SharedMemory(create=True, size=total)
+        try:
+            bounds = np.linspace(0, n, self.encrypt_workers + 1).astype(int)
+            pool = self._get_pool()
+            futs = [pool.submit(_worker_encrypt, shm.name, primes, n, big_n, int(lo), np.ascontiguousarray(vecs[lo:hi]))
+                    for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+            try:
+                for f in futs:
+                    f.result()
+            except BaseException:
+                self._shutdown_pool()
+                raise
+            packer = ResiduePacker(primes, n, big_n, buffer=shm.buf)
+            sections = packer.sections()
+            del packer
+            try:
+                return frame(QUERY_MAGIC, header, sections)  # copies the planes out of shared memory
+            finally:
+                for _, view in sections:
+                    view.release()
+                del sections
+        finally:
+            shm.close()
+            shm.unlink()
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.encrypt_workers, mp_context=get_context("spawn"),
+                                             initializer=_worker_init,
+                                             initargs=(self._parms_bytes, self._scratch.dump(self._sk),
+                                                       self.setup.he_params.security_level,
+                                                       self.setup.he_params.scale))
+        return self._pool
+
+    def warm_up(self) -> None:
+        """Start the encryption worker processes now (in the background) rather than at the first
+        batch, so that their start-up overlaps the querying party's set-up."""
+        if self.residue_encoding and self.encrypt_workers > 1:
+            pool = self._get_pool()
+            for _ in range(self.encrypt_workers):
+                pool.submit(_worker_ping)
+
+    def _shutdown_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        """Stop the encryption worker processes (idempotent)."""
+        self._shutdown_pool()
+
+    def __enter__(self) -> "QueryKeys":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def encrypt(self, x: Any) -> bytes:
         """Encrypt one query (single packing, shape ``input_shape``) or a batch (batch packing,
@@ -138,7 +248,7 @@ class QueryKeys:
                   "plan": self.plan.fingerprint, "count": len(vecs), "batch": count}
         if self.packing == "batch" and self.residue_encoding:
             header["encoding"] = residue_wire.ENCODING
-            return frame(QUERY_MAGIC, header, self._encrypt_residues(vecs))
+            return self._encrypt_residues(np.asarray(vecs), header)
         return frame(QUERY_MAGIC, header, [(b"C", self._encrypt_vec(vec)) for vec in vecs])
 
     def decrypt_logits(self, blob: bytes) -> np.ndarray:

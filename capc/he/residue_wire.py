@@ -19,7 +19,7 @@ seed), so it reveals nothing more about the query.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,15 +43,40 @@ def high_dtype(q: int) -> np.dtype | None:
     raise HEError(f"RNS prime {q} has more than 64 bits")
 
 
-class ResiduePacker:
-    """Collects ``count`` ciphertexts' residues ``[2, L, N]`` into the planes of one query."""
+def plane_layout(primes: Sequence[int], count: int, n: int) -> tuple[list[tuple[int, np.dtype]], int]:
+    """(byte offset, dtype) of every plane, prime by prime (``lo`` then ``hi``), when all planes of a
+    ``count``-ciphertext query share one buffer; and the buffer's total size in bytes."""
+    out, off = [], 0
+    for q in primes:
+        for dt in (np.dtype(np.uint32), high_dtype(int(q))):
+            if dt is not None:
+                out.append((off, dt))
+                off += int(count) * 2 * int(n) * dt.itemsize
+    return out, off
 
-    def __init__(self, primes: Sequence[int], count: int, n: int) -> None:
+
+class ResiduePacker:
+    """Collects ``count`` ciphertexts' residues ``[2, L, N]`` into the planes of one query.
+
+    With ``buffer`` (e.g. shared memory of :func:`plane_layout`'s size) the planes are views into it,
+    so that several processes can fill disjoint ciphertexts of the same query.
+    """
+
+    def __init__(self, primes: Sequence[int], count: int, n: int, buffer: Any = None) -> None:
         self.primes = [int(q) for q in primes]
         self.count, self.n = int(count), int(n)
-        self.lo = [np.empty((self.count, 2, self.n), dtype=np.uint32) for _ in self.primes]
-        self.hi = [None if (dt := high_dtype(q)) is None else np.empty((self.count, 2, self.n), dtype=dt)
-                   for q in self.primes]
+        shape = (self.count, 2, self.n)
+        layout, total = plane_layout(self.primes, self.count, self.n)
+        if buffer is None:
+            buffer = np.empty(total, dtype=np.uint8)
+        if memoryview(buffer).nbytes < total:
+            raise HEError(f"residue plane buffer has {memoryview(buffer).nbytes} bytes, needs {total}")
+        planes = iter(np.ndarray(shape, dtype=dt, buffer=buffer, offset=off) for off, dt in layout)
+        self.lo: list[np.ndarray] = []
+        self.hi: list[np.ndarray | None] = []
+        for q in self.primes:
+            self.lo.append(next(planes))
+            self.hi.append(None if high_dtype(q) is None else next(planes))
 
     def put(self, j: int, residues: np.ndarray) -> None:
         """Store ciphertext ``j`` (residues ``[2, L, N]`` uint64, e.g. :func:`capc.he.raw.residues`)."""

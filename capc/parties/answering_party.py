@@ -29,8 +29,11 @@ from capc.parties.common import PartyContext
 from capc.parties import transport
 
 
-#: Test hook: an AP whose environment names a query id here exits abruptly when that query arrives.
+#: Test hook: an AP whose environment names a query id here exits abruptly when that query arrives
+#: (single packing), or when a batch holding it arrives (batch packing).
 FAULT_EXIT_AT_QUERY = "CAPC_FAULT_AP_EXIT_AT_QUERY"
+#: Test hook: an AP whose environment names a query id here exits when that query's step 1b starts.
+FAULT_EXIT_AT_ARGMAX = "CAPC_FAULT_AP_EXIT_AT_ARGMAX"
 
 
 @dataclass
@@ -98,6 +101,9 @@ class AnsweringParty:
         ids = [int(q) for q in req.query_ids]
         for qid in ids:
             self._claim(qp, qid)
+        if os.environ.get(FAULT_EXIT_AT_QUERY) in {str(q) for q in ids}:
+            self.ctx.log.warning("fault injection: exiting during batch %d", req.batch_id)
+            os._exit(3)
         with self.ctx.timing.span("1a_he_inference_batch", req.batch_id, batch=len(ids)):
             result, b = evaluator.evaluate_masked(req.ciphertexts[0], p.frac_bits)
         b = fixedpoint.as_ring(np.asarray(b))
@@ -113,6 +119,9 @@ class AnsweringParty:
     def step_1b(self, session: Any, query_id: int, pending: _PendingQuery) -> np.ndarray:
         """Garble argmax(a + b); the QP gets onehot - m. Returns this AP's vote share m."""
         m = fixedpoint.random_ring(self.cfg.protocol.num_classes)
+        if os.environ.get(FAULT_EXIT_AT_ARGMAX) == str(query_id):
+            self.ctx.log.warning("fault injection: exiting during step 1b of query %d", query_id)
+            os._exit(3)
         with self.ctx.timing.span("1b_gc_argmax", query_id):
             session.argmax_share_garbler(pending.b.view(np.int64), m.view(np.int64))
         return m

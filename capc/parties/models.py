@@ -52,8 +52,19 @@ class KeyRing:
                             f"{self.cfg.protocol.num_classes} classes")
         fp = pub.fingerprint
         if fp not in self._keys:
-            self._keys[fp] = QueryKeys(pub, he_setup(pub, self.cfg), packing=self.cfg.protocol.packing)
+            from capc.he.batch import default_workers
+
+            packing = self.cfg.protocol.packing
+            keys = QueryKeys(pub, he_setup(pub, self.cfg), packing=packing,
+                             encrypt_workers=default_workers() if packing == "batch" else 1)
+            keys.warm_up()  # the encryption workers start while the QP finishes its set-up
+            self._keys[fp] = keys
         return self._keys[fp]
 
     def all(self) -> list[Any]:
         return list(self._keys.values())
+
+    def close(self) -> None:
+        """Stop every key set's encryption workers."""
+        for keys in self._keys.values():
+            keys.close()

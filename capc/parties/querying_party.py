@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -147,9 +147,13 @@ class QueryingParty:
 
         return self._on_live_aps(one, "1a")
 
-    def step_1a_batch(self, query_ids: list[int], xs: np.ndarray) -> dict[str, np.ndarray]:
+    def step_1a_batch(self, query_ids: list[int], xs: np.ndarray,
+                      after: Callable[[str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
         """Batch packing: send every query in the slots of one Enc(X) to every live AP; return each
-        AP's fixed-point shares a_j as uint64[B, C] (row k belongs to ``query_ids[k]``)."""
+        AP's fixed-point shares a_j as uint64[B, C] (row k belongs to ``query_ids[k]``).
+
+        ``after(ap, shares)`` is called as soon as an AP's shares are known, so that its step 1b can
+        run while the next AP evaluates the batch (APs one after the other)."""
         from capc.net.messages import BatchQueryRequest, QueryResult
 
         batch_id = query_ids[0]
@@ -177,9 +181,16 @@ class QueryingParty:
         if self.p.sequential_batch_aps:
             out: dict[str, np.ndarray] = {}
             for link in [l for l in self.aps if l.alive]:
-                out.update(self._on_live_aps(one, "1a", only={link.name}))
+                got = self._on_live_aps(one, "1a", only={link.name})
+                out.update(got)
+                if after is not None and link.name in got:
+                    after(link.name, got[link.name])
             return out
-        return self._on_live_aps(one, "1a")
+        out = self._on_live_aps(one, "1a")
+        if after is not None:
+            for name, shares in out.items():
+                after(name, shares)
+        return out
 
     def step_1b(self, query_id: int, shares: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Evaluate each AP's argmax circuit on a_j; return the QP's vote shares w_j."""
@@ -195,6 +206,29 @@ class QueryingParty:
             return fixedpoint.as_ring(np.asarray(w, dtype=np.int64))
 
         return self._on_live_aps(one, "1b", only=set(shares))
+
+    def step_1b_batch(self, ap: str, query_ids: list[int], shares: np.ndarray) -> np.ndarray:
+        """Batch packing: evaluate one AP's argmax circuit for every query of a batch (in order);
+        returns the QP's vote shares w_j as uint64[k, C] for the first k queries. k < B only if the AP
+        failed (it is then dropped): the queries it completed keep its vote."""
+        from capc.gc import GcSession
+        from capc.net.messages import GcStart, StepDone
+
+        w = np.empty((len(query_ids), self.p.num_classes), dtype=np.uint64)
+        done = [0]
+
+        def one(link: _ApLink) -> None:
+            for k, qid in enumerate(query_ids):
+                link.chan.send(GcStart(query_id=qid, program="argmax_share", num_classes=self.p.num_classes))
+                transport.expect(link.chan, StepDone, self.p.timeout, f"{link.name} starting the argmax circuit")
+                if link.session is None:
+                    link.session = GcSession(link.chan.raw_io(), "evaluator")
+                w[k] = fixedpoint.as_ring(np.asarray(
+                    link.session.argmax_share_evaluator(shares[k].view(np.int64)), dtype=np.int64))
+                done[0] = k + 1
+
+        self._on_live_aps(one, "1b", only={ap})
+        return w[:done[0]]
 
     def step_2(self, w: dict[str, np.ndarray]) -> np.ndarray:
         """W = 2^g * sum_j w_j (mod 2^64)."""
@@ -248,11 +282,17 @@ class QueryingParty:
             self.store.fail(query_id, str(exc))
             self.ctx.log.warning("query %d: %s", query_id, exc)
             return QueryOutcome(query_id, False, None, true_label, 0, {}, error=str(exc))
-        return self._finish_query(query_id, true_label, a, time.perf_counter() - t)
+        secs = {"1a": time.perf_counter() - t}
+        t = time.perf_counter()
+        w = self.step_1b(query_id, a)
+        secs["1b"] = time.perf_counter() - t
+        return self._finish_query(query_id, true_label, w, secs)
 
     def run_batch(self, items: list[tuple[int, np.ndarray, int | None]]) -> list[QueryOutcome]:
-        """Batch packing: step 1a once for all ``(query_id, x, true_label)`` items, then steps 1b-4 per
-        query. Replayed ids are refused individually; the rest go on."""
+        """Batch packing: step 1a once for all ``(query_id, x, true_label)`` items, step 1b per query
+        for each AP as soon as that AP's step 1a is done (with APs one after the other, this overlaps the
+        next AP's evaluation), then steps 2-4 per query. Replayed ids are refused individually; the
+        rest go on."""
         from capc.parties.label_store import ReplayedQueryId
 
         outcomes: dict[int, QueryOutcome] = {}
@@ -266,28 +306,37 @@ class QueryingParty:
         if claimed:
             ids = [q for q, _, _ in claimed]
             t = time.perf_counter()
+            # step 1b of each AP starts as soon as its step 1a is done, while later APs evaluate
+            gc_pool = ThreadPoolExecutor(max_workers=max(1, len(self.aps)))
+            w_futs: dict[str, Any] = {}
             try:
-                a = self.step_1a_batch(ids, np.stack([x for _, x, _ in claimed]))
-                if not a:
-                    raise CapcError(f"batch {ids[0]}: no answering party completed step 1a")
-            except CapcError as exc:
-                for qid, _, y in claimed:
-                    self.store.fail(qid, str(exc))
-                    outcomes[qid] = QueryOutcome(qid, False, None, y, 0, {}, error=str(exc))
-                claimed = []
-            t1a = (time.perf_counter() - t) / max(len(ids), 1)
+                try:
+                    a = self.step_1a_batch(ids, np.stack([x for _, x, _ in claimed]),
+                                           after=lambda ap, sh: w_futs.__setitem__(
+                                               ap, gc_pool.submit(self.step_1b_batch, ap, ids, sh)))
+                    if not a:
+                        raise CapcError(f"batch {ids[0]}: no answering party completed step 1a")
+                except CapcError as exc:
+                    for qid, _, y in claimed:
+                        self.store.fail(qid, str(exc))
+                        outcomes[qid] = QueryOutcome(qid, False, None, y, 0, {}, error=str(exc))
+                    claimed = []
+                t1a = time.perf_counter() - t
+                w_all = {ap: f.result() for ap, f in w_futs.items()}
+            finally:
+                gc_pool.shutdown(wait=True)
+            t1b = time.perf_counter() - t - t1a
             for k, (qid, _, y) in enumerate(claimed):
-                outcomes[qid] = self._finish_query(qid, y, {name: sh[k] for name, sh in a.items()}, t1a)
+                secs = {"1a": t1a / len(ids), "1b": t1b / len(ids)}
+                w = {ap: rows[k] for ap, rows in w_all.items() if k < len(rows)}
+                outcomes[qid] = self._finish_query(qid, y, w, secs)
         return [outcomes[qid] for qid, _, _ in items]
 
-    def _finish_query(self, query_id: int, true_label: int | None, a: dict[str, np.ndarray],
-                      t1a: float) -> QueryOutcome:
-        """Steps 1b-4 for one query whose step-1a shares are known."""
-        secs = {"1a": t1a}
+    def _finish_query(self, query_id: int, true_label: int | None, w: dict[str, np.ndarray],
+                      secs: dict[str, float]) -> QueryOutcome:
+        """Steps 2-4 for one query whose step-1b vote shares ``w`` are known."""
+        secs = dict(secs)
         try:
-            t = time.perf_counter()
-            w = self.step_1b(query_id, a)
-            secs["1b"] = time.perf_counter() - t
             if not w:
                 raise CapcError(f"query {query_id}: no answering party completed step 1b")
             t = time.perf_counter()
@@ -332,4 +381,5 @@ class QueryingParty:
         if self.pg is not None:
             transport.shutdown(self.pg, "querying party finished")
         self._pool.shutdown(wait=False)
+        self.keyring.close()
         self.store.close()

@@ -108,3 +108,20 @@ def test_evaluator_refuses_bad_residue_queries(batch_keys):
             ev.evaluate(frame(QUERY_MAGIC, header, [(rw.PLANE_TAG, lo.tobytes()), (rw.PLANE_TAG, hi.tobytes())]
                               + [(t, bytes(v)) for t, v in secs[2:]]))
         ev.evaluate(q)  # still usable
+
+
+def test_parallel_encryption_matches_and_stops_its_workers(batch_keys):
+    plan, keys = batch_keys
+    x = np.random.default_rng(6).uniform(0, 1, (70, 8, 8, 1))
+    with QueryKeys(plan, keys.setup, packing="batch", encrypt_workers=2) as par:
+        par.warm_up()
+        q = par.encrypt(x)
+        pool = par._pool
+        assert pool is not None and len(pool._processes) == 2
+        with ModelEvaluator(plan, par.public_context(), workers=1) as ev:
+            np.testing.assert_allclose(par.decrypt_logits(ev.evaluate(q)), plan.forward(x), atol=1e-4)
+        procs = list(pool._processes.values())
+    assert par._pool is None and all(not p.is_alive() for p in procs)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(HEError, match="encrypt_workers"):
+            QueryKeys(plan, keys.setup, packing="batch", encrypt_workers=bad)

@@ -59,10 +59,12 @@ def test_noiseless_label_is_the_plaintext_plurality(tmp_path, n_aps, n_queries):
     assert not any("label" in c or "vote" in c for c in cols)
 
 
-def test_batch_packing_gives_the_same_labels(tmp_path):
-    """--batch_size > 1: step 1a once per batch (CKKS slots), then 1b-4 per query."""
+@pytest.mark.parametrize("sequential", [True, False], ids=["aps-one-after-the-other", "aps-at-once"])
+def test_batch_packing_gives_the_same_labels(tmp_path, sequential):
+    """--batch_size > 1: step 1a once per batch (CKKS slots), then 1b-4 per query (1b of an AP
+    overlapping the next AP's evaluation when the APs take the batch one after the other)."""
     queries = clear_margin_queries(2, 11)
-    run = make_run(tmp_path, 2, queries, packing="batch", batch_size=4)
+    run = make_run(tmp_path, 2, queries, packing="batch", batch_size=4, sequential_batch_aps=sequential)
     try:
         run.start_servers()
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
@@ -70,6 +72,31 @@ def test_batch_packing_gives_the_same_labels(tmp_path):
         assert [labels[q] for q in queries] == plurality(ap_predictions(2, queries))
         assert "batch of 4 queries" in run.log("ap-1").read_text()
         assert "batch of 3 queries" in run.log("ap-1").read_text()  # the last, partial batch
+    finally:
+        run.stop_all()
+
+
+def test_ap_killed_in_the_argmax_of_a_batch_keeps_the_votes_it_gave(tmp_path):
+    """Batch packing, an AP dies when step 1b reaches the batch's third query: the two queries before
+    it keep that AP's vote, the rest are labelled by the others, nothing is labelled twice."""
+    queries = clear_margin_queries(3, 6)
+    run = make_run(tmp_path, 3, queries, packing="batch", batch_size=6, sequential_batch_aps=True)
+    try:
+        for p in run.cfg.parties:
+            if p.role != "qp":
+                hook = {"CAPC_FAULT_AP_EXIT_AT_ARGMAX": str(queries[2])} if p.name == "ap-1" else {}
+                run.start(p.name, env=hook)
+        assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
+        assert run.procs["ap-1"].wait(30) == 3
+        res = run.results()
+        assert "ap-1" in res["dropped_aps"]
+        preds = ap_predictions(3, queries)
+        labels = run.labels()
+        by_id = {q["query_id"]: q for q in res["queries"]}
+        for k, q in enumerate(queries):
+            voters = preds if k < 2 else preds[1:]
+            assert by_id[q]["n_answering"] == len(voters), by_id[q]
+            assert labels[q] == plurality(voters[:, k:k + 1])[0]
     finally:
         run.stop_all()
 
