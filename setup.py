@@ -2,7 +2,8 @@
 
 ``pip install -e ".[dev]"`` installs the Python package with its dependencies, configures and builds
 ``gc-emp-test/`` with CMake (programs into ``gc-emp-test/bin/``, the pybind11 module ``capc.gc._engine``
-next to the package) and registers the ``capc`` console script. A missing compiler, CMake or OpenSSL
+next to the package), compiles the small pybind11 module ``capc.he._rns`` (exact limb kernels of the
+batch HE engine) and registers the ``capc`` console script. A missing compiler, CMake or OpenSSL
 header stops the build with one message naming the Debian package to install.
 """
 
@@ -87,6 +88,18 @@ class CMakeBuild(build_ext):
             shutil.copy2(built[0], target)
 
 
+def _extensions() -> list[Extension]:
+    exts = [Extension("capc.gc._engine", sources=[])] if (GC_SOURCE / "CMakeLists.txt").exists() else []
+    try:
+        from pybind11.setup_helpers import Pybind11Extension
+    except ImportError:  # without pybind11 capc.he.raw uses its NumPy path
+        return exts
+    # exact limb kernels of the batch HE engine (capc.he.raw); built by setuptools itself
+    exts.append(Pybind11Extension("capc.he._rns", ["capc/he/_rns.cpp"], cxx_std=17,
+                                  extra_compile_args=["-O3"]))
+    return exts
+
+
 def _tensorflow_requirement() -> str:
     # The CPU-only wheel is a third of the size; it exists for x86-64 Linux and Windows.
     if platform.system() in ("Linux", "Windows") and platform.machine().lower() in ("x86_64", "amd64"):
@@ -126,7 +139,7 @@ setup(
         ],
     },
     # The engine is part of every complete source tree; the guard only lets a partial checkout install.
-    ext_modules=[Extension("capc.gc._engine", sources=[])] if (GC_SOURCE / "CMakeLists.txt").exists() else [],
+    ext_modules=_extensions(),
     cmdclass={"build_ext": CMakeBuild},
     entry_points={"console_scripts": ["capc=capc.cli:main"]},
     zip_safe=False,

@@ -160,10 +160,8 @@ class _Linear:
             i, c, lo = task
             q = self.primes[i]
             xi = np.ascontiguousarray(x[:, c, i, lo:lo + CHUNK])
-            r = raw.mulmod(raw.matmul_mod(self.w, xi, q, self.bits), 1 << self.shift, q)
-            if c == 0:
-                r = raw.addmod(r, self.bias[i][:, None], q)
-            out[:, c, i, lo:lo + CHUNK] = r
+            out[:, c, i, lo:lo + CHUNK] = raw.matmul_mod(self.w, xi, q, self.bits, 1 << self.shift,
+                                                         self.bias[i] if c == 0 else None)
 
         if threads <= 1:
             for t in tasks:

@@ -27,6 +27,13 @@ import numpy as np
 import scipy.sparse as sp
 import tenseal.sealapi as seal
 
+try:  # compiled limb kernels (setup.py builds them); the NumPy path below gives the same results
+    from capc.he import _rns
+except ImportError:  # pragma: no cover - exercised by forcing the fallback in the tests
+    _rns = None
+
+_EMPTY = np.empty(0, dtype=np.uint64)
+
 # Byte offsets inside seal::Ciphertext (SEAL 4.x, 64-bit): see module docstring.
 _OFF_NTT, _OFF_SIZE, _OFF_N, _OFF_L, _OFF_SCALE, _OFF_DYN_SIZE, _OFF_DATA = 32, 40, 48, 56, 64, 104, 112
 _PYOBJ_HEAD = 16  # ob_refcnt + ob_type; pybind11's simple layout stores the value pointer next
@@ -154,15 +161,25 @@ def limb_bits(weights: sp.csr_matrix | np.ndarray) -> int:
     return int(max(1, min(30, np.floor(52 - np.log2(max(row, 1.0))))))
 
 
-def matmul_mod(w: sp.csr_matrix | np.ndarray, x: np.ndarray, q: int, bits: int) -> np.ndarray:
-    """Exact ``(w @ x) mod q`` for integer-valued float64 ``w`` [m, n] and uint64 ``x`` [n, k] < q.
+def matmul_mod(w: sp.csr_matrix | np.ndarray, x: np.ndarray, q: int, bits: int, factor: int = 1,
+               bias: np.ndarray | None = None) -> np.ndarray:
+    """Exact ``((w @ x) * factor + bias) mod q`` for integer-valued float64 ``w`` [m, n], uint64
+    ``x`` [n, k] < q, an integer ``factor`` and uint64 ``bias`` [m] (added to every column).
 
     ``x`` is split into ``bits``-bit limbs (``bits`` from :func:`limb_bits`), each limb product is
-    one float64 BLAS (or sparse) product whose sums are exact, and the limbs are recombined mod q.
+    one float64 BLAS (or sparse) product whose sums are exact, and the limbs are recombined mod q:
+    by the compiled kernels of ``capc.he._rns`` when they are built, else in NumPy.
     """
     nlimbs = -(-int(q).bit_length() // bits)
-    mask = np.uint64((1 << bits) - 1)
     k = x.shape[1]
+    factor = int(factor) % q
+    if _rns is not None and q < 2 ** 62:
+        limbs = _rns.split_limbs(np.ascontiguousarray(x, dtype=np.uint64), bits, nlimbs)
+        prod = np.ascontiguousarray(w @ limbs)
+        del limbs
+        b = _EMPTY if bias is None else np.ascontiguousarray(bias, dtype=np.uint64)
+        return _rns.combine_limbs(prod, nlimbs, bits, int(q), factor, b)
+    mask = np.uint64((1 << bits) - 1)
     limbs = np.empty((x.shape[0], nlimbs * k), dtype=np.float64)
     for j in range(nlimbs):
         limbs[:, j * k:(j + 1) * k] = (x >> np.uint64(j * bits)) & mask
@@ -173,4 +190,8 @@ def matmul_mod(w: sp.csr_matrix | np.ndarray, x: np.ndarray, q: int, bits: int) 
         part = np.mod(prod[:, j * k:(j + 1) * k].astype(np.int64), np.int64(q)).astype(np.uint64)
         acc = part if acc is None else addmod(mulmod_small(acc, 1 << bits, q), part, q)
     assert acc is not None
+    if factor != 1:
+        acc = mulmod(acc, factor, q)
+    if bias is not None:
+        acc = addmod(acc, np.asarray(bias, dtype=np.uint64)[:, None] % np.uint64(q), q)
     return acc

@@ -19,6 +19,8 @@ seed), so it reveals nothing more about the query.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -128,19 +130,31 @@ def unpack(sections: Sequence[tuple[bytes, bytes | memoryview]], primes: Sequenc
     x = np.empty((count, 2, len(primes), n), dtype=np.uint64) if out is None else out
     if x.shape != (count, 2, len(primes), n) or x.dtype != np.uint64:
         raise HEError(f"output array has shape {x.shape}, expected {(count, 2, len(primes), n)}")
-    k = 0
+    jobs, k = [], 0
     for i, q in enumerate(primes):
         lo = _plane(sections[k][1], np.dtype(np.uint32), shape, i, "low")
         k += 1
-        dst = x[:, :, i, :]
-        dst[...] = lo
         dt = high_dtype(q)
+        hi = None
         if dt is not None:
             hi = _plane(sections[k][1], dt, shape, i, "high")
             k += 1
+        jobs.append((i, q, lo, hi))
+
+    def fill(job: tuple[int, int, np.ndarray, np.ndarray | None]) -> bool:
+        i, q, lo, hi = job
+        dst = x[:, :, i, :]
+        dst[...] = lo
+        if hi is not None:
             dst |= hi.astype(np.uint64) << np.uint64(32)
-        if not (dst < np.uint64(q)).all():
-            raise HEError(f"the query holds residues that are not below RNS prime {i} ({q}); refused")
+        return bool((dst < np.uint64(q)).all())
+
+    # NumPy releases the GIL in these whole-array operations: one thread per core over the primes
+    with ThreadPoolExecutor(max(1, min(len(jobs), os.cpu_count() or 1, 4))) as pool:
+        ok = list(pool.map(fill, jobs))
+    for i, good in enumerate(ok):
+        if not good:
+            raise HEError(f"the query holds residues that are not below RNS prime {i} ({primes[i]}); refused")
     return x
 
 

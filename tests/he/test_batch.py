@@ -13,17 +13,32 @@ def test_raw_layout_is_recognised():
     assert raw.supported()
 
 
-def test_matmul_mod_is_exact():
+def test_compiled_limb_kernels_are_built():
+    assert raw._rns is not None, "capc.he._rns was not built (pip install -e . compiles it)"
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+def test_matmul_mod_is_exact(kernel, monkeypatch):
+    if kernel == "numpy":
+        monkeypatch.setattr(raw, "_rns", None)
     rng = np.random.default_rng(0)
-    for q in ((1 << 60) - 93, 1099511480321):  # a 60-bit and a 40-bit modulus
+    # a 60-bit, a 40-bit and a 53-bit modulus (the boundary of the two reduction paths)
+    for q in ((1 << 60) - 93, 1099511480321, (1 << 53) - 111):
         w = rng.integers(-2 ** 22, 2 ** 22, (7, 300)).astype(np.float64)
         w[:, ::3] = 0
+        w[0] = 2 ** 22 - 1  # the largest row sum: partial sums close to 2^53
         x = rng.integers(0, q, (300, 50), dtype=np.uint64)
+        x[:, 0] = q - 1
+        factor = int(rng.integers(1, q))
+        bias = rng.integers(0, q, 7, dtype=np.uint64)
         want = np.array([[sum(int(a) * int(b) for a, b in zip(w[i], x[:, k])) % q for k in range(50)]
                          for i in range(7)], dtype=object)
         for ww in (w, sp.csr_matrix(w)):
             got = raw.matmul_mod(ww, x, q, raw.limb_bits(ww))
             assert (got.astype(object) == want).all()
+            got = raw.matmul_mod(ww, x, q, raw.limb_bits(ww), factor, bias)
+            expect = (want * factor + bias.astype(object)[:, None]) % q
+            assert (got.astype(object) == expect).all()
         c = int(rng.integers(0, q))
         assert [int(v) for v in raw.mulmod(x[0], c, q)] == [int(v) * c % q for v in x[0]]
 
