@@ -91,6 +91,18 @@ def _gc_engine() -> list[Check]:
     return rows
 
 
+def _he_kernels() -> Check:
+    """The compiled limb kernels of the batch HE engine (optional: a NumPy path gives the same
+    results, about twice as slowly for a convolution layer)."""
+    try:
+        from capc.he import raw
+    except Exception as exc:
+        return Check("HE limb kernels", False, f"capc.he not importable: {exc}".splitlines()[0], required=False)
+    if raw._rns is None:
+        return Check("HE limb kernels", False, "not built (NumPy fallback): run `pip install -e .`", required=False)
+    return Check("HE limb kernels", True, "capc.he._rns built", required=False)
+
+
 def run_checks() -> list[Check]:
     """Probe the installation and return one :class:`Check` per component."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the table
@@ -102,6 +114,7 @@ def run_checks() -> list[Check]:
     rows.append(_module_version("libtmux"))
     rows.append(_tmux())
     rows.extend(_gc_engine())
+    rows.append(_he_kernels())
     aes = cpu_has_aesni()
     rows.append(Check("CPU AES-NI", bool(aes),
                       {True: "yes (hardware AES for garbling)", False: "no (OpenSSL software AES, slower)",

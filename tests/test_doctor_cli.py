@@ -11,7 +11,8 @@ from capc.cli import main
 
 def test_doctor_reports_every_component() -> None:
     rows = {r.name: r for r in doctor.run_checks()}
-    for name in ("Python", "capc", "numpy", "tenseal", "tensorflow", "libtmux", "tmux", "CPU AES-NI"):
+    for name in ("Python", "capc", "numpy", "tenseal", "tensorflow", "libtmux", "tmux", "HE limb kernels",
+                 "CPU AES-NI"):
         assert name in rows, name
     assert rows["Python"].ok and rows["numpy"].ok
     assert any(name.startswith("GC") for name in rows)
