@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
@@ -164,10 +166,21 @@ class QueryKeys:
         bindings hold the GIL) that write their planes into shared memory."""
         primes = [m.value() for m in self._ctx.first_context_data().parms().coeff_modulus()]
         n, big_n = len(vecs), self.slots * 2
-        if self.encrypt_workers <= 1 or n < 2 * _MIN_PER_WORKER:
-            packer = ResiduePacker(primes, n, big_n)
-            _encrypt_into(self._encoder, self._encryptor, self.setup.he_params.scale, vecs, packer, 0)
-            return frame(QUERY_MAGIC, header, packer.sections())
+        if self.encrypt_workers > 1 and n >= 2 * _MIN_PER_WORKER:
+            try:
+                return self._encrypt_residues_parallel(vecs, header, primes)
+            except (BrokenProcessPool, OSError) as exc:
+                # a worker died or shared memory ran out: nothing was sent yet, so encrypt here instead
+                warnings.warn(f"parallel encryption failed ({type(exc).__name__}: {exc}); encrypting in "
+                              "this process from now on", RuntimeWarning, stacklevel=3)
+                self._shutdown_pool()
+                self.encrypt_workers = 1
+        packer = ResiduePacker(primes, n, big_n)
+        _encrypt_into(self._encoder, self._encryptor, self.setup.he_params.scale, vecs, packer, 0)
+        return frame(QUERY_MAGIC, header, packer.sections())
+
+    def _encrypt_residues_parallel(self, vecs: np.ndarray, header: dict[str, Any], primes: list[int]) -> bytes:
+        n, big_n = len(vecs), self.slots * 2
         _, total = residue_wire.plane_layout(primes, n, big_n)
         shm = SharedMemory(create=True, size=total)
         try:

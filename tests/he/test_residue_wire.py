@@ -125,3 +125,19 @@ def test_parallel_encryption_matches_and_stops_its_workers(batch_keys):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(HEError, match="encrypt_workers"):
             QueryKeys(plan, keys.setup, packing="batch", encrypt_workers=bad)
+
+
+def test_a_dead_encryption_worker_falls_back_to_this_process(batch_keys):
+    plan, keys = batch_keys
+    x = np.random.default_rng(7).uniform(0, 1, (70, 8, 8, 1))
+    with QueryKeys(plan, keys.setup, packing="batch", encrypt_workers=2) as par:
+        par.warm_up()
+        par.encrypt(x[:64])
+        for proc in list(par._pool._processes.values()):
+            proc.kill()
+            proc.join()
+        with pytest.warns(RuntimeWarning, match="parallel encryption failed"):
+            q = par.encrypt(x)
+        assert par.encrypt_workers == 1 and par._pool is None
+        with ModelEvaluator(plan, par.public_context(), workers=1) as ev:
+            np.testing.assert_allclose(par.decrypt_logits(ev.evaluate(q)), plan.forward(x), atol=1e-4)
