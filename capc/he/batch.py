@@ -39,6 +39,7 @@ import tenseal.sealapi as seal
 
 from capc.he import raw
 from capc.he.errors import HEError
+from capc.he.worker_guard import exit_with_parent
 from capc.he.plan import LinearStage, SquareStage
 from capc.he.seal import _Scratch, make_context
 
@@ -105,6 +106,7 @@ _WORKER: _SealSide | None = None
 
 def _worker_init(parms: bytes, relin: bytes, security_level: int) -> None:
     global _WORKER
+    exit_with_parent()
     _WORKER = _SealSide(parms, relin, security_level)
 
 

@@ -16,6 +16,7 @@ import tenseal.sealapi as seal
 from capc.config import HEParams
 from capc.he import raw, residue_wire
 from capc.he.errors import HEError
+from capc.he.worker_guard import exit_with_parent
 from capc.he.layout import batch_layout, single_layout
 from capc.he.params import HESetup, choose_params
 from capc.he.plan import as_public
@@ -41,6 +42,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(parms: bytes, secret_key: bytes, security_level: int, scale: float) -> None:
+    exit_with_parent()
     scratch = _Scratch()
     try:
         p = scratch.load(seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS), parms)
