@@ -21,13 +21,17 @@ def _residues(rng: np.random.Generator, n: int, N: int = 64) -> np.ndarray:
     return x
 
 
-def test_round_trip_is_exact_and_compact():
-    rng = np.random.default_rng(0)
-    x = _residues(rng, 5)
-    packer = rw.ResiduePacker(PRIMES, 5, 64)
-    for j in range(5):
+def _packed(seed: int, n: int) -> tuple[np.ndarray, list]:
+    """Random residues of ``n`` ciphertexts and their planes."""
+    x = _residues(np.random.default_rng(seed), n)
+    packer = rw.ResiduePacker(PRIMES, n, 64)
+    for j in range(n):
         packer.put(j, x[j])
-    secs = packer.sections()
+    return x, packer.sections()
+
+
+def test_round_trip_is_exact_and_compact():
+    x, secs = _packed(0, 5)
     assert len(secs) == rw.plane_count(PRIMES) == 9  # the 30-bit prime has no high plane
     np.testing.assert_array_equal(rw.unpack(secs, PRIMES, 5, 64), x)
     # bytes per residue: 8 (60 bits), 5 (40), 4 (30), 6 (48), 5 (36)
@@ -41,12 +45,8 @@ def test_round_trip_is_exact_and_compact():
 
 
 def test_hostile_planes_are_refused():
-    rng = np.random.default_rng(1)
-    x = _residues(rng, 2)
-    packer = rw.ResiduePacker(PRIMES, 2, 64)
-    for j in range(2):
-        packer.put(j, x[j])
-    secs = [(t, bytes(v)) for t, v in packer.sections()]
+    x, views = _packed(1, 2)
+    secs = [(t, bytes(v)) for t, v in views]
     # a residue equal to its prime (SEAL's load refuses it too; the exact arithmetic assumes x < q)
     bad = [list(s) for s in secs]
     lo = np.frombuffer(bad[2][1], dtype=np.uint32).copy()  # planes of the 40-bit prime: lo, hi
