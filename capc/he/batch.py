@@ -5,8 +5,10 @@ In batch packing every activation is one ciphertext (query ``q`` in slot ``q``),
 ``Y = W_int X mod p`` (a plaintext scalar multiplies every residue by ``W_int mod p``; a constant
 plaintext is the same value in every NTT slot).  :class:`BatchEngine` therefore
 
-1. reads all query ciphertexts as residue arrays ``[n, 2, L, N]`` (:mod:`capc.he.raw`),
-2. computes each affine stage with float64 BLAS on limbs (:func:`capc.he.raw.matmul_mod`), with the
+1. reads all query ciphertexts as residue arrays ``[n, 2, L, N]`` (from the residue planes of
+   :mod:`capc.he.residue_wire`, or from SEAL objects through :mod:`capc.he.raw`),
+2. computes each affine stage with float64 BLAS on limbs (:func:`capc.he.raw.matmul_mod`, the limbs
+   split and recombined by the compiled kernels of ``capc.he._rns``), with the
    weights quantised to ``WEIGHT_BITS`` significant bits times a power of two (relative weight error
    <= 2^-WEIGHT_BITS of the layer's largest weight) and the bias added at the product scale; the
    product runs in column blocks of ``CHUNK`` NTT slots (cache-sized) on two threads,
@@ -39,9 +41,9 @@ import tenseal.sealapi as seal
 
 from capc.he import raw
 from capc.he.errors import HEError
-from capc.he.worker_guard import exit_with_parent
 from capc.he.plan import LinearStage, SquareStage
 from capc.he.seal import _Scratch, make_context
+from capc.he.worker_guard import exit_with_parent
 
 #: Significant bits kept per quantised weight (see module docstring).
 WEIGHT_BITS = 22

@@ -16,13 +16,13 @@ import tenseal.sealapi as seal
 from capc.config import HEParams
 from capc.he import raw, residue_wire
 from capc.he.errors import HEError
-from capc.he.worker_guard import exit_with_parent
 from capc.he.layout import batch_layout, single_layout
 from capc.he.params import HESetup, choose_params
 from capc.he.plan import as_public
 from capc.he.residue_wire import ResiduePacker
 from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, galois_elements,
                           make_context, make_parms, unframe)
+from capc.he.worker_guard import exit_with_parent
 
 
 #: Fewest ciphertexts per encryption worker worth the inter-process round trip.
@@ -80,8 +80,10 @@ class QueryKeys:
             this party's own children and receive the secret key through a private pipe; call
             :meth:`close` (or use ``with``) to stop them.
 
-    The secret key never leaves this object: :meth:`public_context` holds the encryption parameters,
-    the relinearisation keys and only the Galois keys the plan's rotations need.
+    The secret key never leaves the querying party: :meth:`public_context` holds the encryption
+    parameters, the relinearisation keys and only the Galois keys the plan's rotations need; with
+    ``encrypt_workers > 1`` the only copies are in this process's own worker processes, which exit
+    with it.
     """
 
     def __init__(self, plan: Any, params: HESetup | HEParams | None = None, packing: str = "single",
