@@ -53,6 +53,8 @@ class MessageType(IntEnum):
     SHUTDOWN = 11
     MODEL_PLAN = 12
     BATCH_QUERY_REQUEST = 13
+    NOISY_ARGMAX_BATCH_REQUEST = 14
+    BUDGET_RESERVED = 15
 
 
 #: Per-type payload limits in bytes.
@@ -70,6 +72,8 @@ PAYLOAD_LIMITS: dict[MessageType, int] = {
     MessageType.SHUTDOWN: CONTROL_MAX_PAYLOAD,
     MessageType.MODEL_PLAN: 16 * MiB,
     MessageType.BATCH_QUERY_REQUEST: GLOBAL_MAX_PAYLOAD,
+    MessageType.NOISY_ARGMAX_BATCH_REQUEST: 4 * MiB,
+    MessageType.BUDGET_RESERVED: CONTROL_MAX_PAYLOAD,
 }
 assert set(PAYLOAD_LIMITS) == set(MessageType)
 assert max(PAYLOAD_LIMITS.values()) <= GLOBAL_MAX_PAYLOAD

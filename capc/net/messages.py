@@ -578,6 +578,81 @@ class NoisyArgmaxRequest(Message):
         return cls(**{n: f[n] for n in cls._F})
 
 
+@dataclass(frozen=True, eq=False)
+class NoisyArgmaxBatchRequest(Message):
+    """Step 3 with batch packing, QP -> PG: Confident-GNMax for every query of a batch, in order,
+    query ``query_ids[k]`` over ``n_answering[k]`` vote shares. The PG charges as many of them as the
+    budget allows in one ledger transaction, answers ``BudgetReserved`` and then runs the circuit
+    once per reserved query (no ``GcStart`` in between)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.NOISY_ARGMAX_BATCH_REQUEST
+    _F: ClassVar[tuple[str, ...]] = ("qp_id", "batch_size", "query_ids", "n_answering", "num_classes")
+    qp_id: str
+    batch_size: int
+    query_ids: np.ndarray
+    n_answering: np.ndarray
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        m = "NoisyArgmaxBatchRequest"
+        _check_party(m, "qp_id", self.qp_id, "qp")
+        _check_int(m, "batch_size", self.batch_size, 1, MAX_BATCH)
+        ids = _check_uint64_vector(m, "query_ids", self.query_ids, self.batch_size)
+        if len(np.unique(ids)) != len(ids):
+            raise _err(m, "query_ids", "repeats a query id")
+        if int(ids.max()) > MAX_QUERY_ID:
+            raise _err(m, "query_ids", f"ids must be at most {MAX_QUERY_ID}")
+        n = _check_uint64_vector(m, "n_answering", self.n_answering, self.batch_size)
+        if int(n.min()) < 1 or int(n.max()) > MAX_PARTIES:
+            raise _err(m, "n_answering", f"every count must be in 1..{MAX_PARTIES}")
+        object.__setattr__(self, "query_ids", ids)
+        object.__setattr__(self, "n_answering", n)
+        _check_int(m, "num_classes", self.num_classes, 2, MAX_CLASSES)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NoisyArgmaxBatchRequest):
+            return NotImplemented
+        return (self.qp_id, self.batch_size, self.num_classes) == (other.qp_id, other.batch_size, other.num_classes) \
+            and np.array_equal(self.query_ids, other.query_ids) and np.array_equal(self.n_answering, other.n_answering)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _encode_fields(self, w: _Writer) -> dict[str, Any]:
+        return {"qp_id": self.qp_id, "batch_size": self.batch_size, "query_ids": w.array(self.query_ids),
+                "n_answering": w.array(self.n_answering), "num_classes": self.num_classes}
+
+    @classmethod
+    def _decode_fields(cls, f: dict[str, Any], r: _Reader) -> NoisyArgmaxBatchRequest:
+        n = _check_int("NoisyArgmaxBatchRequest", "batch_size", f["batch_size"], 1, MAX_BATCH)
+        return cls(qp_id=f["qp_id"], batch_size=n, query_ids=r.uint64_vector("query_ids", f["query_ids"], n),
+                   n_answering=r.uint64_vector("n_answering", f["n_answering"], n), num_classes=f["num_classes"])
+
+
+@dataclass(frozen=True)
+class BudgetReserved(Message):
+    """Step 3 with batch packing, PG -> QP: the first ``reserved`` queries of the batch that starts
+    with ``batch_id`` are charged to the ledger and their circuits follow; the others were refused
+    for ``reason`` (empty when all were reserved)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.BUDGET_RESERVED
+    _F: ClassVar[tuple[str, ...]] = ("batch_id", "reserved", "reason")
+    batch_id: int
+    reserved: int
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _check_int("BudgetReserved", "batch_id", self.batch_id, 0, MAX_QUERY_ID)
+        _check_int("BudgetReserved", "reserved", self.reserved, 0, MAX_BATCH)
+        _check_text("BudgetReserved", "reason", self.reason)
+
+    def _encode_fields(self, w: _Writer) -> dict[str, Any]:
+        return _json_fields(self, self._F)
+
+    @classmethod
+    def _decode_fields(cls, f: dict[str, Any], r: _Reader) -> BudgetReserved:
+        return cls(**{n: f[n] for n in cls._F})
+
+
 @dataclass(frozen=True)
 class StepDone(Message):
     """A protocol step finished for ``query_id`` (``step`` is an identifier such as "vote_share");
@@ -647,7 +722,8 @@ class Shutdown(Message):
 
 MESSAGE_CLASSES: dict[MessageType, type[Message]] = {
     c.TYPE: c for c in (Hello, HelloAck, PublicContext, QueryRequest, BatchQueryRequest, QueryResult, GcStart,
-                        VoteShare, NoisyArgmaxRequest, StepDone, ErrorReply, Shutdown, ModelPlan)
+                        VoteShare, NoisyArgmaxRequest, NoisyArgmaxBatchRequest, BudgetReserved, StepDone,
+                        ErrorReply, Shutdown, ModelPlan)
 }
 assert set(MESSAGE_CLASSES) == set(MessageType)
 

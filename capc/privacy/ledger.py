@@ -37,7 +37,7 @@ from typing import Iterator, Iterable, Sequence
 
 import numpy as np
 
-from capc.privacy.errors import BudgetExceeded, LedgerError, PrivacyParameterError, ReplayedQuery
+from capc.privacy.errors import BudgetExceeded, LedgerError, PrivacyError, PrivacyParameterError, ReplayedQuery
 from capc.privacy.rdp import (
     PrivacyEvent,
     RdpAccountant,
@@ -67,6 +67,16 @@ CREATE TABLE IF NOT EXISTS charges (
     PRIMARY KEY (qp_id, query_id)
 );
 """
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What :meth:`BudgetLedger.reserve_many` charged: the first ``count`` queries, leaving
+    ``eps_spent`` spent; ``refusal`` says why the next query was not charged (None: all were)."""
+
+    count: int
+    eps_spent: float
+    refusal: PrivacyError | None
 
 
 @dataclass(frozen=True)
@@ -250,27 +260,51 @@ class BudgetLedger:
         Raises :class:`ReplayedQuery` if ``query_id`` was already used by ``qp_id`` and
         :class:`BudgetExceeded` if the charge would exceed the budget; in both cases nothing is written.
         """
+        res = self.reserve_many(qp_id, [query_id], events_worst_case)
+        if res.refusal is not None:
+            raise res.refusal
+        return res.eps_spent
+
+    def reserve_many(self, qp_id: str, query_ids: Sequence[str],
+                     events_worst_case: Sequence[PrivacyEvent]) -> "Reservation":
+        """Charge the worst case of each query of a batch, in order and in one transaction, until a
+        query id was used before (:class:`ReplayedQuery`) or a charge would exceed the budget
+        (:class:`BudgetExceeded`); that query and the ones after it are not charged.
+
+        Returns a :class:`Reservation`: how many leading queries were charged, the spent epsilon
+        after them, and the refusal of the first query left out (None if all were charged).
+        """
         _check_id(qp_id, "qp_id")
-        _check_id(query_id, "query_id")
+        ids = [_check_id(q, "query_id") for q in query_ids]
         events = tuple(events_worst_case)
         if not all(isinstance(e, PrivacyEvent) for e in events):
             raise PrivacyParameterError("events_worst_case must be a sequence of PrivacyEvent objects")
         text = _events_json(events)
+        refusal: PrivacyError | None = None
+        rows = []
         with self._write_transaction("reserve"):
-            if self._conn.execute(
-                "SELECT 1 FROM charges WHERE qp_id = ? AND query_id = ?", (qp_id, query_id)
-            ).fetchone():
-                raise ReplayedQuery(f"query id {query_id!r} was already used by querying party {qp_id!r}; refused")
-            spent = self._accountant(qp_id).get_epsilon(self.delta)
-            after = self._accountant(qp_id, events).get_epsilon(self.delta)
-            if after > self.budget_eps:
-                raise BudgetExceeded(qp_id, spent, after, self.budget_eps, self.delta)
-            self._conn.execute(
+            acc = self._accountant(qp_id)
+            spent = acc.get_epsilon(self.delta)
+            seen: set[str] = set()
+            for qid in ids:
+                if qid in seen or self._conn.execute(
+                    "SELECT 1 FROM charges WHERE qp_id = ? AND query_id = ?", (qp_id, qid)
+                ).fetchone():
+                    refusal = ReplayedQuery(f"query id {qid!r} was already used by querying party {qp_id!r}; refused")
+                    break
+                after = acc.compose_all(events).get_epsilon(self.delta)
+                if after > self.budget_eps:
+                    refusal = BudgetExceeded(qp_id, spent, after, self.budget_eps, self.delta)
+                    break
+                seen.add(qid)
+                rows.append((qp_id, qid, text, text, time.time()))
+                spent = after
+            self._conn.executemany(
                 "INSERT INTO charges (qp_id, query_id, worst_events, charged_events, state, reserved_at)"
                 " VALUES (?, ?, ?, ?, 'reserved', ?)",
-                (qp_id, query_id, text, text, time.time()),
+                rows,
             )
-        return after
+        return Reservation(len(rows), spent, refusal)
 
     def settle(self, qp_id: str, query_id: str, answered: bool) -> float:
         """Record the outcome of a reserved query; return the new spent eps.
@@ -279,27 +313,37 @@ class BudgetLedger:
         Settling twice with the same outcome is a no-op; with a different outcome, or for a query that
         was never reserved, :class:`LedgerError` is raised.
         """
+        return self.settle_many(qp_id, [(query_id, answered)])
+
+    def settle_many(self, qp_id: str, outcomes: Sequence[tuple[str, bool]]) -> float:
+        """:meth:`settle` for several ``(query_id, answered)`` in one transaction (all or nothing);
+        returns the new spent eps."""
         _check_id(qp_id, "qp_id")
-        _check_id(query_id, "query_id")
-        if not isinstance(answered, (bool, np.bool_)):
-            raise PrivacyParameterError(f"answered must be a bool, got {answered!r}")
-        state = "answered" if answered else "declined"
+        items = []
+        for query_id, answered in outcomes:
+            _check_id(query_id, "query_id")
+            if not isinstance(answered, (bool, np.bool_)):
+                raise PrivacyParameterError(f"answered must be a bool, got {answered!r}")
+            items.append((query_id, bool(answered)))
         with self._write_transaction("settle"):
-            row = self._conn.execute(
-                "SELECT worst_events, state FROM charges WHERE qp_id = ? AND query_id = ?", (qp_id, query_id)
-            ).fetchone()
-            if row is None:
-                raise LedgerError(f"settle(): querying party {qp_id!r} has no reserved query {query_id!r}")
-            worst_text, old_state = row
-            if old_state != "reserved" and old_state != state:
-                raise LedgerError(f"query {query_id!r} of {qp_id!r} was already settled as {old_state}, not {state}")
-            if old_state == "reserved":
-                worst = [event_from_dict(d) for d in json.loads(worst_text)]
-                kept = worst if answered else [e for e in worst if isinstance(e, ThresholdEvent)]
-                self._conn.execute(
-                    "UPDATE charges SET charged_events = ?, state = ?, settled_at = ? WHERE qp_id = ? AND query_id = ?",
-                    (_events_json(kept), state, time.time(), qp_id, query_id),
-                )
+            for query_id, answered in items:
+                state = "answered" if answered else "declined"
+                row = self._conn.execute(
+                    "SELECT worst_events, state FROM charges WHERE qp_id = ? AND query_id = ?", (qp_id, query_id)
+                ).fetchone()
+                if row is None:
+                    raise LedgerError(f"settle(): querying party {qp_id!r} has no reserved query {query_id!r}")
+                worst_text, old_state = row
+                if old_state != "reserved" and old_state != state:
+                    raise LedgerError(f"query {query_id!r} of {qp_id!r} was already settled as {old_state}, "
+                                      f"not {state}")
+                if old_state == "reserved":
+                    worst = [event_from_dict(d) for d in json.loads(worst_text)]
+                    kept = worst if answered else [e for e in worst if isinstance(e, ThresholdEvent)]
+                    self._conn.execute(
+                        "UPDATE charges SET charged_events = ?, state = ?, settled_at = ? WHERE qp_id = ? AND query_id = ?",
+                        (_events_json(kept), state, time.time(), qp_id, query_id),
+                    )
             after = self._accountant(qp_id).get_epsilon(self.delta)
         return after
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from capc.net.errors import ProtocolError
 from capc.net.framing import MessageType
-from capc.net.messages import (MESSAGE_CLASSES, ErrorReply, GcStart, Hello, HelloAck, ModelPlan,
+from capc.net.messages import (MESSAGE_CLASSES, BudgetReserved, NoisyArgmaxBatchRequest, ErrorReply, GcStart, Hello, HelloAck, ModelPlan,
                                NoisyArgmaxRequest, PublicContext, QueryRequest, QueryResult, BatchQueryRequest,
                                SchemaError, Shutdown, StepDone, VoteShare, decode_message,
                                encode_message)
@@ -50,6 +50,14 @@ def batch_requests(draw: st.DrawFn) -> BatchQueryRequest:
                              num_classes=draw(classes), frac_bits=draw(st.integers(0, 62)))
 
 
+@st.composite
+def noisy_argmax_batches(draw: st.DrawFn) -> NoisyArgmaxBatchRequest:
+    ids = draw(st.lists(query_ids, min_size=1, max_size=20, unique=True))
+    counts = draw(st.lists(st.integers(1, 1000), min_size=len(ids), max_size=len(ids)))
+    return NoisyArgmaxBatchRequest(qp_id=draw(qp_names), batch_size=len(ids), query_ids=np.array(ids, dtype=np.uint64),
+                                   n_answering=np.array(counts, dtype=np.uint64), num_classes=draw(classes))
+
+
 #: One strategy per message class; the test below checks every wire type is covered.
 STRATEGIES = {
     Hello: any_party.flatmap(lambda p: st.builds(Hello, party=st.just(p), role=st.just(p.split("-")[0]),
@@ -68,6 +76,8 @@ STRATEGIES = {
     VoteShare: vote_shares(),
     NoisyArgmaxRequest: st.builds(NoisyArgmaxRequest, qp_id=qp_names, query_id=query_ids,
                                   n_answering=st.integers(1, 1000), num_classes=classes),
+    NoisyArgmaxBatchRequest: noisy_argmax_batches(),
+    BudgetReserved: st.builds(BudgetReserved, batch_id=query_ids, reserved=st.integers(0, 65536), reason=text),
     StepDone: st.builds(StepDone, query_id=query_ids, step=idents, ok=st.booleans(), detail=text),
     ErrorReply: st.builds(ErrorReply, code=idents, message=text),
     Shutdown: st.builds(Shutdown, reason=text),
@@ -137,6 +147,13 @@ def test_vote_share_checks_dtype_and_shape() -> None:
     (lambda: PublicContext(b"x", {"Bad Key": 1}), "lower-case identifier"),
     (lambda: GcStart(1, "Argmax!", 10), "program"),
     (lambda: NoisyArgmaxRequest("qp-0", 1, 0, 10), "n_answering"),
+    (lambda: NoisyArgmaxBatchRequest("qp-0", 2, np.array([1, 1], dtype=np.uint64), np.array([2, 2], dtype=np.uint64),
+                                     10), "repeats a query id"),
+    (lambda: NoisyArgmaxBatchRequest("qp-0", 2, np.array([1, 2], dtype=np.uint64), np.array([2, 0], dtype=np.uint64),
+                                     10), "n_answering"),
+    (lambda: NoisyArgmaxBatchRequest("ap-1", 1, np.array([1], dtype=np.uint64), np.array([2], dtype=np.uint64),
+                                     10), "qp_id"),
+    (lambda: BudgetReserved(1, -1), "reserved"),
     (lambda: ErrorReply("x", "m" * 5000), "longer than 4096"),
     (lambda: StepDone(1, "vote", ok="yes"), "must be a boolean"),
 ])

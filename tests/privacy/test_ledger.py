@@ -112,6 +112,44 @@ def test_replayed_query_refused(tmp_path):
         led.reserve("other-qp", "same", WORST)  # ids are per querying party
 
 
+def test_reserve_many_charges_a_prefix_in_one_transaction(tmp_path):
+    """A batch charges exactly what the same queries one by one would, stops at the first query the
+    budget cannot take (or a reused id), and settle_many matches settle."""
+    path = tmp_path / "l.sqlite"
+    budget = (_eps(0, 0, 3) + _eps(0, 0, 4)) / 2  # room for three worst cases, not four
+    with BudgetLedger(path, budget, DELTA) as led:
+        res = led.reserve_many("qp", ["a", "b", "c", "d", "e"], WORST)
+        assert res.count == 3 and res.eps_spent == pytest.approx(_eps(0, 0, 3))
+        assert isinstance(res.refusal, BudgetExceeded) and res.refusal.query_eps == pytest.approx(_eps(0, 0, 4))
+        assert _rows(path) == 3 and led.spent_eps("qp") == pytest.approx(_eps(0, 0, 3))
+        assert led.settle_many("qp", [("a", True), ("b", False), ("c", False)]) == pytest.approx(_eps(1, 2))
+        res = led.reserve_many("qp", ["d", "b", "e"], WORST)  # "b" was used: stops there
+        assert res.count == 1 and isinstance(res.refusal, ReplayedQuery) and "'b'" in str(res.refusal)
+        res = led.reserve_many("qp", ["x", "x"], WORST)  # a repeat inside the batch
+        assert isinstance(res.refusal, (ReplayedQuery, BudgetExceeded)) and res.count <= 1
+    with BudgetLedger(tmp_path / "one.sqlite", budget, DELTA) as one:
+        for q in "abc":
+            one.reserve("qp", q, WORST)
+        one.settle("qp", "a", True)
+        one.settle("qp", "b", False)
+        one.settle("qp", "c", False)
+        with BudgetLedger(path, None, None) as led:
+            res = led.reserve_many("qp2", ["a", "b", "c"], WORST)
+            led.settle_many("qp2", [("a", True), ("b", False), ("c", False)])
+            assert led.spent_eps("qp2") == pytest.approx(one.spent_eps("qp"))
+
+
+def test_settle_many_is_all_or_nothing(tmp_path):
+    path = tmp_path / "l.sqlite"
+    with BudgetLedger(path, 100.0, DELTA) as led:
+        assert led.reserve_many("qp", ["a", "b"], WORST).count == 2
+        with pytest.raises(LedgerError, match="no reserved query 'zz'"):
+            led.settle_many("qp", [("a", False), ("zz", True)])
+        assert led.summary("qp")[0].unsettled == 2  # "a" was not settled either
+        with pytest.raises(PrivacyParameterError):
+            led.settle_many("qp", [("a", "yes")])
+
+
 def test_settle_errors(tmp_path):
     with BudgetLedger(tmp_path / "l.sqlite", 100.0, DELTA) as led:
         with pytest.raises(LedgerError, match="no reserved query"):
