@@ -115,20 +115,71 @@ class PrivacyGuardian:
         finally:
             chan.close()
 
+    def step_3_batch(self, chan: Any, qp: str, msg: Any, session_box: list[Any]) -> None:
+        """Batch packing: aggregate the vote shares of every query of the batch, charge as many leading
+        queries as the budget allows in one ledger transaction, tell the QP how many, run the circuit
+        for each of them, and settle them in one transaction."""
+        from capc.gc import GcSession
+        from capc.net.messages import BudgetReserved
+
+        ids = [int(q) for q in msg.query_ids]
+        Ms: list[np.ndarray] = []
+        reason = ""
+        for qid, n in zip(ids, msg.n_answering):
+            try:
+                Ms.append(self.step_2_aggregate(qp, qid, int(n)))
+            except CapcError as exc:  # this query and the ones after it are refused
+                reason = str(exc)
+                break
+        res = self.ledger.reserve_many(qp, [str(q) for q in ids[:len(Ms)]], self.params.worst_case_events())
+        if res.refusal is not None:
+            reason = str(res.refusal)
+        if reason:
+            self.ctx.log.warning("batch of %s from %d: %d of %d queries reserved; the rest refused: %s", qp,
+                                 ids[0], res.count, len(ids), reason)
+        chan.send(BudgetReserved(batch_id=ids[0], reserved=res.count, reason=reason[:4000]))
+        if res.count == 0:
+            return
+        if session_box[0] is None:
+            session_box[0] = GcSession(chan.raw_io(), "garbler")
+        outcomes = []
+        try:
+            for qid, M in zip(ids[:res.count], Ms):
+                outcomes.append((str(qid), self.step_3(session_box[0], qp, qid, M)))
+        finally:
+            # what ran is settled; a query whose circuit did not finish stays charged at worst case
+            if outcomes:
+                self.ledger.settle_many(qp, outcomes)
+        spent = self._spent(qp)
+        self.ctx.log.info("batch of %s from %d: %d queries, %d answered; epsilon spent %.4f of %.4f", qp, ids[0],
+                          len(outcomes), sum(a for _, a in outcomes), spent, self.cfg.protocol.budget_eps)
+        self.ctx.report("progress", event="query", qp=qp, query=ids[res.count - 1], epsilon=spent)
+        if os.environ.get(FAULT_EXIT_AFTER_QUERY) in {q for q, _ in outcomes}:
+            self.ctx.log.warning("fault injection: exiting after a batch")
+            os._exit(3)
+
     def _serve_qp(self, chan: Any, qp: str) -> None:
         from capc.gc import GcSession
-        from capc.net.messages import ErrorReply, GcStart, NoisyArgmaxRequest, Shutdown, StepDone
+        from capc.net.messages import (ErrorReply, GcStart, NoisyArgmaxBatchRequest, NoisyArgmaxRequest, Shutdown,
+                                       StepDone)
         from capc.privacy.errors import BudgetExceeded, ReplayedQuery
 
         log = self.ctx.log
         session = None
         try:
             while True:
-                msg = chan.recv((NoisyArgmaxRequest, Shutdown), timeout=transport.IDLE_TIMEOUT)
+                msg = chan.recv((NoisyArgmaxRequest, NoisyArgmaxBatchRequest, Shutdown), timeout=transport.IDLE_TIMEOUT)
                 if isinstance(msg, Shutdown):
                     return
                 if msg.qp_id != qp:
                     chan.send(ErrorReply(code="refused", message=f"{qp} may not ask on behalf of {msg.qp_id}"))
+                    continue
+                if isinstance(msg, NoisyArgmaxBatchRequest):
+                    box = [session]
+                    try:
+                        self.step_3_batch(chan, qp, msg, box)
+                    finally:
+                        session = box[0]
                     continue
                 try:
                     M = self.step_2_aggregate(qp, msg.query_id, msg.n_answering)

@@ -258,6 +258,39 @@ class QueryingParty:
         answered, label = self.pg_session.noisy_argmax_evaluator(W.view(np.int64))
         return bool(answered), (int(label) if answered and label is not None else None)
 
+    def step_3_batch(self, query_ids: list[int], Ws: list[np.ndarray], n_answering: list[int]
+                     ) -> tuple[list[tuple[bool, int | None]], str]:
+        """Batch packing: one request for Confident-GNMax over every query of a batch (in order). The
+        PG charges as many leading queries as the budget allows in one ledger transaction; returns
+        (answered, label) for each of those, and the PG's reason for refusing the rest ("" if none)."""
+        from capc.gc import GcSession
+        from capc.net.messages import BudgetReserved, NoisyArgmaxBatchRequest
+
+        req = NoisyArgmaxBatchRequest(qp_id=self.ctx.name, batch_size=len(query_ids),
+                                      query_ids=np.array(query_ids, dtype=np.uint64),
+                                      n_answering=np.array(n_answering, dtype=np.uint64),
+                                      num_classes=self.p.num_classes)
+        try:
+            self.pg.send(req)
+        except (OSError, CapcError):
+            self.ctx.log.info("reconnecting to the privacy guardian")
+            self._connect_pg()
+            self.pg.send(req)
+        reply = transport.expect(self.pg, BudgetReserved, self.p.timeout, "the privacy guardian's budget check")
+        if reply.batch_id != query_ids[0] or reply.reserved > len(query_ids):
+            raise CapcError(f"the privacy guardian reserved {reply.reserved} queries of batch {reply.batch_id}, "
+                            f"expected at most {len(query_ids)} of batch {query_ids[0]}")
+        out: list[tuple[bool, int | None]] = []
+        if reply.reserved and self.pg_session is None:
+            self.pg_session = GcSession(self.pg.raw_io(), "evaluator")
+        for W in Ws[:reply.reserved]:
+            try:
+                answered, label = self.pg_session.noisy_argmax_evaluator(W.view(np.int64))
+            except CapcError as exc:  # the labels obtained so far are kept
+                return out, f"the noisy-argmax circuit with the privacy guardian failed: {exc}"
+            out.append((bool(answered), int(label) if answered and label is not None else None))
+        return out, reply.reason
+
     def step_4(self, query_id: int, answered: bool, label: int | None) -> None:
         """Record the outcome durably."""
         self.store.complete(query_id, answered, label)
@@ -291,8 +324,8 @@ class QueryingParty:
     def run_batch(self, items: list[tuple[int, np.ndarray, int | None]]) -> list[QueryOutcome]:
         """Batch packing: step 1a once for all ``(query_id, x, true_label)`` items, step 1b per query
         for each AP as soon as that AP's step 1a is done (with APs one after the other, this overlaps the
-        next AP's evaluation), then steps 2-4 per query. Replayed ids are refused individually; the
-        rest go on."""
+        next AP's evaluation), then step 3 for the whole batch in one request to the PG (one ledger
+        transaction) and step 4 per query. Replayed ids are refused individually; the rest go on."""
         from capc.parties.label_store import ReplayedQueryId
 
         outcomes: dict[int, QueryOutcome] = {}
@@ -326,10 +359,49 @@ class QueryingParty:
             finally:
                 gc_pool.shutdown(wait=True)
             t1b = time.perf_counter() - t - t1a
+            per_query = {"1a": t1a / len(ids), "1b": t1b / len(ids)}
+            ready = []  # (query id, true label, vote shares) of the queries at least one AP voted on
             for k, (qid, _, y) in enumerate(claimed):
-                secs = {"1a": t1a / len(ids), "1b": t1b / len(ids)}
                 w = {ap: rows[k] for ap, rows in w_all.items() if k < len(rows)}
-                outcomes[qid] = self._finish_query(qid, y, w, secs)
+                if w:
+                    ready.append((qid, y, w))
+                else:
+                    outcomes[qid] = self._fail(qid, y, f"query {qid}: no answering party completed step 1b", per_query)
+            if ready:
+                outcomes.update(self._finish_batch(ready, per_query))
+        return [outcomes[qid] for qid, _, _ in items]
+
+    def _finish_batch(self, ready: list[tuple[int, int | None, dict[str, np.ndarray]]],
+                      secs: dict[str, float]) -> dict[int, QueryOutcome]:
+        """Steps 2-4 for the queries of a batch: one step-3 request to the PG for all of them."""
+        ids = [qid for qid, _, _ in ready]
+        t = time.perf_counter()
+        try:
+            results, reason = self.step_3_batch(ids, [self.step_2(w) for _, _, w in ready],
+                                                [len(w) for _, _, w in ready])
+        except CapcError as exc:
+            results, reason = [], str(exc)
+        secs = {**secs, "2+3": (time.perf_counter() - t) / len(ids)}
+        out = {}
+        for k, (qid, y, w) in enumerate(ready):
+            if k >= len(results):
+                out[qid] = self._fail(qid, y, f"query {qid}: refused by the privacy guardian: {reason}", secs)
+                continue
+            answered, label = results[k]
+            self.step_4(qid, answered, label)
+            for step, sec in secs.items():
+                self.ctx.timing.record(step, sec, qid)
+            out[qid] = QueryOutcome(qid, answered, label, y, len(w), secs)
+        self.ctx.log.info("batch of %d queries: %d answered, %d not answered (threshold), %d refused",
+                          len(ids), sum(1 for a, _ in results if a), sum(1 for a, _ in results if not a),
+                          len(ids) - len(results))
+        return out
+
+    def _fail(self, query_id: int, true_label: int | None, reason: str, secs: dict[str, float]) -> QueryOutcome:
+        self.store.fail(query_id, reason)
+        self.ctx.log.warning("%s", reason)
+        return QueryOutcome(query_id, False, None, true_label, 0, dict(secs), error=reason)
+
         return [outcomes[qid] for qid, _, _ in items]
 
     def _finish_query(self, query_id: int, true_label: int | None, w: dict[str, np.ndarray],

@@ -151,6 +151,28 @@ def test_budget_exhausted_refuses_and_never_under_counts(tmp_path):
     assert out.returncode == 0 and "qp-0" in out.stdout
 
 
+def test_budget_exhausted_inside_a_batch(tmp_path):
+    """Batch packing: the PG charges the batch's queries in one ledger transaction, as many as the
+    budget allows (here two of four); the others are refused with the reason, none is charged."""
+    acc = RdpAccountant().compose(GNMaxEvent(2.0), 2)
+    budget = acc.get_epsilon(1e-5) + 0.01
+    queries = clear_margin_queries(1, 4)
+    run = make_run(tmp_path, 1, queries, sigma_gnmax=2.0, budget_eps=budget, packing="batch", batch_size=4)
+    try:
+        run.start_servers()
+        assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
+        res = run.results()["queries"]
+        assert [q["answered"] for q in res] == [True, True, False, False]
+        assert all("budget" in q["error"] for q in res[2:])
+        assert run.procs["pg"].poll() is None
+    finally:
+        run.stop_all()
+    with BudgetLedger(run.dir / LEDGER_FILENAME, None, None, create=False) as led:
+        s = led.summary("qp-0")[0]
+        assert (s.queries, s.answered) == (2, 2) and s.eps_spent == pytest.approx(acc.get_epsilon(1e-5))
+    assert [q for q, label in run.labels().items() if label is not None] == queries[:2]
+
+
 def test_pg_restart_between_queries_keeps_the_ledger(tmp_path):
     queries = clear_margin_queries(1, 3)
     run = make_run(tmp_path, 1, queries, sigma_gnmax=1.0)
