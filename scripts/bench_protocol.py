@@ -13,7 +13,8 @@ download is needed; the work per query is that of MNIST). Prints one row per N:
   time, 1b (garbled argmax, all APs in parallel), 2+3 (vote shares, ledger, noisy argmax), end to end.
 
 ``--batch B`` instead measures batch labelling: ``--queries`` queries (e.g. 1000) in CKKS batches of B
-(step 1a once per batch, steps 1b-4 per query), reporting the wall time of the whole labelling.
+(step 1a once per batch, step 1b per query and AP, step 3 once per batch), reporting the wall time
+of the whole labelling.
 
 Usage: python scripts/bench_protocol.py [--parties 1 3 5 10] [--queries 6] [--dataset digits28]
        python scripts/bench_protocol.py --parties 3 --queries 1000 --batch 1000

@@ -7,7 +7,8 @@
   released (refusing with a clear message when the budget would be exceeded), draws exact discrete
   Gaussian noise ``eta_G ~ N_Z(0, (2^g sigma_G)^2)^C`` and ``eta_T ~ N_Z(0, (2^g sigma_T)^2)``, and
   garbles Confident-GNMax with the QP. It learns only the *answered* bit — a DP output it needs for
-  accounting — and settles the ledger with it.
+  accounting — and settles the ledger with it. For a batch (``NoisyArgmaxBatchRequest``) the charge
+  and the settlement of all its queries are one ledger transaction each (:meth:`PrivacyGuardian.step_3_batch`).
 """
 
 from __future__ import annotations

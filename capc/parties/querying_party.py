@@ -11,6 +11,9 @@ Per query (DESIGN §4), with the answering parties working in parallel:
   Confident-GNMax circuit on ``W``: learn whether the query was answered and, if so, the label.
 * **step 4** — record (query id, label) in the durable :class:`~capc.parties.label_store.LabelStore`.
 
+With batch packing (:meth:`QueryingParty.run_batch`) step 1a covers a whole batch, step 1b runs per
+query for each AP as soon as that AP has answered, and step 3 is one request to the PG for the batch.
+
 An AP that fails during a query is dropped from that query (and from the run) with a clear log line;
 the query goes on with the others. A query id is never asked twice.
 """
