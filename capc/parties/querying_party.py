@@ -45,6 +45,11 @@ class _ApLink:
     failure: str = ""
 
 
+def _outcome(answered: Any, label: Any) -> tuple[bool, int | None]:
+    """(answered, label) from the noisy-argmax circuit; no label unless answered."""
+    return bool(answered), (int(label) if answered and label is not None else None)
+
+
 @dataclass
 class QueryOutcome:
     """What the QP learned about one query."""
@@ -241,6 +246,15 @@ class QueryingParty:
         with np.errstate(over="ignore"):
             return total * np.uint64(1 << self.p.vote_scale_exp)
 
+    def _send_to_pg(self, msg: Any) -> None:
+        """Send to the PG, reconnecting once: the PG may have restarted between queries."""
+        try:
+            self.pg.send(msg)
+        except (OSError, CapcError):
+            self.ctx.log.info("reconnecting to the privacy guardian")
+            self._connect_pg()
+            self.pg.send(msg)
+
     def step_3(self, query_id: int, W: np.ndarray, n_answering: int) -> tuple[bool, int | None]:
         """Ask the PG for Confident-GNMax over the aggregated shares; returns (answered, label)."""
         from capc.gc import GcSession
@@ -248,18 +262,12 @@ class QueryingParty:
 
         req = NoisyArgmaxRequest(qp_id=self.ctx.name, query_id=query_id, n_answering=n_answering,
                                  num_classes=self.p.num_classes)
-        try:
-            self.pg.send(req)
-        except (OSError, CapcError):
-            self.ctx.log.info("reconnecting to the privacy guardian")
-            self._connect_pg()
-            self.pg.send(req)
+        self._send_to_pg(req)
         transport.expect(self.pg, StepDone, self.p.timeout, "the privacy guardian's budget check")
         self.pg.send(GcStart(query_id=query_id, program="noisy_argmax", num_classes=self.p.num_classes))
         if self.pg_session is None:
             self.pg_session = GcSession(self.pg.raw_io(), "evaluator")
-        answered, label = self.pg_session.noisy_argmax_evaluator(W.view(np.int64))
-        return bool(answered), (int(label) if answered and label is not None else None)
+        return _outcome(*self.pg_session.noisy_argmax_evaluator(W.view(np.int64)))
 
     def step_3_batch(self, query_ids: list[int], Ws: list[np.ndarray], n_answering: list[int]
                      ) -> tuple[list[tuple[bool, int | None]], str]:
@@ -273,12 +281,7 @@ class QueryingParty:
                                       query_ids=np.array(query_ids, dtype=np.uint64),
                                       n_answering=np.array(n_answering, dtype=np.uint64),
                                       num_classes=self.p.num_classes)
-        try:
-            self.pg.send(req)
-        except (OSError, CapcError):
-            self.ctx.log.info("reconnecting to the privacy guardian")
-            self._connect_pg()
-            self.pg.send(req)
+        self._send_to_pg(req)
         reply = transport.expect(self.pg, BudgetReserved, self.p.timeout, "the privacy guardian's budget check")
         if reply.batch_id != query_ids[0] or reply.reserved > len(query_ids):
             raise CapcError(f"the privacy guardian reserved {reply.reserved} queries of batch {reply.batch_id}, "
@@ -288,10 +291,9 @@ class QueryingParty:
             self.pg_session = GcSession(self.pg.raw_io(), "evaluator")
         for W in Ws[:reply.reserved]:
             try:
-                answered, label = self.pg_session.noisy_argmax_evaluator(W.view(np.int64))
+                out.append(_outcome(*self.pg_session.noisy_argmax_evaluator(W.view(np.int64))))
             except CapcError as exc:  # the labels obtained so far are kept
                 return out, f"the noisy-argmax circuit with the privacy guardian failed: {exc}"
-            out.append((bool(answered), int(label) if answered and label is not None else None))
         return out, reply.reason
 
     def step_4(self, query_id: int, answered: bool, label: int | None) -> None:
