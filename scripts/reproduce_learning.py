@@ -28,7 +28,6 @@ if str(ROOT) not in sys.path:  # allow running from a source checkout without in
 from capc.learning.argtypes import int_list  # noqa: E402
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags (names follow the original learning code where one exists)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

@@ -26,7 +26,6 @@ if str(ROOT) not in sys.path:  # allow running from a source checkout without in
 from capc.learning.argtypes import int_list  # noqa: E402
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

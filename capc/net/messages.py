@@ -277,11 +277,11 @@ class Message:
     TYPE: ClassVar[MessageType]
 
     def _encode_fields(self, w: _Writer) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every message class defines its fields
 
     @classmethod
     def _decode_fields(cls, f: dict[str, Any], r: _Reader) -> Message:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every message class defines its fields
 
 
 def _json_fields(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:

@@ -136,7 +136,7 @@ class PrivacyGuardian:
         if res.refusal is not None:
             reason = str(res.refusal)
         if reason:
-            self.ctx.log.warning("batch of %s from %d: %d of %d queries reserved; the rest refused: %s", qp,
+            self.ctx.log.warning("%s's batch from query %d: %d of %d queries reserved; the rest refused: %s", qp,
                                  ids[0], res.count, len(ids), reason)
         chan.send(BudgetReserved(batch_id=ids[0], reserved=res.count, reason=reason[:4000]))
         if res.count == 0:
@@ -152,7 +152,7 @@ class PrivacyGuardian:
             if outcomes:
                 self.ledger.settle_many(qp, outcomes)
         spent = self._spent(qp)
-        self.ctx.log.info("batch of %s from %d: %d queries, %d answered; epsilon spent %.4f of %.4f", qp, ids[0],
+        self.ctx.log.info("%s's batch from query %d: %d queries, %d answered; epsilon spent %.4f of %.4f", qp, ids[0],
                           len(outcomes), sum(a for _, a in outcomes), spent, self.cfg.protocol.budget_eps)
         self.ctx.report("progress", event="query", qp=qp, query=ids[res.count - 1], epsilon=spent)
         if os.environ.get(FAULT_EXIT_AFTER_QUERY) in {q for q, _ in outcomes}:

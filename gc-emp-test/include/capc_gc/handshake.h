@@ -37,22 +37,21 @@ inline const char* program_name(uint32_t id) {
 }
 
 namespace detail {
-inline void put_u32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+/// Little-endian fixed-width fields of the handshake messages.
+template <typename T>
+inline void put_le(uint8_t* p, T v) {
+  for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
-inline uint32_t get_u32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
+template <typename T>
+inline T get_le(const uint8_t* p) {
+  T v = 0;
+  for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<T>(p[i]) << (8 * i);
   return v;
 }
-inline void put_u64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-inline uint64_t get_u64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
+inline void put_u32(uint8_t* p, uint32_t v) { put_le(p, v); }
+inline uint32_t get_u32(const uint8_t* p) { return get_le<uint32_t>(p); }
+inline void put_u64(uint8_t* p, uint64_t v) { put_le(p, v); }
+inline uint64_t get_u64(const uint8_t* p) { return get_le<uint64_t>(p); }
 }  // namespace detail
 
 /// Exchange hellos; returns the session id SHA-256(nonce_ALICE || nonce_BOB) truncated to 128 bits.

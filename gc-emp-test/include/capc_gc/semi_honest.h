@@ -27,6 +27,8 @@ class SemiHonestParty : public Backend {
   virtual void begin_query() = 0;
   void feed(block* labels, int owner, const bool* bits, size_t n) override;
   void reveal(bool* out, int to, const block* labels, size_t n) override;
+  /// Labels of the constant wires (set by the garbler's begin_query, received by the evaluator).
+  block public_label(bool v) override { return public_[v ? 1 : 0]; }
 
  protected:
   virtual void feed_own(block* labels, const bool* bits, size_t n) = 0;    // inputs of this party
@@ -50,7 +52,6 @@ class Garbler final : public SemiHonestParty {
   void begin_query() override;
   block and_gate(block a, block b) override;
   block not_gate(block a) override { return xor_block(a, delta_); }
-  block public_label(bool v) override { return public_[v ? 1 : 0]; }
 
  protected:
   void feed_own(block* labels, const bool* bits, size_t n) override;
@@ -69,7 +70,6 @@ class Evaluator final : public SemiHonestParty {
   void begin_query() override;
   block and_gate(block a, block b) override;
   block not_gate(block a) override { return a; }
-  block public_label(bool v) override { return public_[v ? 1 : 0]; }
 
  protected:
   void feed_own(block* labels, const bool* bits, size_t n) override;
