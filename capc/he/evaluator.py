@@ -24,7 +24,7 @@ from capc.he import raw, residue_wire
 from capc.he.batch import BatchEngine, default_workers
 from capc.he.errors import HEError
 from capc.he.layout import DiagSpec, batch_layout, single_layout
-from capc.he.mask import draw_mask, hiding_report
+from capc.he.mask import draw_flood, draw_mask, flood_std, hiding_report
 from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, PRECISION_BITS, needed_output_bits)
 from capc.he.plan import LinearStage, Plan, SquareStage
 from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, make_context,
@@ -79,8 +79,11 @@ class ModelEvaluator:
         self.log2_bound = max(0, math.ceil(math.log2(self.logit_bound)))
         header, sections = unframe(public_context, CONTEXT_MAGIC, "public context")
         tags = [t for t, _ in sections]
-        if tags.count(b"P") != 1 or tags.count(b"R") != 1 or any(t not in (b"P", b"R", b"G") for t in tags):
+        if tags.count(b"P") != 1 or tags.count(b"R") != 1 or any(t not in (b"P", b"K", b"R", b"G") for t in tags):
             raise HEError(f"public context has unexpected sections {tags}")
+        if tags.count(b"K") != 1:
+            raise HEError("public context has no public key: this party re-randomises every result it "
+                          "returns and cannot answer without one (is the querying party's capc older?)")
         if header.get("plan") != plan.fingerprint:
             raise HEError("the public context was made for a different model layout (plan fingerprint "
                           "mismatch); the querying party must use this party's public plan")
@@ -98,6 +101,7 @@ class ModelEvaluator:
         try:
             self.ctx = make_context(parms, int(header.get("security_level", 128)))
             self.relin = self._scratch.load(seal.RelinKeys(), data[b"R"], self.ctx)
+            self._rerandomiser = seal.Encryptor(self.ctx, self._scratch.load(seal.PublicKey(), data[b"K"], self.ctx))
             self.galois = (self._scratch.load(seal.GaloisKeys(), data[b"G"], self.ctx)
                            if b"G" in data else None)
         except (RuntimeError, ValueError) as exc:
@@ -430,6 +434,7 @@ class ModelEvaluator:
         res, header = self._run(query)
         c = self.plan.num_classes
         shares = []
+        std = flood_std(f)
         for ct in res:
             re = draw_mask(self.slots, self.hiding_bits, self.log2_bound, f)
             im = draw_mask(self.slots, self.hiding_bits, self.log2_bound, f)
@@ -437,6 +442,8 @@ class ModelEvaluator:
             self.encoder.encode((re + 1j * im).tolist(), ct.parms_id(), ct.scale, pt)
             self.ev.sub_plain_inplace(ct, pt)
             shares.append(re)
+            self._rerandomise(ct, std)
+        self.last_flood_std = std
         if self.packing == "single":
             b = fixedpoint.encode(shares[0][:c], f)
             secret = c
@@ -447,6 +454,23 @@ class ModelEvaluator:
         self.last_hiding = hiding_report(self.hiding_bits, self.logit_bound, f, secret,
                                          2 * self.slots * len(res) - secret)
         return self._result(res, header, masked=True), b
+
+    def _rerandomise(self, ct: seal.Ciphertext, std: float) -> None:
+        """Circuit privacy: flood the evaluation error and replace the ciphertext's randomness.
+
+        The Gaussian flooding noise is encoded on its own (encoded together with the mask it would be
+        rounded away at the mask's magnitude).  The fresh public-key encryption of zero makes c1 a new
+        RLWE sample, so the returned (c0, c1) is determined by the decrypted polynomial and fresh
+        randomness only -- not by the query's randomness, the keys and this party's weights.
+        """
+        noise = draw_flood(2 * self.slots, std)
+        pt = seal.Plaintext()
+        self.encoder.encode((noise[:self.slots] + 1j * noise[self.slots:]).tolist(), ct.parms_id(), ct.scale, pt)
+        self.ev.add_plain_inplace(ct, pt)
+        zero = seal.Ciphertext()
+        self._rerandomiser.encrypt_zero(ct.parms_id(), zero)
+        zero.scale = ct.scale  # an encryption of zero: its scale is a label, not a value
+        self.ev.add_inplace(ct, zero)
 
     @staticmethod
     def peak_memory_mb() -> float:

@@ -81,7 +81,7 @@ class QueryKeys:
             :meth:`close` (or use ``with``) to stop them.
 
     The secret key never leaves the querying party: :meth:`public_context` holds the encryption
-    parameters, the relinearisation keys and only the Galois keys the plan's rotations need; with
+    parameters, the public key (for the APs' re-randomisation), the relinearisation keys and only the Galois keys the plan's rotations need; with
     ``encrypt_workers > 1`` the only copies are in this process's own worker processes, which exit
     with it.
     """
@@ -110,6 +110,12 @@ class QueryKeys:
         steps = list(self._layout.rotation_steps)
         parms_bytes = self._scratch.dump(parms)
         relin = self._scratch.dump(keygen.create_relin_keys())
+        # the answering parties re-randomise every ciphertext they return with a fresh encryption of
+        # zero under this key (circuit privacy); without it the returned c1 is a function of the
+        # AP's weights and of randomness the QP chose
+        pk = seal.PublicKey()
+        keygen.create_public_key(pk)
+        public_key = self._scratch.dump(pk)
         galois = (self._scratch.dump(keygen.create_galois_keys(galois_elements(steps, he.poly_modulus_degree)))
                   if steps else b"")
         self.key_id = secrets.token_hex(16)
@@ -117,9 +123,10 @@ class QueryKeys:
                   "security_level": he.security_level, "coeff_modulus": list(he.coeff_modulus),
                   "poly_modulus_degree": he.poly_modulus_degree, "plan": self.plan.fingerprint,
                   "key_id": self.key_id, "rotation_steps": steps}
-        sections = [(b"P", parms_bytes), (b"R", relin)] + ([(b"G", galois)] if galois else [])
+        sections = ([(b"P", parms_bytes), (b"K", public_key), (b"R", relin)]
+                    + ([(b"G", galois)] if galois else []))
         self._public = frame(CONTEXT_MAGIC, header, sections)
-        self.sizes = {"relin_keys": len(relin), "galois_keys": len(galois), "galois_key_count": len(steps),
+        self.sizes = {"public_key": len(public_key), "relin_keys": len(relin), "galois_keys": len(galois), "galois_key_count": len(steps),
                       "public_context": len(self._public)}
         self._encoder = seal.CKKSEncoder(self._ctx)
         self._encryptor = seal.Encryptor(self._ctx, self._sk)
@@ -134,7 +141,8 @@ class QueryKeys:
         self._pool: ProcessPoolExecutor | None = None
 
     def public_context(self) -> bytes:
-        """Serialized public context (parameters, relin keys, needed Galois keys; no secret key)."""
+        """Serialized public context (parameters, public key, relin keys, needed Galois keys; no
+        secret key)."""
         return self._public
 
     def _check_values(self, x: Any, batch: bool) -> np.ndarray:

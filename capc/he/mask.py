@@ -51,6 +51,37 @@ def draw_mask(count: int, hiding_bits: int, log2_bound: int, frac_bits: int) -> 
     return np.ldexp(k.astype(np.float64), -g)
 
 
+def flood_std(frac_bits: int) -> float:
+    """Standard deviation (per real slot coordinate) of the Gaussian flooding noise added to every
+    returned ciphertext: ``2^-(f+5)``, so that the noise, plus the encoder's rounding, stays far below
+    the share tolerance ``2^-(f+1)`` (more than 13 standard deviations at the default parameters)."""
+    return 2.0 ** -(frac_bits + 5)
+
+
+def draw_flood(count: int, std: float) -> np.ndarray:
+    """``count`` independent N(0, std^2) values from the OS's CSPRNG (Box-Muller on 53-bit uniforms).
+
+    Encoded into a CKKS plaintext, i.i.d. Gaussian slot values become i.i.d. Gaussian coefficients
+    (the canonical embedding of a power-of-two cyclotomic is a scaled orthogonal map), so this floods
+    the evaluation error of the decrypted polynomial coefficient by coefficient.
+    """
+    half = (count + 1) // 2
+    raw = np.frombuffer(os.urandom(16 * half), dtype=np.uint64).reshape(2, half)
+    u1 = ((raw[0] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0 ** -53  # (0, 1]
+    u2 = (raw[1] >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    r = np.sqrt(-2.0 * np.log(u1))
+    g = np.concatenate([r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)])[:count]
+    return std * g
+
+
+def flooding_bits(error_rms: float, std: float, coords: int) -> float:
+    """Statistical hiding, in bits, of an evaluation-error vector of ``coords`` real slot coordinates
+    with root-mean-square ``error_rms`` under i.i.d. Gaussian flooding of standard deviation ``std``:
+    the distance between N(e, std^2 I) and N(0, std^2 I) is at most ``||e||_2 / (2 std)``."""
+    sd = math.sqrt(coords) * error_rms / (2.0 * std)
+    return -math.log2(sd) if sd > 0 else float("inf")
+
+
 def hiding_report(hiding_bits: int, logit_bound: float, frac_bits: int, secret_coords: int,
                   noise_coords: int) -> dict[str, float]:
     """Statistical hiding a masked result achieves.

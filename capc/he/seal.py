@@ -5,7 +5,7 @@ directory (in RAM under ``/dev/shm`` when available).  Every blob capc sends is 
 
     magic (8 bytes) | header length (u32 LE) | JSON header | sections: tag (1 byte) | length (u64 LE) | bytes
 
-Tags: ``P`` encryption parameters, ``R`` relinearisation keys, ``G`` Galois keys, ``C`` ciphertext,
+Tags: ``P`` encryption parameters, ``K`` public key, ``R`` relinearisation keys, ``G`` Galois keys, ``C`` ciphertext,
 ``X`` a plane of ciphertext residues (:mod:`capc.he.residue_wire`).
 No function here can write a secret key: :func:`frame` accepts only those tags.
 """
@@ -29,7 +29,7 @@ from capc.he.errors import HEError
 CONTEXT_MAGIC = b"CAPCHEc1"
 QUERY_MAGIC = b"CAPCHEq1"
 RESULT_MAGIC = b"CAPCHEr1"
-_ALLOWED_TAGS = {b"P", b"R", b"G", b"C", b"X"}
+_ALLOWED_TAGS = {b"P", b"K", b"R", b"G", b"C", b"X"}
 _SEC = {128: seal.SEC_LEVEL_TYPE.TC128, 192: seal.SEC_LEVEL_TYPE.TC192, 256: seal.SEC_LEVEL_TYPE.TC256}
 
 

@@ -66,7 +66,7 @@ def test_public_context_has_no_secret_key(single):
     keys, _ = single
     blob = keys.public_context()
     header, sections = unframe(blob, CONTEXT_MAGIC, "ctx")
-    assert sorted(t for t, _ in sections) == [b"G", b"P", b"R"]
+    assert sorted(t for t, _ in sections) == [b"G", b"K", b"P", b"R"]
     sk = _Scratch().dump(keys._sk)
     # no 32-byte window of the secret key's serialisation appears in the public context
     body = sk[len(sk) // 2:]

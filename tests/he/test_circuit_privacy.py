@@ -1,0 +1,133 @@
+"""Circuit privacy, tested as the querying party's attack on the answering party's weights.
+
+The QP holds the secret key, made every evaluation key and chose the randomness of every query
+ciphertext (it encrypts symmetrically).  Before re-randomisation the AP's mask and bias were added with
+``sub_plain`` / ``add_plain``, which change c0 only, so the c1 of a returned ciphertext was a
+deterministic function of the query, the keys and the weights: the QP re-ran the evaluation on a
+candidate model and compared c1 (one weight changed by 1e-6 no longer matched), and in batch packing
+the c1 of a Dense layer is a known linear image of the query's c1 through the weights, the starting
+point of a lattice recovery of the weights.  Each test below first shows the attack on what the AP
+computes before its output step (``evaluate``, the unmasked result, is exactly the old c1) and then
+that it fails on what the AP returns (``evaluate_masked``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tenseal.sealapi as seal
+
+from capc.he import ModelEvaluator, QueryKeys, choose_params, compile_model
+from capc.he.mask import draw_flood, flooding_bits
+from capc.he.seal import RESULT_MAGIC, _Scratch, unframe
+
+
+def _c1(keys: QueryKeys, blob: bytes) -> list[np.ndarray]:
+    """The QP's view: the c1 polynomial (RNS residues) of every ciphertext of a result."""
+    from capc.he import raw
+
+    _, sections = unframe(blob, RESULT_MAGIC, "result")
+    out, scratch = [], _Scratch()
+    for _, data in sections:
+        ct = seal.Ciphertext()
+        scratch.load(ct, bytes(data), keys._ctx)
+        out.append(np.array(raw.residues(ct)[1], copy=True))
+    return out
+
+
+def _perturbed(model, delta: float = 1e-6):
+    """The same Keras model with one weight of the last Dense layer moved by ``delta``."""
+    import keras
+
+    other = keras.models.clone_model(model)
+    other.set_weights(model.get_weights())
+    w = other.layers[-1].kernel.numpy()
+    w[0, 0] += delta
+    other.layers[-1].kernel.assign(w)
+    return other
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Fraction of equal residues (about 2^-40 for independent uniform polynomials)."""
+    return float(np.mean(np.concatenate([(x == y).ravel() for x, y in zip(a, b)])))
+
+
+@pytest.fixture(scope="module", params=["single", "batch"])
+def setup(request, model):
+    plan = compile_model(model)
+    keys = QueryKeys(plan.public_plan, choose_params(plan.public_plan, packing=request.param),
+                     packing=request.param)
+    ev = ModelEvaluator(plan, keys.public_context(), workers=1)
+    x = np.random.default_rng(11).uniform(0, 1, (1, 8, 8, 1) if request.param == "batch" else (8, 8, 1))
+    yield request.param, model, plan, keys, ev, keys.encrypt(x)
+    ev.close()
+
+
+def test_same_query_twice_gives_unrelated_c1(setup):
+    _, _, _, keys, ev, q = setup
+    # the attack's premise on the old output: evaluating one query twice repeats c1 exactly
+    assert _same(_c1(keys, ev.evaluate(q)), _c1(keys, ev.evaluate(q)))
+    first, _ = ev.evaluate_masked(q, 3)
+    second, _ = ev.evaluate_masked(q, 3)
+    c1a, c1b = _c1(keys, first), _c1(keys, second)
+    assert _agreement(c1a, c1b) < 1e-3
+    assert _agreement(c1a, _c1(keys, ev.evaluate(q))) < 1e-3
+
+
+def test_candidate_model_is_not_recognised(setup):
+    packing, model, plan, keys, ev, q = setup
+    candidates = {"true": plan, "one weight +1e-6": compile_model(_perturbed(model))}
+    views = {}
+    for name, cand in candidates.items():
+        with ModelEvaluator(cand, keys.public_context(), workers=1) as mine:
+            views[name] = _c1(keys, mine.evaluate(q))
+    # the attack works on the old output: the true model matches, the perturbed one does not
+    old = _c1(keys, ev.evaluate(q))
+    assert _same(views["true"], old) and not _same(views["one weight +1e-6"], old)
+    # ... and fails on what the AP returns: no candidate matches, not even the true one
+    returned = _c1(keys, ev.evaluate_masked(q, 3)[0])
+    for name, view in views.items():
+        assert _agreement(view, returned) < 1e-3, name
+
+
+def test_batch_dense_layer_c1_is_fresh_uniform(model):
+    """Batch packing of a bare Dense layer, the case of the lattice recovery: with one input feature
+    per ciphertext the old c1 of output k is Rescale(sum_i W_ki c1_i), a fixed function of the
+    integer weights W and of the query's c1, which the QP chose.  The returned c1 must carry no such
+    function: it matches no re-evaluation and its residues are spread like fresh uniform ones."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    plan = compile_model(dense)
+    keys = QueryKeys(plan.public_plan, choose_params(plan.public_plan, packing="batch"), packing="batch")
+    with ModelEvaluator(plan, keys.public_context(), workers=1) as ev:
+        x = np.random.default_rng(1).uniform(0, 1, (3, 4))
+        q = keys.encrypt(x)
+        old = _c1(keys, ev.evaluate(q))
+        new = _c1(keys, ev.evaluate_masked(q, 3)[0])
+        # the same output polynomial's c1 must be a fixed function of the weights on the old path:
+        # two independent evaluations with a different AP instance give identical c1 ...
+        with ModelEvaluator(plan, keys.public_context(), workers=1) as again:
+            assert _same(old, _c1(keys, again.evaluate(q)))
+        # ... while the returned c1 is spread uniformly: its residues mod the first prime look
+        # like independent uniform draws (mean close to p/2, no agreement with the old c1)
+        p = int(keys._ctx.first_context_data().parms().coeff_modulus()[0].value())
+        for o, n in zip(old, new):
+            assert np.mean(o[0] == n[0]) < 1e-3
+            mean = float(np.mean(n[0].astype(np.float64))) / p
+            assert abs(mean - 0.5) < 0.02
+
+
+def test_flooding_noise_is_gaussian_and_from_the_csprng():
+    g = draw_flood(200_001, 0.5)
+    assert g.shape == (200_001,)
+    assert abs(g.mean()) < 0.01 and abs(g.std() - 0.5) < 0.01
+    assert not np.array_equal(g[:1000], draw_flood(1000, 0.5))
+    # 4-sigma tail mass of a Gaussian: 6.3e-5
+    assert np.mean(np.abs(g) > 2.0) < 2e-4
+    assert flooding_bits(2.0 ** -21, 2.0 ** -8, 2 * 8192) == pytest.approx(-np.log2(2.0 ** 7 * 2.0 ** -21 / 2.0 ** -7))
