@@ -74,6 +74,9 @@ def cmd_party(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the logs
     cfg = load_run_config(args.run)
     name = _resolve_name(cfg, args.role, args.name)
+    # only this party's own model is in its run file (another party's model path is none of its business)
+    if args.role == "ap" and not cfg.party(name).model:
+        raise ConfigError(f"{args.run}: party {name}: an answering party needs its own 'model'")
     cfg = _override_listen(cfg, name, args.listen)
     log = party_logger(name)
     # SIGTERM (the launcher's second stop signal, or a user's kill) unwinds like Ctrl-C, so that the

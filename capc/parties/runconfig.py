@@ -154,9 +154,6 @@ def run_config_from_dict(d: Mapping[str, Any], where: str = "run file") -> RunCo
         raise ConfigError(f"{where}: key 'parties': a run needs exactly one privacy guardian 'pg'")
     if roles.count("qp") < 1 or roles.count("ap") < 1:
         raise ConfigError(f"{where}: key 'parties': a run needs at least one qp-<i> and one ap-<i>")
-    for p in parties:
-        if p.role == "ap" and not p.model:
-            raise ConfigError(f"{where}: party {p.name}: an answering party needs its own 'model'")
 
     proto_raw = d.get("protocol", {})
     if not isinstance(proto_raw, Mapping):

@@ -37,7 +37,6 @@ def test_valid_file_roundtrips(tmp_path: Path) -> None:
     (dict(parties=[]), "'parties'"),
     (dict(parties=[{"name": "qp-0"}, {"name": "ap-1", "model": "m"}]), "exactly one privacy guardian"),
     (dict(parties=[{"name": "pg"}, {"name": "ap-1", "model": "m"}]), "at least one qp"),
-    (dict(parties=[{"name": "qp-0"}, {"name": "ap-1"}, {"name": "pg"}]), "needs its own 'model'"),
     (dict(parties=[{"name": "qp-0"}, {"name": "ap-1", "model": "m", "port": 70000}, {"name": "pg"}]), "'port'"),
     (dict(parties=[{"name": "qp-0"}, {"name": "boss", "model": "m"}, {"name": "pg"}]), "'name'"),
     (dict(parties=[{"name": "qp-0"}, {"name": "ap-1", "model": "m", "colour": 1}, {"name": "pg"}]), "unknown key 'colour'"),
@@ -57,6 +56,18 @@ def test_bad_run_files_name_the_key(changes, words) -> None:
     with pytest.raises(ConfigError, match="RUN.json") as err:
         run_config_from_dict(good(**changes), where="RUN.json")
     assert words in str(err.value)
+
+
+def test_an_answering_party_needs_its_own_model_but_not_the_others(tmp_path: Path) -> None:
+    import argparse
+
+    from capc.parties.main import cmd_party
+
+    cfg = run_config_from_dict(good(parties=[{"name": "qp-0"}, {"name": "ap-1"}, {"name": "ap-2", "model": "m"},
+                                             {"name": "pg"}]))
+    path = save_run_config(cfg, tmp_path / "RUN.json")
+    with pytest.raises(ConfigError, match="ap-1: an answering party needs its own 'model'"):
+        cmd_party(argparse.Namespace(role="ap", name="ap-1", run=str(path), listen=None))
 
 
 def test_yaml_run_files(tmp_path: Path) -> None:
