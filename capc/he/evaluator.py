@@ -24,7 +24,7 @@ from capc.he import raw, residue_wire
 from capc.he.batch import BatchEngine, default_workers
 from capc.he.errors import HEError
 from capc.he.layout import DiagSpec, batch_layout, single_layout
-from capc.he.mask import draw_flood, draw_mask, flood_std, hiding_report
+from capc.he.mask import draw_flood, draw_mask, flood_std, grid_smoothing_bits, hiding_report
 from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, PRECISION_BITS, needed_output_bits)
 from capc.he.plan import LinearStage, Plan, SquareStage
 from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, make_context,
@@ -453,6 +453,9 @@ class ModelEvaluator:
             secret = c * self.slots
         self.last_hiding = hiding_report(self.hiding_bits, self.logit_bound, f, secret,
                                          2 * self.slots * len(res) - secret)
+        self.last_hiding["flood_std"] = std
+        self.last_hiding["grid_smoothing_bits"] = grid_smoothing_bits(std, self.hiding_bits, self.log2_bound,
+                                                                      2 * self.slots * len(res))
         return self._result(res, header, masked=True), b
 
     def _rerandomise(self, ct: seal.Ciphertext, std: float) -> None:

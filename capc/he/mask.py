@@ -53,9 +53,11 @@ def draw_mask(count: int, hiding_bits: int, log2_bound: int, frac_bits: int) -> 
 
 def flood_std(frac_bits: int) -> float:
     """Standard deviation (per real slot coordinate) of the Gaussian flooding noise added to every
-    returned ciphertext: ``2^-(f+5)``, so that the noise, plus the encoder's rounding, stays far below
-    the share tolerance ``2^-(f+1)`` (more than 13 standard deviations at the default parameters)."""
-    return 2.0 ** -(frac_bits + 5)
+    returned ciphertext: ``2^-(f+4)``, one eighth of the share tolerance ``2^-(f+1)`` (with the
+    encoder's rounding, a share is off by more than one with probability below 1e-7 per logit even at
+    the precision limit), and never finer than the mask grid, which it smooths (:func:`grid_smoothing_bits`):
+    ``s + ceil(log2 B) + f <= 48`` gives ``G >= f + 4``."""
+    return 2.0 ** -(frac_bits + 4)
 
 
 def draw_flood(count: int, std: float) -> np.ndarray:
@@ -80,6 +82,20 @@ def flooding_bits(error_rms: float, std: float, coords: int) -> float:
     the distance between N(e, std^2 I) and N(0, std^2 I) is at most ``||e||_2 / (2 std)``."""
     sd = math.sqrt(coords) * error_rms / (2.0 * std)
     return -math.log2(sd) if sd > 0 else float("inf")
+
+
+def grid_smoothing_bits(std: float, hiding_bits: int, log2_bound: int, coords: int) -> float:
+    """How well the flooding noise hides the mask's grid, in bits.
+
+    The mask lies on the grid ``2^-G``; a querying party that decrypts exactly (it holds the secret
+    key) could read ``z mod 2^-G`` in every coordinate if nothing else were added.  Gaussian noise of
+    standard deviation ``std`` makes each coordinate modulo the grid within
+    ``2 exp(-2 pi^2 std^2 / 2^-2G)`` of uniform (the first Fourier coefficient of the wrapped
+    Gaussian dominates); the union over ``coords`` coordinates gives the bound reported here.
+    """
+    g = 2.0 ** -grid_bits(hiding_bits, log2_bound)
+    log2_per = 1.0 - 2.0 * math.pi ** 2 * (std / g) ** 2 / math.log(2.0)
+    return -(log2_per + math.log2(coords))
 
 
 def hiding_report(hiding_bits: int, logit_bound: float, frac_bits: int, secret_coords: int,
