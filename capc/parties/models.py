@@ -35,6 +35,25 @@ def he_setup(public_plan: Any, cfg: RunConfig) -> Any:
                          logit_bound=p.logit_bound, frac_bits=p.frac_bits)
 
 
+def preflight(cfg: RunConfig) -> list[Any]:
+    """Check, before any party process starts, what each answering party would refuse minutes later:
+    its model file compiles to an HE plan with the run's number of classes, and the run's CKKS
+    parameters serve that plan with the requested mask and packing.  Returns the validated
+    :class:`~capc.he.params.HESetup` per distinct model; raises :class:`~capc.errors.CapcError`
+    naming the party and what is wrong."""
+    setups, seen = [], {}
+    for ap in cfg.answering_parties:
+        if ap.model is None or ap.model in seen:
+            continue
+        try:
+            plan = load_plan(ap.model, cfg)
+            seen[ap.model] = he_setup(plan.public_plan, cfg)
+        except CapcError as exc:
+            raise type(exc)(f"{ap.name}: {exc}") from None
+        setups.append(seen[ap.model])
+    return setups
+
+
 class KeyRing:
     """The querying party's CKKS keys: one key set per distinct model layout among the APs (APs
     with the same architecture share one), each holding only the Galois keys that layout needs."""

@@ -124,6 +124,10 @@ def run_protocol(config: Any, launcher: Any) -> Any:
     from capc.parties.queries import load_queries
 
     load_queries(cfg)  # validates the query ids before any process starts
+    from capc.parties.models import preflight
+
+    launcher.say("checking every answering party's model against the CKKS parameters")
+    preflight(cfg)  # a bad parameter file or class count is refused now, not after every party started
     make_run_pki(run_dir / "pki", [p.name for p in cfg.parties], hosts=(config.host, "localhost"))
     run_file = save_run_config(cfg, run_dir / "RUN.json")
     qp = cfg.by_role("qp")[0].name

@@ -55,3 +55,18 @@ def test_bad_flags_fail_before_anything_starts(tmp_path):
     assert not (tmp_path / "r").exists()
     out = run(["--dp_noise_scale", "0", "--run_dir", str(tmp_path / "r2")])
     assert out.returncode == 2 and "--budget_eps inf" in out.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--encryption_params", str(ROOT / "config" / "10.json")], "ap-1: "),
+    (["--num_classes", "5"], "5 classes"),
+])
+def test_unusable_parameters_are_refused_before_any_party_starts(tmp_path, args, words):
+    """Regression: these were refused by the first AP after every party had started (12-29 s)."""
+    d = tmp_path / "r"
+    out = run(["--n_parties", "2", "--n_queries", "1", "--run_dir", str(d), *args])
+    assert out.returncode == 1, out.stdout[-2000:]
+    assert words in out.stderr, out.stderr[-2000:]
+    # no party process was started: no run file, no certificates, no party log
+    assert not (d / "RUN.json").exists() and not (d / "pki").exists()
+    assert not any((d / "logs").glob("ap-*.log")) if (d / "logs").exists() else True
