@@ -136,6 +136,7 @@ setup(
             "pytest-timeout>=2.2",
             "hypothesis>=6.80",
             "dp-accounting>=0.4",
+            "sympy>=1.12",  # lattice reduction in the circuit-privacy attack test
         ],
     },
     # The engine is part of every complete source tree; the guard only lets a partial checkout install.

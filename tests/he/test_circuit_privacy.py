@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import tenseal.sealapi as seal
 
-from capc.he import ModelEvaluator, QueryKeys, choose_params, compile_model
+from capc.he import HEError, ModelEvaluator, QueryKeys, choose_params, compile_model, raw
 from capc.he.mask import draw_flood, flooding_bits
-from capc.he.seal import RESULT_MAGIC, _Scratch, unframe
+from capc.he.seal import CONTEXT_MAGIC, RESULT_MAGIC, _Scratch, frame, unframe
 
 
 def _c1(keys: QueryKeys, blob: bytes) -> list[np.ndarray]:
@@ -121,6 +121,90 @@ def test_batch_dense_layer_c1_is_fresh_uniform(model):
             assert np.mean(o[0] == n[0]) < 1e-3
             mean = float(np.mean(n[0].astype(np.float64))) / p
             assert abs(mean - 0.5) < 0.02
+
+
+def test_context_without_public_key_is_refused(setup):
+    _, _, plan, keys, _, _ = setup
+    header, sections = unframe(keys.public_context(), CONTEXT_MAGIC, "ctx")
+    stripped = frame(CONTEXT_MAGIC, header, [(t, bytes(v)) for t, v in sections if t != b"K"])
+    with pytest.raises(HEError, match="no public key"):
+        ModelEvaluator(plan, stripped)
+
+
+def _coefficients(keys: QueryKeys, ct: seal.Ciphertext) -> np.ndarray:
+    """c1 of ``ct`` in coefficient form ([L, N] residues)."""
+    out = seal.Ciphertext()
+    seal.Evaluator(keys._ctx).transform_from_ntt(ct, out)
+    return raw.residues(out)[1].copy()
+
+
+def _recover_dense_weights(a: list[np.ndarray], c1_out: np.ndarray, q0: int, q_last: int,
+                           equations: int = 10) -> list[int] | None:
+    """The QP's weight recovery for a batch-packed Dense layer ``y = sum_j w_j x_j`` (one output).
+
+    Multiplying a ciphertext by the encoded weight ``w_j`` multiplies its c1 by ``w_j`` modulo every
+    prime, so before the rescale ``c1_pre = sum_j w_j c1_j``; the rescale divides by ``q_last`` and
+    rounds, so per coefficient ``k``: ``sum_j w_j a_jk - q_last c1_out,k = d_k (mod q0)`` with
+    ``|d_k| <= q_last / 2``.  The unknown integers ``w_j`` (about ``q_last`` times the weight) and the
+    small ``d_k`` form a short vector of a lattice spanned by these relations; LLL finds it (Kannan
+    embedding, the last column marks the target row).  Returns the ``w_j`` or None.
+    """
+    from sympy import ZZ
+    from sympy.polys.matrices import DomainMatrix
+
+    n = len(a)
+    d = n + equations + 1
+    rows = [[int(i == j) for i in range(n)] + [int(a[j][0, k]) for k in range(equations)] + [0]
+            for j in range(n)]
+    rows += [[0] * n + [q0 * int(i == k) for i in range(equations)] + [0] for k in range(equations)]
+    rows.append([0] * n + [(-q_last * int(c1_out[0, k])) % q0 for k in range(equations)] + [q_last // 2])
+    basis = DomainMatrix([[ZZ(v) for v in r] for r in rows], (d, d), ZZ).lll().to_Matrix()
+    for r in range(d):
+        if abs(basis[r, d - 1]) == q_last // 2:
+            sign = 1 if basis[r, d - 1] > 0 else -1
+            return [int(basis[r, j]) * sign for j in range(n)]
+    return None
+
+
+def test_weights_of_a_batch_dense_layer_are_not_recoverable_from_c1():
+    """Attack: for a batch-packed Dense layer (2 inputs, 1 output) the QP takes the c1 of its own
+    query ciphertexts and of the AP's result and solves the linear relation between them for the
+    weights (:func:`_recover_dense_weights`).  On the old output (the unmasked evaluation, whose c1 the old masked result shared) it
+    recovers both weights to 1e-6; on the returned ciphertext, where c1 carries a fresh
+    ``u * pk1 + e2``, the lattice has no such short vector and the recovery fails."""
+    pytest.importorskip("sympy")
+    import keras
+
+    from capc.he import residue_wire
+    from capc.he.seal import QUERY_MAGIC
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    weights = model.layers[0].get_weights()[0][:, 0].astype(np.float64)
+    plan = compile_model(model)
+    keys = QueryKeys(plan.public_plan, choose_params(plan.public_plan, packing="batch"), packing="batch")
+    query = keys.encrypt(np.random.default_rng(0).uniform(0, 1, (4, 2)))
+    # the QP's own knowledge: its query ciphertexts' c1
+    header, sections = unframe(query, QUERY_MAGIC, "query")
+    primes = [m.value() for m in keys._ctx.first_context_data().parms().coeff_modulus()]
+    assert header.get("encoding") == residue_wire.ENCODING
+    x = residue_wire.unpack(sections, primes, 2, keys.slots * 2)
+    a = [_coefficients(keys, raw.new_ciphertext(keys._ctx, keys._ctx.first_parms_id(), x[j],
+                                                keys.setup.he_params.scale)) for j in range(2)]
+
+    def result_c1(blob: bytes) -> np.ndarray:
+        _, secs = unframe(blob, RESULT_MAGIC, "result")
+        return _coefficients(keys, keys._scratch.load(seal.Ciphertext(), bytes(secs[0][1]), keys._ctx))
+
+    with ModelEvaluator(plan, keys.public_context(), workers=1) as ev:
+        w_scale = ev._single[0]["w_scale"]  # public: q * Delta / Delta, from the public parameters
+        old = result_c1(ev.evaluate(query))  # c1 as the old masked result had it (masks touch c0 only)
+        new = result_c1(ev.evaluate_masked(query, 3)[0])
+    recovered = _recover_dense_weights(a, old, primes[0], primes[-1])
+    assert recovered is not None
+    np.testing.assert_allclose(np.array(recovered) / w_scale, weights, atol=1e-6)
+    again = _recover_dense_weights(a, new, primes[0], primes[-1])
+    assert again is None or not np.allclose(np.array(again) / w_scale, weights, atol=1e-3)
 
 
 def test_flooding_noise_is_gaussian_and_from_the_csprng():
