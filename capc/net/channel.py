@@ -28,8 +28,8 @@ from typing import TypeVar
 from capc.net.deadline import Deadline
 from capc.net.errors import (ChannelClosed, ChannelTimeout, ConnectError, NetError, PeerAuthError,
                              PeerError, ProtocolError)
-from capc.net.framing import PROTOCOL_VERSION, pack_header, read_frame
-from capc.net.messages import (ErrorReply, Hello, HelloAck, Message, decode_message,
+from capc.net.framing import PROTOCOL_VERSION, MessageType, UnexpectedFrame, pack_header, read_frame
+from capc.net.messages import (MESSAGE_CLASSES, ErrorReply, Hello, HelloAck, Message, decode_message,
                                encode_message, validate_run_id)
 from capc.net.names import role_of
 from capc.net.tls import PartyTLS, check_peer, describe_tls_error
@@ -212,13 +212,16 @@ class Channel:
         Raises:
             ChannelTimeout: nothing complete arrived within ``timeout`` seconds.
             PeerError: the peer sent an ``ErrorReply`` (unless ``ErrorReply`` is expected).
-            ProtocolError: a malformed frame or payload (the peer is sent an ``ErrorReply`` and the
-                channel is closed) or a well-formed message of an unexpected type.
+            ProtocolError: a malformed frame or payload, or a frame of an unexpected type (refused
+                from its header, before its payload is read); the peer is sent an ``ErrorReply`` and
+                the channel is closed.
             ChannelClosed: the peer closed the connection.
         """
         kinds: tuple[type[Message], ...] = (
             () if expected is None else (expected,) if isinstance(expected, type) else tuple(expected))
         want = " or ".join(k.__name__ for k in kinds) or "any message"
+        # An ErrorReply (small) is always acceptable: it is how a peer tells us why it gives up.
+        wire_types = frozenset({k.TYPE for k in kinds} | {MessageType.ERROR_REPLY}) if kinds else None
         deadline = Deadline(self.default_timeout if timeout is None else timeout)
         self._check_usable()
         self._flush_raw(deadline)
@@ -230,8 +233,14 @@ class Channel:
             return n
 
         try:
-            header, payload = read_frame(recv_into)
+            header, payload = read_frame(recv_into, wire_types)
             msg = decode_message(header.type, payload)
+        except UnexpectedFrame as e:
+            # the unread payload leaves the stream unusable: refuse and close, as for a bad frame
+            e = ProtocolError(f"expected {want}, got {MESSAGE_CLASSES[e.got].__name__} (a frame announcing "
+                              f"{e.length} payload bytes, refused from its header without reading it)")
+            self._protocol_failure(e)
+            raise ProtocolError(f"from {self.peer}: {e}") from None
         except ProtocolError as e:
             self._protocol_failure(e)
             raise ProtocolError(f"from {self.peer}: {e}") from None

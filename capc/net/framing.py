@@ -10,13 +10,16 @@ Wire format (all integers big-endian), 18 bytes of header then the payload::
 
 Each message type has a payload size limit (small for control messages, large for HE contexts and
 ciphertexts) and no frame may exceed :data:`GLOBAL_MAX_PAYLOAD`. The header is fully checked before
-the payload buffer is allocated, so a peer cannot make us allocate a size it merely claims.
+the payload buffer is allocated, so a peer cannot make us allocate a size it merely claims. A receiver
+names the types it expects: a frame of any other type is refused from its header alone, so that an
+authenticated peer cannot make us buffer a large payload of a type we would throw away anyway (only
+the expected types' limits apply).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -119,11 +122,28 @@ def pack_header(mtype: MessageType | int, length: int, flags: int = 0) -> bytes:
     return HEADER.pack(MAGIC, PROTOCOL_VERSION, int(mt), flags, length)
 
 
-def unpack_header(data: bytes | bytearray | memoryview) -> FrameHeader:
+class UnexpectedFrame(ProtocolError):
+    """A frame header announced a message type the receiver does not expect at this point; its
+    payload was not read. ``got`` is the announced type, ``length`` its announced payload size."""
+
+    def __init__(self, message: str, got: MessageType, length: int) -> None:
+        super().__init__(message)
+        self.got = got
+        self.length = length
+
+
+def describe_types(types: Collection[MessageType]) -> str:
+    """``"A or B"`` for a set of message types, in wire-code order."""
+    return " or ".join(t.name for t in sorted(types)) or "no message"
+
+
+def unpack_header(data: bytes | bytearray | memoryview,
+                  expected: Collection[MessageType] | None = None) -> FrameHeader:
     """Parse and validate an 18-byte frame header.
 
-    Checks, in order: magic, protocol version, message type, flags, payload size limits. Raises
-    :class:`ProtocolError` naming the first thing that is wrong.
+    Checks, in order: magic, protocol version, message type (known, and one of ``expected`` unless
+    that is None), flags, payload size limit of that type. Raises :class:`ProtocolError` naming the
+    first thing that is wrong.
     """
     if len(data) != HEADER_SIZE:
         raise ProtocolError(f"truncated frame header: {len(data)} of {HEADER_SIZE} bytes")
@@ -138,6 +158,9 @@ def unpack_header(data: bytes | bytearray | memoryview) -> FrameHeader:
         mtype = MessageType(code)
     except ValueError:
         raise ProtocolError(f"unknown message type code {code}") from None
+    if expected is not None and mtype not in expected:
+        raise UnexpectedFrame(f"unexpected message: expected {describe_types(expected)}, got {mtype.name} "
+                              f"(announcing a {length}-byte payload, refused unread)", mtype, length)
     if flags != 0:
         raise ProtocolError(f"unsupported frame flags 0x{flags:04x} on {mtype.name} (must be 0)")
     check_payload_size(mtype, length)
@@ -150,12 +173,17 @@ def encode_frame(mtype: MessageType | int, payload: bytes | bytearray | memoryvi
     return pack_header(mtype, len(payload), flags) + bytes(payload)
 
 
-def read_frame(recv_into: Callable[[memoryview], int]) -> tuple[FrameHeader, bytearray]:
+def read_frame(recv_into: Callable[[memoryview], int],
+               expected: Collection[MessageType] | None = None) -> tuple[FrameHeader, bytearray]:
     """Read one frame through ``recv_into`` (socket-like: fills a buffer, returns 0 at end of stream).
+
+    ``expected`` is the set of message types the caller can accept here (None: any type). A frame of
+    another type is refused with a :class:`ProtocolError` naming expected and received types before
+    a single payload byte is read or allocated.
 
     Raises :class:`ChannelClosed` if the stream ends before the first header byte (a clean close at a
     frame boundary) and :class:`ProtocolError` if it ends inside a frame or the header is invalid.
-    The payload buffer is allocated only after the header passed its size checks.
+    The payload buffer is allocated only after the header passed its type and size checks.
     """
     head = bytearray(HEADER_SIZE)
     got = _fill(recv_into, memoryview(head))
@@ -163,7 +191,7 @@ def read_frame(recv_into: Callable[[memoryview], int]) -> tuple[FrameHeader, byt
         raise ChannelClosed("peer closed the connection")
     if got < HEADER_SIZE:
         raise ProtocolError(f"truncated frame: stream ended after {got} of {HEADER_SIZE} header bytes")
-    header = unpack_header(head)
+    header = unpack_header(head, expected)
     payload = bytearray(header.length)
     got = _fill(recv_into, memoryview(payload))
     if got < header.length:

@@ -61,8 +61,14 @@ def test_unexpected_type_and_error_reply() -> None:
     qp, ap = channel_pair("qp-0", "ap-1")
     with qp, ap:
         ap.send(Shutdown("bye"))
-        with pytest.raises(ProtocolError, match="expected QueryResult from ap-1, got Shutdown"):
+        with pytest.raises(ProtocolError, match="from ap-1: expected QueryResult, got Shutdown"):
             qp.recv(QueryResult, timeout=5)
+        # the frame was refused unread, so the channel is closed and the sender told why
+        assert qp.closed
+        reply = ap.recv(ErrorReply, timeout=5)
+        assert reply.code == "protocol_error" and "got Shutdown" in reply.message
+    qp, ap = channel_pair("qp-0", "ap-1")
+    with qp, ap:
         ap.send(ErrorReply("budget_exhausted", "no budget left"))
         with pytest.raises(PeerError, match="ap-1 reported error 'budget_exhausted': no budget left"):
             qp.recv(QueryResult, timeout=5)

@@ -174,7 +174,9 @@ def test_malformed_frames_over_tls_server_stays_up(creds, in_thread) -> None:
         (b"\x16\x03\x01 not capc at all.", "bad frame magic"),
         (struct.pack(">4sHHHQ", MAGIC, 7, int(MessageType.SHUTDOWN), 0, 0), "wrong protocol version 7"),
         (struct.pack(">4sHHHQ", MAGIC, 1, 300, 0, 0), "unknown message type code 300"),
-        (struct.pack(">4sHHHQ", MAGIC, 1, int(MessageType.STEP_DONE), 0, 1 << 33), "oversize frame"),
+        (struct.pack(">4sHHHQ", MAGIC, 1, int(MessageType.SHUTDOWN), 0, 1 << 33), "oversize frame"),
+        (struct.pack(">4sHHHQ", MAGIC, 1, int(MessageType.BATCH_QUERY_REQUEST), 0, 1 << 30),
+         "expected Shutdown, got BatchQueryRequest"),
     ]
     with _listener(creds) as lst:
         def server():
