@@ -32,6 +32,7 @@ import struct
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, ClassVar
 
 import numpy as np
@@ -628,22 +629,38 @@ class NoisyArgmaxBatchRequest(Message):
                    n_answering=r.uint64_vector("n_answering", f["n_answering"], n), num_classes=f["num_classes"])
 
 
+class ErrorCode(str, Enum):
+    """Typed refusal codes of ``ErrorReply.code`` and ``BudgetReserved.code``: a party acts on the
+    code, never on the wording of a message."""
+
+    REFUSED = "refused"  # this request is refused (bad or late input); later ones may succeed
+    BUDGET_EXHAUSTED = "budget_exhausted"  # the QP's privacy budget cannot pay for this query: stop asking
+    REPLAYED = "replayed"  # this query id was used before; other ids are unaffected
+    PROTOCOL_ERROR = "protocol_error"  # a malformed or unexpected frame; the channel is closed
+
+
 @dataclass(frozen=True)
 class BudgetReserved(Message):
     """Step 3 with batch packing, PG -> QP: the first ``reserved`` queries of the batch that starts
     with ``batch_id`` are charged to the ledger and their circuits follow; the others were refused
-    for ``reason`` (empty when all were reserved)."""
+    for ``reason`` with the :class:`ErrorCode` value ``code`` (both empty when all were reserved)."""
 
     TYPE: ClassVar[MessageType] = MessageType.BUDGET_RESERVED
-    _F: ClassVar[tuple[str, ...]] = ("batch_id", "reserved", "reason")
+    _F: ClassVar[tuple[str, ...]] = ("batch_id", "reserved", "reason", "code")
     batch_id: int
     reserved: int
     reason: str = ""
+    code: str = ""
 
     def __post_init__(self) -> None:
         _check_int("BudgetReserved", "batch_id", self.batch_id, 0, MAX_QUERY_ID)
         _check_int("BudgetReserved", "reserved", self.reserved, 0, MAX_BATCH)
         _check_text("BudgetReserved", "reason", self.reason)
+        if self.code not in {"", *(c.value for c in ErrorCode)}:
+            raise SchemaError(f"BudgetReserved: code {self.code!r} is not one of "
+                              f"{', '.join(c.value for c in ErrorCode)} (or empty)")
+        if bool(self.code) != bool(self.reason):
+            raise SchemaError("BudgetReserved: a refusal needs both a code and a reason (or neither)")
 
     def _encode_fields(self, w: _Writer) -> dict[str, Any]:
         return _json_fields(self, self._F)

@@ -126,6 +126,7 @@ def run_server_party(ctx: PartyContext, role: str) -> None:
 
 def run_querying_party(ctx: PartyContext) -> None:
     """Ask every query of the run, record the labels, write ``results-<qp>.json`` and report done."""
+    from capc.net.messages import ErrorCode
     from capc.parties.querying_party import QueryingParty
     from capc.parties.queries import load_queries
 
@@ -148,7 +149,8 @@ def run_querying_party(ctx: PartyContext) -> None:
                 outcomes.append(out)
                 ctx.report("progress", event="query", index=len(outcomes), total=len(items),
                            query=out.query_id, answered=out.answered, error=out.error[:300])
-            if any("budget_exhausted" in o.error for o in done):
+            # typed, not textual: a replayed or refused query leaves the rest of the run unaffected
+            if any(o.code == ErrorCode.BUDGET_EXHAUSTED.value for o in done):
                 ctx.log.warning("privacy budget exhausted: no further queries are asked")
                 break
             if not any(link.alive for link in qp.aps):

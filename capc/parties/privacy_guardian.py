@@ -30,6 +30,18 @@ from capc.parties import transport
 FAULT_EXIT_AFTER_QUERY = "CAPC_FAULT_PG_EXIT_AFTER_QUERY"
 
 
+def refusal_code(exc: Exception) -> Any:
+    """The :class:`~capc.net.messages.ErrorCode` telling the QP why the ledger refused a query."""
+    from capc.net.messages import ErrorCode
+    from capc.privacy.errors import BudgetExceeded, ReplayedQuery
+
+    if isinstance(exc, BudgetExceeded):
+        return ErrorCode.BUDGET_EXHAUSTED
+    if isinstance(exc, ReplayedQuery):
+        return ErrorCode.REPLAYED
+    return ErrorCode.REFUSED
+
+
 class PrivacyGuardian:
     """One PG process serving the answering parties and the querying parties of a run."""
 
@@ -121,24 +133,24 @@ class PrivacyGuardian:
         queries as the budget allows in one ledger transaction, tell the QP how many, run the circuit
         for each of them, and settle them in one transaction."""
         from capc.gc import GcSession
-        from capc.net.messages import BudgetReserved
+        from capc.net.messages import BudgetReserved, ErrorCode
 
         ids = [int(q) for q in msg.query_ids]
         Ms: list[np.ndarray] = []
-        reason = ""
+        reason, code = "", ""
         for qid, n in zip(ids, msg.n_answering):
             try:
                 Ms.append(self.step_2_aggregate(qp, qid, int(n)))
             except CapcError as exc:  # this query and the ones after it are refused
-                reason = str(exc)
+                reason, code = str(exc), ErrorCode.REFUSED.value
                 break
         res = self.ledger.reserve_many(qp, [str(q) for q in ids[:len(Ms)]], self.params.worst_case_events())
         if res.refusal is not None:
-            reason = str(res.refusal)
+            reason, code = str(res.refusal), refusal_code(res.refusal).value
         if reason:
             self.ctx.log.warning("%s's batch from query %d: %d of %d queries reserved; the rest refused: %s", qp,
                                  ids[0], res.count, len(ids), reason)
-        chan.send(BudgetReserved(batch_id=ids[0], reserved=res.count, reason=reason[:4000]))
+        chan.send(BudgetReserved(batch_id=ids[0], reserved=res.count, reason=reason[:4000], code=code))
         if res.count == 0:
             return
         if session_box[0] is None:
@@ -161,8 +173,8 @@ class PrivacyGuardian:
 
     def _serve_qp(self, chan: Any, qp: str) -> None:
         from capc.gc import GcSession
-        from capc.net.messages import (ErrorReply, GcStart, NoisyArgmaxBatchRequest, NoisyArgmaxRequest, Shutdown,
-                                       StepDone)
+        from capc.net.messages import (ErrorCode, ErrorReply, GcStart, NoisyArgmaxBatchRequest, NoisyArgmaxRequest,
+                                       Shutdown, StepDone)
         from capc.privacy.errors import BudgetExceeded, ReplayedQuery
 
         log = self.ctx.log
@@ -173,7 +185,8 @@ class PrivacyGuardian:
                 if isinstance(msg, Shutdown):
                     return
                 if msg.qp_id != qp:
-                    chan.send(ErrorReply(code="refused", message=f"{qp} may not ask on behalf of {msg.qp_id}"))
+                    chan.send(ErrorReply(code=ErrorCode.REFUSED.value,
+                                         message=f"{qp} may not ask on behalf of {msg.qp_id}"))
                     continue
                 if isinstance(msg, NoisyArgmaxBatchRequest):
                     box = [session]
@@ -186,12 +199,12 @@ class PrivacyGuardian:
                     M = self.step_2_aggregate(qp, msg.query_id, msg.n_answering)
                     self.ledger.reserve(qp, str(msg.query_id), self.params.worst_case_events())
                 except (BudgetExceeded, ReplayedQuery) as exc:
-                    log.warning("%s", exc)
-                    chan.send(ErrorReply(code="budget_exhausted", message=str(exc)[:4000]))
+                    log.warning("%s", exc)  # a replay refuses this id only; an exhausted budget all later ones
+                    chan.send(ErrorReply(code=refusal_code(exc).value, message=str(exc)[:4000]))
                     continue
                 except CapcError as exc:
                     log.warning("query refused: %s", exc)
-                    chan.send(ErrorReply(code="refused", message=str(exc)[:4000]))
+                    chan.send(ErrorReply(code=ErrorCode.REFUSED.value, message=str(exc)[:4000]))
                     continue
                 chan.send(StepDone(query_id=msg.query_id, step="budget_reserved"))
                 start = chan.recv((GcStart,), timeout=self.cfg.protocol.timeout)

@@ -61,6 +61,9 @@ class QueryOutcome:
     n_answering: int
     seconds: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    #: why the query was not asked or not answered, an ErrorCode value ("" if it ran): the run
+    #: stops on "budget_exhausted" and goes on after "replayed" or "refused"
+    code: str = ""
 
 
 class QueryingParty:
@@ -270,10 +273,11 @@ class QueryingParty:
         return _outcome(*self.pg_session.noisy_argmax_evaluator(W.view(np.int64)))
 
     def step_3_batch(self, query_ids: list[int], Ws: list[np.ndarray], n_answering: list[int]
-                     ) -> tuple[list[tuple[bool, int | None]], str]:
+                     ) -> tuple[list[tuple[bool, int | None]], str, str]:
         """Batch packing: one request for Confident-GNMax over every query of a batch (in order). The
         PG charges as many leading queries as the budget allows in one ledger transaction; returns
-        (answered, label) for each of those, and the PG's reason for refusing the rest ("" if none)."""
+        (answered, label) for each of those, and the PG's reason and ErrorCode value for refusing the
+        rest ("", "" if none)."""
         from capc.gc import GcSession
         from capc.net.messages import BudgetReserved, NoisyArgmaxBatchRequest
 
@@ -293,8 +297,8 @@ class QueryingParty:
             try:
                 out.append(_outcome(*self.pg_session.noisy_argmax_evaluator(W.view(np.int64))))
             except CapcError as exc:  # the labels obtained so far are kept
-                return out, f"the noisy-argmax circuit with the privacy guardian failed: {exc}"
-        return out, reply.reason
+                return out, f"the noisy-argmax circuit with the privacy guardian failed: {exc}", "refused"
+        return out, reply.reason, reply.code
 
     def step_4(self, query_id: int, answered: bool, label: int | None) -> None:
         """Record the outcome durably."""
@@ -310,7 +314,8 @@ class QueryingParty:
             self.store.begin(query_id, true_label)
         except ReplayedQueryId as exc:
             self.ctx.log.warning("query %d refused: %s", query_id, exc)
-            return QueryOutcome(query_id, False, None, true_label, 0, {}, error=f"replayed: {exc}")
+            return QueryOutcome(query_id, False, None, true_label, 0, {}, error=f"replayed: {exc}",
+                                code="replayed")
         t = time.perf_counter()
         try:
             a = self.step_1a(query_id, x)
@@ -340,7 +345,7 @@ class QueryingParty:
                 self.store.begin(qid, y)
                 claimed.append((qid, x, y))
             except ReplayedQueryId as exc:
-                outcomes[qid] = QueryOutcome(qid, False, None, y, 0, {}, error=f"replayed: {exc}")
+                outcomes[qid] = QueryOutcome(qid, False, None, y, 0, {}, error=f"replayed: {exc}", code="replayed")
         if claimed:
             ids = [q for q, _, _ in claimed]
             t = time.perf_counter()
@@ -382,15 +387,18 @@ class QueryingParty:
         ids = [qid for qid, _, _ in ready]
         t = time.perf_counter()
         try:
-            results, reason = self.step_3_batch(ids, [self.step_2(w) for _, _, w in ready],
-                                                [len(w) for _, _, w in ready])
+            results, reason, code = self.step_3_batch(ids, [self.step_2(w) for _, _, w in ready],
+                                                      [len(w) for _, _, w in ready])
         except CapcError as exc:
-            results, reason = [], str(exc)
+            results, reason, code = [], str(exc), getattr(exc, "code", "refused")
         secs = {**secs, "2+3": (time.perf_counter() - t) / len(ids)}
         out = {}
         for k, (qid, y, w) in enumerate(ready):
             if k >= len(results):
-                out[qid] = self._fail(qid, y, f"query {qid}: refused by the privacy guardian: {reason}", secs)
+                # a replay is the first refused id's own fault; the ones after it are merely refused
+                this = "refused" if code == "replayed" and k > len(results) else code or "refused"
+                out[qid] = self._fail(qid, y, f"query {qid}: refused by the privacy guardian: {reason}", secs,
+                                      code=this)
                 continue
             answered, label = results[k]
             self.step_4(qid, answered, label)
@@ -402,12 +410,11 @@ class QueryingParty:
                           len(ids) - len(results))
         return out
 
-    def _fail(self, query_id: int, true_label: int | None, reason: str, secs: dict[str, float]) -> QueryOutcome:
+    def _fail(self, query_id: int, true_label: int | None, reason: str, secs: dict[str, float],
+              code: str = "refused") -> QueryOutcome:
         self.store.fail(query_id, reason)
         self.ctx.log.warning("%s", reason)
-        return QueryOutcome(query_id, False, None, true_label, 0, dict(secs), error=reason)
-
-        return [outcomes[qid] for qid, _, _ in items]
+        return QueryOutcome(query_id, False, None, true_label, 0, dict(secs), error=reason, code=code)
 
     def _finish_query(self, query_id: int, true_label: int | None, w: dict[str, np.ndarray],
                       secs: dict[str, float]) -> QueryOutcome:
@@ -422,7 +429,8 @@ class QueryingParty:
         except CapcError as exc:
             self.store.fail(query_id, str(exc))
             self.ctx.log.warning("query %d: %s", query_id, exc)
-            return QueryOutcome(query_id, False, None, true_label, 0, secs, error=str(exc))
+            return QueryOutcome(query_id, False, None, true_label, 0, secs, error=str(exc),
+                                code=getattr(exc, "code", "refused"))
         self.step_4(query_id, answered, label)
         for step, sec in secs.items():
             self.ctx.timing.record(step, sec, query_id)

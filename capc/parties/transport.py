@@ -76,7 +76,7 @@ def expect(chan: Any, kind: type, timeout: float, what: str) -> Any:
     try:
         return chan.recv(kind, timeout=timeout)
     except PeerError as exc:
-        raise PeerRefused(f"while awaiting {what}: {exc}") from None
+        raise PeerRefused(f"while awaiting {what}: {exc}", code=exc.code) from None
 
 
 def shutdown(chan: Any, reason: str) -> None:
@@ -94,4 +94,9 @@ def shutdown(chan: Any, reason: str) -> None:
 
 
 class PeerRefused(CapcError):
-    """The peer answered with an ErrorReply (e.g. a refused query or an exhausted budget)."""
+    """The peer answered with an ErrorReply (e.g. a refused query or an exhausted budget); ``code``
+    is its :class:`~capc.net.messages.ErrorCode` value."""
+
+    def __init__(self, message: str, code: str = "refused") -> None:
+        super().__init__(message)
+        self.code = code

@@ -137,6 +137,7 @@ def test_budget_exhausted_refuses_and_never_under_counts(tmp_path):
         res = run.results()
         assert [q["answered"] for q in res["queries"]] == [True, True, False]
         assert "budget_exhausted" in res["queries"][2]["error"]
+        assert res["queries"][2]["code"] == "budget_exhausted"
         assert run.procs["pg"].poll() is None
     finally:
         run.stop_all()
@@ -153,17 +154,21 @@ def test_budget_exhausted_refuses_and_never_under_counts(tmp_path):
 
 def test_budget_exhausted_inside_a_batch(tmp_path):
     """Batch packing: the PG charges the batch's queries in one ledger transaction, as many as the
-    budget allows (here two of four); the others are refused with the reason, none is charged."""
+    budget allows (here two of four); the others are refused with the reason, none is charged.
+    The refusal's typed code stops the run: the second batch is never encrypted nor sent to the AP
+    (before, the QP matched the text "budget_exhausted", which the batch refusal does not contain,
+    and every AP went on evaluating the later batches)."""
     acc = RdpAccountant().compose(GNMaxEvent(2.0), 2)
     budget = acc.get_epsilon(1e-5) + 0.01
-    queries = clear_margin_queries(1, 4)
+    queries = clear_margin_queries(1, 8)
     run = make_run(tmp_path, 1, queries, sigma_gnmax=2.0, budget_eps=budget, packing="batch", batch_size=4)
     try:
         run.start_servers()
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
         res = run.results()["queries"]
-        assert [q["answered"] for q in res] == [True, True, False, False]
-        assert all("budget" in q["error"] for q in res[2:])
+        assert [q["answered"] for q in res] == [True, True, False, False]  # the second batch never asked
+        assert all("budget" in q["error"] and q["code"] == "budget_exhausted" for q in res[2:])
+        assert run.log("ap-1").read_text().count("step 1a done") == 1  # the AP got one batch request
         assert run.procs["pg"].poll() is None
     finally:
         run.stop_all()
@@ -224,6 +229,32 @@ def test_replayed_query_ids_are_refused_everywhere(tmp_path):
     led = BudgetLedger(run.dir / LEDGER_FILENAME, None, None, create=False)
     assert led.summary("qp-0")[0].queries == len(first)  # never charged twice
     led.close()
+
+
+def test_replay_refused_by_the_pg_is_a_replay_and_the_run_goes_on(tmp_path):
+    """A QP that lost its label store asks its old ids again, and the AP (restarted, so it has
+    forgotten them) evaluates them: the PG's ledger refuses each one as a replay, with its own code,
+    and the QP goes on to the next id. Before, the PG answered "budget_exhausted" and the QP stopped
+    after the first replay."""
+    queries = clear_margin_queries(1, 2)
+    run = make_run(tmp_path, 1, queries)
+    try:
+        run.start_servers()
+        assert run.run_qp() == 0
+        assert all(q["answered"] for q in run.results()["queries"])
+        for extra in ("", "-wal", "-shm"):
+            (run.dir / f"labels-qp-0.sqlite{extra}").unlink(missing_ok=True)
+        run.kill("ap-1")
+        run.start("ap-1")
+        assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
+        again = run.results()["queries"]
+        assert [q["query_id"] for q in again] == queries  # both asked: the first replay did not stop the run
+        assert all(q["code"] == "replayed" and "already used" in q["error"] for q in again), again
+        assert run.procs["pg"].poll() is None
+    finally:
+        run.stop_all()
+    with BudgetLedger(run.dir / LEDGER_FILENAME, None, None, create=False) as led:
+        assert led.summary("qp-0")[0].queries == len(queries)  # never charged twice
 
 
 def test_bad_peers_and_bad_messages_leave_the_ap_serving(tmp_path):
