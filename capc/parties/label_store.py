@@ -1,5 +1,8 @@
 """The querying party's durable store of the labels it obtained (step 4), keyed by query id.
 
+The query id is the opaque id the QP sends (:func:`capc.parties.queries.wire_query_id`); ``item``
+records which item of the QP's own query pool it names, for the researcher.
+
 A query id is claimed (``begin``) before any message about it leaves the QP and completed
 (``complete``) when the privacy guardian's answer arrives; both are committed SQLite transactions
 with ``synchronous=FULL``. A claimed id can never be claimed again — not even after a crash between
@@ -30,6 +33,7 @@ class LabelRecord:
     label: int | None
     true_label: int | None
     detail: str
+    item: int | None = None  # the query pool item (the QP's own knowledge; never sent)
 
 
 class LabelStore:
@@ -45,14 +49,16 @@ class LabelStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS labels (qp_id TEXT NOT NULL, query_id INTEGER NOT NULL, "
             "status TEXT NOT NULL, label INTEGER, true_label INTEGER, detail TEXT NOT NULL DEFAULT '', "
-            "created REAL NOT NULL, completed REAL, PRIMARY KEY (qp_id, query_id))")
+            "created REAL NOT NULL, completed REAL, item INTEGER, PRIMARY KEY (qp_id, query_id))")
 
-    def begin(self, query_id: int, true_label: int | None = None) -> None:
-        """Claim ``query_id``; raises :class:`ReplayedQueryId` if it was ever claimed before."""
+    def begin(self, query_id: int, true_label: int | None = None, item: int | None = None) -> None:
+        """Claim ``query_id`` (naming pool item ``item``); raises :class:`ReplayedQueryId` if it was
+        ever claimed before."""
         try:
-            self._db.execute("INSERT INTO labels (qp_id, query_id, status, true_label, created) "
-                             "VALUES (?, ?, 'pending', ?, ?)", (self.qp_id, int(query_id),
-                                                                 true_label, time.time()))
+            self._db.execute("INSERT INTO labels (qp_id, query_id, status, true_label, created, item) "
+                             "VALUES (?, ?, 'pending', ?, ?, ?)", (self.qp_id, int(query_id),
+                                                                    true_label, time.time(),
+                                                                    None if item is None else int(item)))
         except sqlite3.IntegrityError:
             prev = self.get(query_id)
             raise ReplayedQueryId(
@@ -75,12 +81,12 @@ class LabelStore:
                          (detail[:2000], self.qp_id, int(query_id)))
 
     def get(self, query_id: int) -> LabelRecord | None:
-        row = self._db.execute("SELECT query_id, status, label, true_label, detail FROM labels "
+        row = self._db.execute("SELECT query_id, status, label, true_label, detail, item FROM labels "
                                "WHERE qp_id = ? AND query_id = ?", (self.qp_id, int(query_id))).fetchone()
         return LabelRecord(*row) if row else None
 
     def records(self) -> list[LabelRecord]:
-        rows = self._db.execute("SELECT query_id, status, label, true_label, detail FROM labels "
+        rows = self._db.execute("SELECT query_id, status, label, true_label, detail, item FROM labels "
                                 "WHERE qp_id = ? ORDER BY created", (self.qp_id,)).fetchall()
         return [LabelRecord(*r) for r in rows]
 

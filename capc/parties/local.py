@@ -1,7 +1,7 @@
 """Run a whole CaPC run's party processes on this machine without the launcher.
 
 For benchmarks and integration tests: :func:`make_local_run` writes a run directory (run CA and
-certificates, RUN.json, one model per party) and :class:`LocalRun` starts each party as its own
+certificates, one directory per party with only its own run file and key, one model per party) and :class:`LocalRun` starts each party as its own
 ``capc party`` process with its output in ``logs/<name>.log``. Every byte between parties still goes
 through the real protocol code over mutual-TLS sockets on 127.0.0.1.
 """
@@ -20,7 +20,8 @@ from typing import Any
 
 from capc.learning.default_models import default_model_paths
 from capc.net.certs import make_run_pki
-from capc.parties.runconfig import PartyEntry, ProtocolParams, RunConfig, save_run_config
+from capc.parties.queries import new_query_key
+from capc.parties.runconfig import PartyEntry, ProtocolParams, RunConfig, write_party_files
 
 PROCESS_TIMEOUT = 300
 
@@ -43,7 +44,7 @@ class LocalRun:
     """The processes of one local run."""
 
     cfg: RunConfig
-    run_file: Path
+    run_files: dict[str, Path]  # each party's own run file (parties/<name>/run.json)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -64,7 +65,7 @@ class LocalRun:
         full_env.pop("CAPC_CONTROL_SOCKET", None)  # not launched by the launcher: no control channel
         env = full_env
         p = subprocess.Popen([sys.executable, "-m", "capc.cli", "party", "--role", role, "--name", name,
-                              "--run", str(self.run_file)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                              "--run", str(self.run_files[name])], stdout=out, stderr=subprocess.STDOUT, env=env,
                              start_new_session=True)
         out.close()
         self.procs[name] = p
@@ -104,7 +105,7 @@ class LocalRun:
         return json.loads((self.dir / "results-qp-0.json").read_text())
 
     def labels(self) -> dict[int, int | None]:
-        """query id -> label (None when not answered)."""
+        """query pool item -> label (None when not answered)."""
         return {q["query_id"]: (q["label"] if q["answered"] else None) for q in self.results()["queries"]}
 
 
@@ -127,7 +128,7 @@ def make_local_run(base: Path, n_aps: int, queries: list[int], dataset: str = "d
     make_run_pki(run_dir / "pki", names)
     cfg = RunConfig(run_id="local", run_dir=str(run_dir), pki_dir=str(run_dir / "pki"), parties=tuple(parties),
                     protocol=ProtocolParams(**defaults), queries=tuple(queries), dataset=dataset,
-                    query_file=query_file)
-    return LocalRun(cfg, save_run_config(cfg, run_dir / "RUN.json"))
+                    query_file=query_file, query_key=new_query_key())
+    return LocalRun(cfg, write_party_files(cfg, run_dir / "pki", run_dir))
 
 

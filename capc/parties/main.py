@@ -128,17 +128,19 @@ def run_querying_party(ctx: PartyContext) -> None:
     """Ask every query of the run, record the labels, write ``results-<qp>.json`` and report done."""
     from capc.net.messages import ErrorCode
     from capc.parties.querying_party import QueryingParty
-    from capc.parties.queries import load_queries
+    from capc.parties.queries import load_queries, wire_query_ids
 
     cfg = ctx.cfg
     xs, ys = load_queries(cfg)
+    wire = wire_query_ids(cfg)  # opaque ids: the pool indices never leave this party
     qp = QueryingParty(ctx)
+    qp.item_of = dict(zip(wire, (int(q) for q in cfg.queries)))
     ctx.report("ready")
     outcomes = []
     try:
         qp.connect()
         step = cfg.protocol.batch_size if cfg.protocol.packing == "batch" else 1
-        items = [(int(q), x, y) for q, x, y in zip(cfg.queries, xs, ys)]
+        items = [(w, x, y) for w, x, y in zip(wire, xs, ys)]
         for start in range(0, len(items), step):
             if ctx.control is not None and ctx.control.stop_requested():
                 ctx.log.info("stop requested after %d queries", len(outcomes))
@@ -148,7 +150,7 @@ def run_querying_party(ctx: PartyContext) -> None:
             for out in done:
                 outcomes.append(out)
                 ctx.report("progress", event="query", index=len(outcomes), total=len(items),
-                           query=out.query_id, answered=out.answered, error=out.error[:300])
+                           query=qp.item_of.get(out.query_id), answered=out.answered, error=out.error[:300])
             # typed, not textual: a replayed or refused query leaves the rest of the run unaffected
             if any(o.code == ErrorCode.BUDGET_EXHAUSTED.value for o in done):
                 ctx.log.warning("privacy budget exhausted: no further queries are asked")
@@ -157,7 +159,8 @@ def run_querying_party(ctx: PartyContext) -> None:
                 raise CapcError("every answering party has failed: "
                                 + "; ".join(f"{l.name}: {l.failure}" for l in qp.aps))
     finally:
-        results = [asdict(o) for o in outcomes]
+        # for the researcher: each outcome names its pool item; the opaque id is kept beside it
+        results = [dict(asdict(o), query_id=qp.item_of.get(o.query_id), wire_id=o.query_id) for o in outcomes]
         path = ctx.run_dir / f"results-{ctx.name}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"party": ctx.name, "queries": results,

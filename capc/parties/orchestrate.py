@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from capc.errors import CapcError, ConfigError
-from capc.parties.runconfig import PartyEntry, ProtocolParams, RunConfig, save_run_config
+from capc.parties.runconfig import PartyEntry, ProtocolParams, RunConfig, write_party_files
 
 MODEL_SUFFIXES = (".keras", ".h5", ".pb")
 
@@ -82,7 +82,10 @@ def _free_ports(host: str, count: int) -> list[int]:
 
 
 def build_run_config(config: Any, run_dir: Path, models: Sequence[Path]) -> RunConfig:
-    """The RUN.json content for this experiment."""
+    """The whole run's configuration, from which each party's own run file is cut
+    (:func:`~capc.parties.runconfig.party_view`)."""
+    from capc.parties.queries import new_query_key
+
     n = config.n_parties
     qp = f"qp-{config.qp_id}"
     names = [qp] + [f"ap-{i}" for i in range(1, n + 1)] + ["pg"]
@@ -103,7 +106,7 @@ def build_run_config(config: Any, run_dir: Path, models: Sequence[Path]) -> RunC
     queries = tuple(range(config.start_batch, config.start_batch + config.n_queries))
     return RunConfig(run_id=run_dir.name[:64], run_dir=str(run_dir), pki_dir=str(run_dir / "pki"),
                      parties=tuple(parties), protocol=protocol, queries=queries,
-                     dataset=config.dataset_name, data_dir=None, seed=config.seed)
+                     dataset=config.dataset_name, data_dir=None, seed=config.seed, query_key=new_query_key())
 
 
 def run_protocol(config: Any, launcher: Any) -> Any:
@@ -129,12 +132,14 @@ def run_protocol(config: Any, launcher: Any) -> Any:
     launcher.say("checking every answering party's model against the CKKS parameters")
     preflight(cfg)  # a bad parameter file or class count is refused now, not after every party started
     make_run_pki(run_dir / "pki", [p.name for p in cfg.parties], hosts=(config.host, "localhost"))
-    run_file = save_run_config(cfg, run_dir / "RUN.json")
+    # each party reads only parties/<name>/: its own run file, key and certificate (pki/ keeps the CA
+    # key and the certificates, for the launcher)
+    run_files = write_party_files(cfg, run_dir / "pki", run_dir)
     qp = cfg.by_role("qp")[0].name
 
     def argv(p: PartyEntry) -> list[str]:
         return [sys.executable, "-m", "capc.cli", "party", "--role", p.role, "--name", p.name,
-                "--run", str(run_file)]
+                "--run", str(run_files[p.name])]
 
     bar = launcher.progress(len(cfg.queries), desc="queries")
 

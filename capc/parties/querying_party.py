@@ -77,6 +77,8 @@ class QueryingParty:
         self.p = ctx.cfg.protocol
         self.keyring = KeyRing(self.cfg)
         self.store = LabelStore(ctx.run_dir / f"labels-{ctx.name}.sqlite", ctx.name)
+        #: opaque query id -> the query pool item it names (recorded in the store, never sent)
+        self.item_of: dict[int, int] = {}
         self.aps: list[_ApLink] = []
         self.pg: Any = None
         self.pg_session: Any = None
@@ -311,7 +313,7 @@ class QueryingParty:
         from capc.parties.label_store import ReplayedQueryId
 
         try:
-            self.store.begin(query_id, true_label)
+            self.store.begin(query_id, true_label, self.item_of.get(query_id))
         except ReplayedQueryId as exc:
             self.ctx.log.warning("query %d refused: %s", query_id, exc)
             return QueryOutcome(query_id, False, None, true_label, 0, {}, error=f"replayed: {exc}",
@@ -342,7 +344,7 @@ class QueryingParty:
         claimed = []
         for qid, x, y in items:
             try:
-                self.store.begin(qid, y)
+                self.store.begin(qid, y, self.item_of.get(qid))
                 claimed.append((qid, x, y))
             except ReplayedQueryId as exc:
                 outcomes[qid] = QueryOutcome(qid, False, None, y, 0, {}, error=f"replayed: {exc}", code="replayed")

@@ -8,9 +8,11 @@ privacy parameters. :func:`load_run_config` validates it and names the offending
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +21,10 @@ from capc.errors import ConfigError
 from capc.net.names import PartyNameError, parse_party_name
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_QUERY_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+#: Where each party's own files live inside a run directory: ``parties/<name>/``.
+PARTY_DIR = "parties"
+RUN_FILE = "run.json"
 
 
 @dataclass(frozen=True)
@@ -70,10 +76,13 @@ class RunConfig:
     parties: tuple[PartyEntry, ...]
     protocol: ProtocolParams = field(default_factory=ProtocolParams)
     queries: tuple[int, ...] = ()  # dataset indices the querying party asks about
-    dataset: str = "digits"
+    dataset: str | None = "digits"  # None in an AP's or the PG's run file
     data_dir: str | None = None
     seed: int = 0
     query_file: str | None = None  # .npz with "x" (and optionally "y"): queries instead of the dataset's pool
+    # The querying party's secret (64 hex digits) from which it derives the opaque query ids it sends
+    # (:func:`capc.parties.queries.wire_query_id`); only the QP's own run file holds it.
+    query_key: str | None = None
 
     def party(self, name: str) -> PartyEntry:
         """The entry for ``name``; ConfigError if the run has no such party."""
@@ -94,8 +103,7 @@ class RunConfig:
         """A copy with the listed parties' (host, port) replaced (after they bound port 0)."""
         parties = tuple(PartyEntry(p.name, *endpoints.get(p.name, (p.host, p.port)), model=p.model)
                         for p in self.parties)
-        return RunConfig(self.run_id, self.run_dir, self.pki_dir, parties, self.protocol, self.queries,
-                         self.dataset, self.data_dir, self.seed, self.query_file)
+        return dataclasses.replace(self, parties=parties)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -181,9 +189,15 @@ def run_config_from_dict(d: Mapping[str, Any], where: str = "run file") -> RunCo
     query_file = d.get("query_file")
     if query_file is not None and not isinstance(query_file, str):
         raise ConfigError(f"{where}: key 'query_file' must be a path string")
+    query_key = d.get("query_key")
+    if query_key is not None and not (isinstance(query_key, str) and _QUERY_KEY_RE.match(query_key)):
+        raise ConfigError(f"{where}: key 'query_key' must be 64 hexadecimal digits")
+    dataset = d.get("dataset", "digits")
+    if dataset is not None and not isinstance(dataset, str):
+        raise ConfigError(f"{where}: key 'dataset' must be a string or null")
     return RunConfig(run_id=run_id, run_dir=d["run_dir"], pki_dir=d["pki_dir"], parties=tuple(parties),
-                     protocol=proto, queries=tuple(queries), dataset=str(d.get("dataset", "digits")),
-                     data_dir=d.get("data_dir"), seed=seed, query_file=query_file)
+                     protocol=proto, queries=tuple(queries), dataset=dataset,
+                     data_dir=d.get("data_dir"), seed=seed, query_file=query_file, query_key=query_key)
 
 
 def _check_protocol(p: ProtocolParams, where: str) -> None:
@@ -245,3 +259,44 @@ def save_run_config(cfg: RunConfig, path: str | os.PathLike[str]) -> Path:
     tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, p)
     return p
+
+
+def party_view(cfg: RunConfig, name: str, pki_dir: str | os.PathLike[str]) -> RunConfig:
+    """The run file of party ``name``: only what that party needs.
+
+    Everyone gets the parties' names and addresses and the protocol parameters.  Only the querying
+    party gets the query list, the dataset, the seed, the query file and the key of its opaque query
+    ids; an answering party gets its own model path and nobody else's; the PG gets no model.
+    """
+    me = cfg.party(name)
+    parties = tuple(p if p.name == name else dataclasses.replace(p, model=None) for p in cfg.parties)
+    view = dataclasses.replace(cfg, parties=parties, pki_dir=str(pki_dir))
+    if me.role == "qp":
+        return view
+    return dataclasses.replace(view, queries=(), dataset=None, data_dir=None, seed=0, query_file=None,
+                               query_key=None)
+
+
+def write_party_files(cfg: RunConfig, pki_src: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Give every party a directory ``parties/<name>/`` of its own: its run file (:func:`party_view`),
+    the CA certificate, its own certificate and its own private key -- no other party's key and not the
+    CA's.  The private keys are then removed from ``pki_src`` (which keeps the CA key and the
+    certificates, for the launcher only).  Returns name -> path of the party's run file."""
+    from capc.net.certs import CA_CERT_FILE
+
+    src, out = Path(pki_src), Path(run_dir) / PARTY_DIR
+    files: dict[str, Path] = {}
+    for p in cfg.parties:
+        d = out / p.name
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+        shutil.copyfile(src / CA_CERT_FILE, d / CA_CERT_FILE)
+        shutil.copyfile(src / f"{p.name}.pem", d / f"{p.name}.pem")
+        key = d / f"{p.name}.key"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write((src / f"{p.name}.key").read_bytes())
+        files[p.name] = save_run_config(party_view(cfg, p.name, d), d / RUN_FILE)
+    for p in cfg.parties:
+        (src / f"{p.name}.key").unlink(missing_ok=True)
+    return files

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from capc.net.certs import CA_CERT_FILE
-from capc.parties.runconfig import PartyEntry, save_run_config
+from capc.parties.runconfig import load_run_config, save_run_config
 
 from .protocol_harness import ap_predictions, clear_margin_queries, make_run, plurality
 
@@ -93,24 +93,23 @@ def test_parties_in_separate_network_namespaces(tmp_path):
         names = [p.name for p in base.cfg.parties]
         places = {name: switch.host(i) for i, name in enumerate(names)}
         port = 7443
-        parties = tuple(PartyEntry(p.name, places[p.name][1], port,
-                                   None if p.model is None else Path(p.model).name)
-                        for p in base.cfg.parties)
         dirs: dict[str, Path] = {}
         for p in base.cfg.parties:
+            # what the launcher gives this party (its run file, the CA certificate, its own key) ...
+            src = base.run_files[p.name].parent
             d = tmp_path / "hosts" / p.name
             d.mkdir(parents=True)
-            shutil.copy(pki / CA_CERT_FILE, d / CA_CERT_FILE)
-            for ext in (".pem", ".key"):
-                shutil.copy(pki / f"{p.name}{ext}", d / f"{p.name}{ext}")
-            own = [q for q in parties if q.name == p.name][0]
-            if p.model is not None:
-                shutil.copy(p.model, d / Path(p.model).name)
-                own = dataclasses.replace(own, model=str(d / Path(p.model).name))
-            view = tuple(own if q.name == p.name else dataclasses.replace(q, model=None) for q in parties)
-            cfg = dataclasses.replace(base.cfg, run_dir=str(d), pki_dir=str(d), parties=view,
-                                      queries=base.cfg.queries if p.role == "qp" else ())
-            save_run_config(cfg, d / "RUN.json")
+            for f in (CA_CERT_FILE, f"{p.name}.pem", f"{p.name}.key"):
+                shutil.copy(src / f, d / f)
+            own = load_run_config(base.run_files[p.name])
+            # ... moved to its host: its address on the switch, its own directory, its model copied over
+            moved = tuple(dataclasses.replace(q, host=places[q.name][1], port=port) for q in own.parties)
+            if own.party(p.name).model is not None:
+                model = Path(own.party(p.name).model)
+                shutil.copy(model, d / model.name)
+                moved = tuple(dataclasses.replace(q, model=str(d / model.name)) if q.name == p.name else q
+                              for q in moved)
+            save_run_config(dataclasses.replace(own, run_dir=str(d), pki_dir=str(d), parties=moved), d / "RUN.json")
             dirs[p.name] = d
         # nothing of another party is in a host's directory
         for name, d in dirs.items():
@@ -139,6 +138,7 @@ def test_parties_in_separate_network_namespaces(tmp_path):
         import json
 
         results = json.loads((dirs["qp-0"] / "results-qp-0.json").read_text())
+        assert [q["query_id"] for q in results["queries"]] == queries
         got = [q["label"] if q["answered"] else None for q in results["queries"]]
         assert got == plurality(ap_predictions(n_aps, queries))
         # the APs and the PG are still serving, each in its own namespace, and wrote only there

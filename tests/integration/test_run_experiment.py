@@ -26,7 +26,7 @@ def test_default_style_run_writes_a_complete_run_directory(tmp_path):
     assert "privacy spent by QP 0: epsilon" in out.stdout
     assert "bits per logit" in out.stdout
     d = tmp_path / "r"
-    for name in ("params.json", "run.json", "RUN.json", "results.json", "privacy_ledger.sqlite",
+    for name in ("params.json", "run.json", "parties/qp-0/run.json", "parties/ap-1/ap-1.key", "results.json", "privacy_ledger.sqlite",
                  "labels-qp-0.sqlite", "logs/qp-0.log", "logs/ap-1.log", "logs/ap-2.log", "logs/pg.log"):
         assert (d / name).exists(), name
     results = json.loads((d / "results.json").read_text())
@@ -68,5 +68,5 @@ def test_unusable_parameters_are_refused_before_any_party_starts(tmp_path, args,
     assert out.returncode == 1, out.stdout[-2000:]
     assert words in out.stderr, out.stderr[-2000:]
     # no party process was started: no run file, no certificates, no party log
-    assert not (d / "RUN.json").exists() and not (d / "pki").exists()
+    assert not (d / "parties").exists() and not (d / "pki").exists()
     assert not any((d / "logs").glob("ap-*.log")) if (d / "logs").exists() else True
