@@ -137,6 +137,9 @@ setup(
             "hypothesis>=6.80",
             "dp-accounting>=0.4",
         ],
+        # Optional fan-out of party training over cores / a cluster (capc.learning.fanout); kept out
+        # of "dev" because its wheel alone is about 80 MB.
+        "ray": ["ray>=2.9"],
     },
     # The engine is part of every complete source tree; the guard only lets a partial checkout install.
     ext_modules=_extensions(),
