@@ -138,6 +138,9 @@ setup(
             "dp-accounting>=0.4",
             "sympy>=1.12",  # lattice reduction in the circuit-privacy attack test
         ],
+        # Optional fan-out of party training over cores / a cluster (capc.learning.fanout); kept out
+        # of "dev" because its wheel alone is about 80 MB.
+        "ray": ["ray>=2.9"],
     },
     # The engine is part of every complete source tree; the guard only lets a partial checkout install.
     ext_modules=_extensions(),

@@ -23,7 +23,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Dataset": "datasets", "load_dataset": "datasets",
+    "Dataset": "datasets", "load_dataset": "datasets", "input_domain": "datasets",
+    "build_architecture": "architectures", "assign_architectures": "architectures",
+    "train_architecture": "architectures", "recipe_for": "architectures", "ARCHITECTURES": "architectures",
+    "train_and_vote": "fanout", "FanoutResult": "fanout", "kcenter_greedy": "selection",
     "iid_partition": "partition", "weak_class_partition": "partition", "check_partition": "partition",
     "ModelConfig": "models", "build_cryptonets_model": "models", "train_party_model": "models",
     "predict_logits": "models", "softmax": "models", "save_model": "models", "load_model": "models",

@@ -21,7 +21,8 @@ def test_entropy_and_gap_values():
     np.testing.assert_allclose(entropy_scores(PROBS)[:3], [0.0, 1.0, 0.5], atol=1e-12)
     h = -(0.7 * np.log(0.7) + 3 * 0.1 * np.log(0.1)) / np.log(4)
     assert entropy_scores(PROBS)[3] == pytest.approx(h)
-    np.testing.assert_allclose(gap_scores(PROBS), [0.0, 1.0, 1.0, 0.4], atol=1e-12)
+    # Row 3: top-2 softmax margin (0.7 - 0.1) / (0.7 + 0.1) = 0.75, so 0.25 (a full-softmax margin gave 0.4).
+    np.testing.assert_allclose(gap_scores(PROBS), [0.0, 1.0, 1.0, 0.25], atol=1e-12)
 
 
 def test_selection_order():
@@ -58,3 +59,31 @@ def test_metrics_against_sklearn():
     assert per[2] == pytest.approx(np.mean(pred[y == 2] == 2))
     with pytest.raises(Exception, match="predictions"):
         accuracy(y, pred[:-1])
+
+
+def test_gap_is_a_softmax_over_the_top_two_logits():
+    logits = np.array([[3.0, 1.0, -2.0, 0.5], [0.0, 0.0, 5.0, 4.0]])
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    # Hand-computed: softmax([3, 1]) = (0.8808, 0.1192) -> margin tanh(1) = 0.76159; softmax([5, 4]) -> tanh(0.5).
+    np.testing.assert_allclose(gap_scores(probs), [1 - np.tanh(1.0), 1 - np.tanh(0.5)], rtol=1e-12)
+    np.testing.assert_array_equal(select_queries(probs, 2, "gap"), [1, 0])
+
+
+def test_kcenter_greedy_hand_checked():
+    from capc.learning.selection import kcenter_greedy
+
+    pts = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [10.0, 1.0], [5.0, 5.0]])
+    # Start at 0; farthest from {0} is point 3 (sqrt 101); then min distances: p1 1, p2 1, p4 ~7.07 -> 4.
+    np.testing.assert_array_equal(kcenter_greedy(pts, 3), [0, 3, 4])
+    # With a labelled point at (10, 0.5): farthest is point 0, then point 4 (dist to 0: 7.07 vs p1 1).
+    np.testing.assert_array_equal(kcenter_greedy(pts, 2, labelled=np.array([[10.0, 0.5]])), [0, 4])
+    dup = np.zeros((3, 2))
+    np.testing.assert_array_equal(kcenter_greedy(dup, 3), [0, 1, 2])  # duplicates: never one twice
+    probs = np.full((5, 2), 0.5)
+    np.testing.assert_array_equal(select_queries(probs, 3, "kcenter", features=pts), [0, 3, 4])
+    with pytest.raises(SelectionError, match="rows for a pool"):
+        select_queries(probs, 2, "kcenter", features=pts[:3])
+    with pytest.raises(SelectionError, match=r"shape \(M, 2\)"):
+        kcenter_greedy(pts, 1, labelled=np.zeros((1, 3)))
+    with pytest.raises(SelectionError, match="num_queries"):
+        kcenter_greedy(pts, 6)
