@@ -7,6 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,3 +47,26 @@ def test_answered_vs_eps_bad_input_is_named(tmp_path, capsys):
     mod = _load("answered_vs_eps")
     assert mod.main(["--out", str(tmp_path), "--histograms", "bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # about 10 s here, most of it importing TensorFlow and training three tiny models
+def test_ensemble_vs_sigma_tiny_runs_and_resumes(tmp_path, monkeypatch):
+    pytest.importorskip("keras")
+    mod = _load("ensemble_vs_sigma")
+    argv = ["--out", str(tmp_path), "--n_parties", "3", "--epochs", "1", "--num_queries", "40",
+            "--sigmas", "0.5,20", "--noise_seeds", "0"]
+    assert mod.main(argv) == 0
+    rows = list(csv.DictReader((tmp_path / "ensemble_vs_sigma.csv").open()))
+    assert [float(r["sigma_G"]) for r in rows] == [0.5, 20.0]
+    # More noise costs accuracy and buys a smaller per-answer epsilon.
+    assert float(rows[1]["epsilon_per_answer"]) < float(rows[0]["epsilon_per_answer"])
+    assert float(rows[1]["label_accuracy"]) < float(rows[0]["label_accuracy"])
+    assert (tmp_path / "ensemble_vs_sigma.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "ensemble_vs_sigma.json").read_text())["seeds"]["noise"] == [0]
+
+    def no_training(_args):
+        raise AssertionError("resumed run retrained the teachers")
+
+    monkeypatch.setattr(mod, "_votes", no_training)
+    assert mod.main(argv) == 0  # everything already in the CSV: nothing recomputed
+    assert len(list(csv.DictReader((tmp_path / "ensemble_vs_sigma.csv").open()))) == 2
