@@ -70,3 +70,26 @@ def test_ensemble_vs_sigma_tiny_runs_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(mod, "_votes", no_training)
     assert mod.main(argv) == 0  # everything already in the CSV: nothing recomputed
     assert len(list(csv.DictReader((tmp_path / "ensemble_vs_sigma.csv").open()))) == 2
+
+
+@pytest.mark.slow  # trains and retrains tiny models: about 15 s here
+def test_accuracy_vs_eps_tiny_runs_and_resumes(tmp_path, monkeypatch):
+    pytest.importorskip("keras")
+    mod = _load("accuracy_vs_eps")
+    argv = ["--out", str(tmp_path), "--n_parties", "3", "--queries_per_party", "20", "--budgets", "20",
+            "--epochs", "1", "--retrain_seeds", "11"]
+    assert mod.main(argv) == 0
+    [row] = list(csv.DictReader((tmp_path / "accuracy_vs_eps.csv").open()))
+    assert float(row["budget_eps"]) == 20.0 and float(row["epsilon_protocol"]) <= 20.0
+    assert int(row["queries_answered"]) >= 0 and 0.0 < float(row["accuracy_before"]) <= 1.0
+    assert (tmp_path / "accuracy_vs_eps.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "accuracy_vs_eps.json").read_text())["seeds"]["retrain"] == [11]
+
+    import capc.learning.simulation as simulation
+
+    def no_rerun(_cfg):
+        raise AssertionError("resumed run recomputed a budget already in the CSV")
+
+    monkeypatch.setattr(simulation, "run_learning_simulation", no_rerun)
+    assert mod.main(argv) == 0
+    assert len(list(csv.DictReader((tmp_path / "accuracy_vs_eps.csv").open()))) == 1
