@@ -41,10 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weak_class_ratio", type=float, default=0.1)
     p.add_argument("--mode", choices=("random", "entropy", "gap"), default="entropy")
     p.add_argument("--queries_per_party", type=int, default=None, help="default: the party's pool share")
-    p.add_argument("--sigma_gnmax", type=float, default=None, help="default: suggested for n_parties-1")
+    p.add_argument("--sigma_gnmax", type=float, default=None, help="default: the paper's preset for K = n_parties")
     p.add_argument("--sigma_threshold", type=float, default=None)
     p.add_argument("--threshold", type=float, default=None)
-    p.add_argument("--delta", type=float, default=1e-5)
+    p.add_argument("--delta", type=float, default=None, help="default: per dataset (SVHN 1e-6, else 1e-5)")
     p.add_argument("--budget", type=float, default=math.inf, help="epsilon budget per querying party")
     p.add_argument("--seed", type=int, default=0, help="party i's model uses seed + i")
     p.add_argument("--retrain_seeds", type=int_list, default=[11, 13, 17, 113, 117])
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     g = res["gnmax"]
     print(f"\n{cfg.dataset}, {cfg.n_parties} parties, {cfg.partition} partition, mode {cfg.mode}; "
-          f"sigma_G={g['sigma_G']} sigma_T={g['sigma_T']} T={g['threshold']} delta={cfg.delta} "
+          f"sigma_G={g['sigma_G']} sigma_T={g['sigma_T']} T={g['threshold']} delta={res['delta']} "
           f"(simulation: plaintext votes, real DP noise and accounting)")
     print(f"{'QP':>3} {'asked':>5} {'answ':>5} {'lab.acc':>7} {'eps':>7} {'acc before':>16} {'acc after':>16} "
           f"{'bal before':>16} {'bal after':>16}")

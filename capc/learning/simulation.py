@@ -38,10 +38,10 @@ class SimulationConfig:
     weak_class_ratio: float = 0.1
     mode: str = "entropy"
     queries_per_party: int | None = None  # None: the party's whole share of the pool
-    sigma_G: float | None = None  # None: capc.privacy.gnmax.suggested_parameters(n_parties - 1)
+    sigma_G: float | None = None  # None: the paper's preset for K = n_parties (suggested_parameters)
     sigma_T: float | None = None
     threshold: float | None = None
-    delta: float = 1e-5
+    delta: float | None = None  # None: the original's delta for the dataset (SVHN 1e-6, else 1e-5)
     budget_eps: float = float("inf")
     seed: int = 0
     retrain_seeds: Sequence[int] = (11, 13, 17, 113, 117)
@@ -77,8 +77,9 @@ def run_learning_simulation(cfg: SimulationConfig, progress: bool = False) -> di
     from capc.learning.models import predict_logits, softmax, train_party_model
     from capc.learning.retrain import UNANSWERED, retrain_with_queries
     from capc.learning.selection import select_queries
-    from capc.privacy.gnmax import ConfidentGNMaxParams, suggested_parameters
-    from capc.privacy.simulate import simulate_queries
+    from capc.privacy.gnmax import ConfidentGNMaxParams, dataset_delta, suggested_parameters
+    from capc.privacy.simulate import (PAPER_LABEL, PROTOCOL_LABEL, paper_accounting_simulation_only,
+                                       simulate_queries, warn_if_meaningless)
 
     if not 1 <= cfg.num_querying_parties < cfg.n_parties:
         raise LearningError(f"num_querying_parties={cfg.num_querying_parties} must be in 1..{cfg.n_parties - 1}")
@@ -90,7 +91,9 @@ def run_learning_simulation(cfg: SimulationConfig, progress: bool = False) -> di
     n_queries = share if cfg.queries_per_party is None else int(cfg.queries_per_party)
     if not 0 <= n_queries <= share:
         raise LearningError(f"queries_per_party={n_queries} exceeds each querying party's pool share ({share})")
-    suggested = suggested_parameters(cfg.n_parties - 1)
+    # The original's table is keyed by the total number of models K, querying party included.
+    suggested = suggested_parameters(cfg.n_parties)
+    delta = dataset_delta(cfg.dataset) if cfg.delta is None else float(cfg.delta)
     params = ConfidentGNMaxParams(
         suggested.sigma_G if cfg.sigma_G is None else cfg.sigma_G,
         suggested.sigma_T if cfg.sigma_T is None else cfg.sigma_T,
@@ -106,8 +109,12 @@ def run_learning_simulation(cfg: SimulationConfig, progress: bool = False) -> di
         pool_y = ds.y_query[q * share:(q + 1) * share]
         chosen = select_queries(softmax(predict_logits(models[q], pool_x)), n_queries, cfg.mode)
         votes = ensemble_votes(models[:q] + models[q + 1:], pool_x[chosen], ds.num_classes)
-        sim = simulate_queries(votes, params, cfg.delta, cfg.budget_eps, true_labels=pool_y[chosen],
+        sim = simulate_queries(votes, params, delta, cfg.budget_eps, true_labels=pool_y[chosen],
                                seed=None if cfg.noise_seed is None else cfg.noise_seed + q)
+        eps_charged = float(sim.eps_data_independent[-1]) if sim.processed else 0.0
+        warn_if_meaningless(eps_charged, f"querying party {q}", cfg.budget_eps)
+        paper = (paper_accounting_simulation_only(votes, params, delta, cfg.budget_eps)
+                 if params.sigma_G > 0 and (params.is_plain_gnmax or params.sigma_T > 0) else None)
         labels = np.full(len(chosen), UNANSWERED, dtype=np.int64)
         labels[:sim.processed] = np.where(sim.answered, sim.labels, UNANSWERED)
         x_priv, y_priv = ds.x_train[parts[q]], ds.y_train[parts[q]]
@@ -120,13 +127,20 @@ def run_learning_simulation(cfg: SimulationConfig, progress: bool = False) -> di
             "party": q, "num_private": int(len(parts[q])), "queries_asked": int(len(chosen)),
             "queries_processed": sim.processed, "queries_answered": sim.answered_count,
             "label_accuracy": None if np.isnan(sim.label_accuracy) else sim.label_accuracy,
-            "epsilon_data_independent": float(sim.eps_data_independent[-1]) if sim.processed else 0.0,
+            "epsilon_data_independent": eps_charged,
+            "accounting": {
+                "protocol": {"label": PROTOCOL_LABEL, "answered": sim.answered_count, "epsilon": eps_charged},
+                "paper": None if paper is None else {
+                    "label": PAPER_LABEL, "expected_answered": paper.answered, "processed": paper.processed,
+                    "epsilon": float(paper.eps[-1]) if paper.processed else 0.0},
+            },
             "epsilon_data_dependent_simulation_only":
                 float(sim.eps_data_dependent_simulation_only[-1]) if sim.processed else 0.0,
             "stopped_by_budget": sim.stopped_by_budget,
             "before": before.to_dict(), "after": after.to_dict(),
         })
-    return {"config": cfg.to_dict(), "partition": part_info, "gnmax": params.to_dict(), "parties": results}
+    return {"config": cfg.to_dict(), "delta": delta, "partition": part_info, "gnmax": params.to_dict(),
+            "parties": results}
 
 
 def _progress(enabled: bool) -> Any:

@@ -30,6 +30,8 @@ from capc.privacy.gnmax import (
     confident_gnmax,
     noisy_aggregate,
     suggested_parameters,
+    paper_parameters,
+    dataset_delta,
     vote_histogram,
 )
 from capc.privacy.ledger import LEDGER_FILENAME, BudgetLedger, QpSummary, format_budget_table
@@ -62,6 +64,8 @@ __all__ = [
     "confident_gnmax",
     "noisy_aggregate",
     "suggested_parameters",
+    "paper_parameters",
+    "dataset_delta",
     "vote_histogram",
     "LEDGER_FILENAME",
     "BudgetLedger",

@@ -53,6 +53,9 @@ __all__ = [
     "vote_histogram",
     "noisy_aggregate",
     "suggested_parameters",
+    "paper_parameters",
+    "DATASET_DELTA",
+    "dataset_delta",
     "MAX_VOTE_SCALE_BITS",
 ]
 
@@ -253,11 +256,37 @@ _SUGGESTED: dict[int, tuple[str, str, str]] = {
 
 
 def suggested_parameters(n_parties: int, vote_scale_bits: int = 0) -> ConfidentGNMaxParams:
-    """Suggested (sigma_G, sigma_T, T) for ``n_parties`` answering parties: the entry of the original
-    table with the largest party count <= n_parties (1 -> the original near-zero-noise setting,
-    3 -> capc's demo choice)."""
+    """Suggested (sigma_G, sigma_T, T): the entry of the original table with the largest party count
+    <= n_parties (1 -> the original near-zero-noise setting, 3 -> capc's demo choice).
+
+    The original table is keyed by the *total* number of models K (its ``num_models``), so pass K to
+    get the paper's presets (K = 50 -> 7/30/50, K = 250 -> 40/200/300); see :func:`paper_parameters`."""
     if isinstance(n_parties, bool) or not isinstance(n_parties, (int, np.integer)) or n_parties < 1:
         raise PrivacyParameterError(f"n_parties must be an integer >= 1, got {n_parties!r}")
     key = max(k for k in _SUGGESTED if k <= n_parties)
     sg, st, t = _SUGGESTED[key]
     return ConfidentGNMaxParams(sg, st, t, vote_scale_bits)
+
+
+def paper_parameters(total_parties: int, vote_scale_bits: int = 0) -> ConfidentGNMaxParams:
+    """The original's (sigma_G, sigma_T, T) for exactly ``total_parties`` = K models (querying party
+    included), e.g. K = 50 -> 7/30/50 and K = 250 -> 40/200/300.
+
+    Raises:
+        PrivacyParameterError: K is not one of the original table's party counts (the message lists
+            them; :func:`suggested_parameters` gives the nearest smaller entry instead).
+    """
+    if isinstance(total_parties, bool) or not isinstance(total_parties, (int, np.integer)) or total_parties not in _SUGGESTED or total_parties == 3:
+        known = ", ".join(str(k) for k in _SUGGESTED if k != 3)
+        raise PrivacyParameterError(f"the paper has no preset for K = {total_parties!r} parties (it has K in {known})")
+    sg, st, t = _SUGGESTED[int(total_parties)]
+    return ConfidentGNMaxParams(sg, st, t, vote_scale_bits)
+
+
+#: delta per dataset as the original (``main.py``): 1e-6 for SVHN, 1e-5 otherwise.
+DATASET_DELTA: dict[str, float] = {"mnist": 1e-5, "fashion_mnist": 1e-5, "cifar10": 1e-5, "svhn": 1e-6, "digits": 1e-5}
+
+
+def dataset_delta(dataset: str) -> float:
+    """The original's delta for ``dataset`` (1e-6 for SVHN, 1e-5 for MNIST, CIFAR-10 and others)."""
+    return DATASET_DELTA.get(str(dataset).lower().replace("-", "_"), 1e-5)

@@ -14,6 +14,7 @@ reproducing the paper's privacy/utility figures.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -21,6 +22,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from capc.privacy.data_dependent import (
+    log_pr_answered_simulation_only,
     rdp_gnmax_data_dependent_simulation_only,
     rdp_threshold_data_dependent_simulation_only,
 )
@@ -29,7 +31,44 @@ from capc.privacy.gnmax import ConfidentGNMaxParams, PrivacyGuardianNoise, confi
 from capc.privacy.noise import SecureRandomSource, SeededRandomSource
 from capc.privacy.rdp import RdpAccountant, eps_from_rdp, validate_delta, validate_orders
 
-__all__ = ["SimulationResult", "simulate_queries", "plot_privacy_utility"]
+__all__ = [
+    "SimulationResult",
+    "simulate_queries",
+    "plot_privacy_utility",
+    "PaperAccounting",
+    "paper_accounting_simulation_only",
+    "protocol_answerable",
+    "MEANINGLESS_EPSILON",
+    "EpsilonWarning",
+    "warn_if_meaningless",
+]
+
+#: Above this epsilon a differential-privacy statement says next to nothing (the paper's largest
+#: budget is CIFAR-10's 20); runs that spend more are warned about by name.
+MEANINGLESS_EPSILON = 20.0
+
+PAPER_LABEL = "the paper's accounting (expected data-dependent RDP, simulation only)"
+PROTOCOL_LABEL = "what the protocol would charge (data-independent ledger)"
+
+
+class EpsilonWarning(UserWarning):
+    """A run's epsilon is so large (or its budget infinite) that its privacy claim is meaningless."""
+
+
+def warn_if_meaningless(eps: float, what: str, budget_eps: float | None = None) -> bool:
+    """Warn (:class:`EpsilonWarning`) when ``eps`` exceeds :data:`MEANINGLESS_EPSILON` or the budget
+    is infinite, naming ``what`` (e.g. "querying party 2"); returns whether it warned."""
+    import warnings
+
+    warned = False
+    if budget_eps is not None and math.isinf(budget_eps):
+        warnings.warn(f"{what}: no privacy budget set (infinite); it spent epsilon = {eps:.3g}", EpsilonWarning, stacklevel=2)
+        warned = True
+    if eps > MEANINGLESS_EPSILON:
+        warnings.warn(f"{what}: epsilon = {eps:.3g} is above {MEANINGLESS_EPSILON:g}, a meaningless privacy guarantee",
+                      EpsilonWarning, stacklevel=2)
+        warned = True
+    return warned
 
 
 @dataclass(frozen=True)
@@ -173,3 +212,101 @@ def plot_privacy_utility(result: SimulationResult, path: str | Path | None = Non
     if path is not None:
         fig.savefig(path)
     return fig
+
+
+@dataclass(frozen=True)
+class PaperAccounting:
+    """The original analysis of a sequence of queries (PATE 2018 / CaPC's ``analysis``), SIMULATION ONLY.
+
+    Per processed query: cumulative expected answered count (sum of Pr[answered]) and cumulative
+    epsilon of the expected data-dependent RDP. ``processed`` queries fit the budget; the original
+    stops at the first query whose cumulative epsilon exceeds it (``stopped_by_budget``).
+    Needs the true histograms and has no smooth-sensitivity release: an analysis figure only.
+    """
+
+    expected_answered: np.ndarray
+    eps: np.ndarray
+    delta: float
+    stopped_by_budget: bool
+    label: str = PAPER_LABEL
+
+    @property
+    def processed(self) -> int:
+        """Queries processed before the budget stop."""
+        return int(self.eps.size)
+
+    @property
+    def answered(self) -> float:
+        """Expected number of answered queries within the budget."""
+        return float(self.expected_answered[-1]) if self.expected_answered.size else 0.0
+
+
+def paper_accounting_simulation_only(
+    vote_histograms: Sequence[Sequence[int]] | np.ndarray,
+    params: ConfidentGNMaxParams,
+    delta: float,
+    budget_eps: float = float("inf"),
+    *,
+    orders: Sequence[float] | None = None,
+) -> PaperAccounting:
+    """The paper's accounting: for each query, the data-dependent RDP of the threshold check plus
+    Pr[answered] times the data-dependent RDP of GNMax (PATE 2018, Theorem 6 / Prop. 10 with the
+    Gaussian tail), composed; stop when the epsilon exceeds ``budget_eps`` (the original's rule).
+
+    Raises:
+        PrivacyParameterError: bad histograms, delta, orders, or noise scales of zero.
+    """
+    votes = np.asarray(vote_histograms)
+    if votes.ndim != 2 or votes.shape[1] < 2 or votes.dtype.kind not in "iu":
+        raise PrivacyParameterError(f"vote_histograms must be a 2-D integer array (queries, classes >= 2), got {votes.shape} {votes.dtype}")
+    if votes.size and votes.min() < 0:
+        raise PrivacyParameterError("vote counts must be >= 0")
+    d = validate_delta(delta)
+    grid = validate_orders(orders)
+    sigma_G, sigma_T, T = float(params.sigma_G), float(params.sigma_T), float(params.threshold)
+    if not sigma_G > 0 or (not params.is_plain_gnmax and not sigma_T > 0):
+        raise PrivacyParameterError("the data-dependent analysis needs sigma_G > 0 and sigma_T > 0")
+    rdp = np.zeros_like(grid)
+    answered, eps = [], []
+    total, stopped = 0.0, False
+    for n in votes:
+        if params.is_plain_gnmax:
+            step, pr = np.zeros_like(grid), 1.0
+        else:
+            step = rdp_threshold_data_dependent_simulation_only(float(n.max()), T, sigma_T, grid)
+            pr = math.exp(log_pr_answered_simulation_only(float(n.max()), T, sigma_T))
+        step = step + pr * rdp_gnmax_data_dependent_simulation_only(n, sigma_G, grid, "gaussian")
+        e = eps_from_rdp(grid, rdp + step, d)[0]
+        if e > budget_eps:
+            stopped = True
+            break
+        rdp = rdp + step
+        total += pr
+        answered.append(total)
+        eps.append(e)
+    return PaperAccounting(np.asarray(answered, np.float64), np.asarray(eps, np.float64), d, stopped)
+
+
+def protocol_answerable(params: ConfidentGNMaxParams, delta: float, budget_eps: float,
+                        *, orders: Sequence[float] | None = None, limit: int = 10**6) -> int:
+    """What the protocol would charge: how many queries the privacy guardian's data-independent
+    ledger answers within ``budget_eps`` (each answered query charged its worst case, checked before
+    answering as :class:`capc.privacy.ledger.BudgetLedger` does), found by bisection up to ``limit``."""
+    d = validate_delta(delta)
+    grid = validate_orders(orders)
+    one = RdpAccountant(grid).compose_all(params.worst_case_events()).rdp()
+
+    def eps_of(k: int) -> float:
+        return eps_from_rdp(grid, one * k, d)[0]
+
+    if eps_of(1) > budget_eps:
+        return 0
+    lo, hi = 1, 2
+    while hi <= limit and eps_of(hi) <= budget_eps:
+        lo, hi = hi, hi * 2
+    if hi > limit:
+        return limit
+    while hi - lo > 1:  # eps_of(lo) fits, eps_of(hi) does not
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if eps_of(mid) <= budget_eps else (lo, mid)
+    return lo

@@ -34,8 +34,12 @@ def test_tiny_noiseless_run_labels_by_plurality():
     cfg = SimulationConfig(n_parties=4, num_querying_parties=1, queries_per_party=40, mode="gap",
                            sigma_G=0, sigma_T=0, threshold=0, retrain_seeds=(11,),
                            model_config=ModelConfig(epochs=2))
-    res = run_learning_simulation(cfg)
+    from capc.privacy.simulate import EpsilonWarning
+
+    with pytest.warns(EpsilonWarning, match="querying party 0: no privacy budget"):  # noiseless, no budget
+        res = run_learning_simulation(cfg)
     [r] = res["parties"]
+    assert r["accounting"]["protocol"]["answered"] == 40 and r["accounting"]["paper"] is None
     assert r["queries_asked"] == 40 and r["queries_processed"] == 40 and r["queries_answered"] == 40
     assert r["after"]["num_queries_used"] == 40 and r["before"]["num_queries_used"] == 0
     assert r["label_accuracy"] > 0.5  # plurality of three trained models, no noise
