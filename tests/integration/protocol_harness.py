@@ -23,6 +23,14 @@ def make_run(tmp_path: Path, n_aps: int, queries: list[int], **protocol: Any) ->
     return make_local_run(tmp_path, n_aps, queries, **protocol)
 
 
+def wire_id(run: LocalRun, item: int) -> int:
+    """The opaque id under which the run's querying party asks about pool item ``item``."""
+    from capc.parties.queries import wire_query_id
+
+    assert run.cfg.query_key is not None
+    return wire_query_id(run.cfg.query_key, item)
+
+
 def ap_predictions(n_aps: int, query_ids: list[int]) -> np.ndarray:
     """predictions[j, k]: AP j+1's own plaintext argmax (lowest index on ties) on query k."""
     ds = load_dataset("digits")

@@ -19,7 +19,7 @@ import pytest
 from capc.privacy.ledger import LEDGER_FILENAME, BudgetLedger, format_budget_table
 from capc.privacy.rdp import GNMaxEvent, RdpAccountant
 
-from .protocol_harness import ap_predictions, clear_margin_queries, make_run, plurality
+from .protocol_harness import ap_predictions, clear_margin_queries, make_run, plurality, wire_id
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -84,7 +84,7 @@ def test_ap_killed_in_the_argmax_of_a_batch_keeps_the_votes_it_gave(tmp_path):
     try:
         for p in run.cfg.parties:
             if p.role != "qp":
-                hook = {"CAPC_FAULT_AP_EXIT_AT_ARGMAX": str(queries[2])} if p.name == "ap-1" else {}
+                hook = {"CAPC_FAULT_AP_EXIT_AT_ARGMAX": str(wire_id(run, queries[2]))} if p.name == "ap-1" else {}
                 run.start(p.name, env=hook)
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
         assert run.procs["ap-1"].wait(30) == 3
@@ -107,7 +107,7 @@ def test_ap_killed_mid_query_is_dropped_and_the_run_goes_on(tmp_path):
     try:
         for p in run.cfg.parties:
             if p.role != "qp":
-                hook = {"CAPC_FAULT_AP_EXIT_AT_QUERY": str(queries[1])} if p.name == "ap-2" else {}
+                hook = {"CAPC_FAULT_AP_EXIT_AT_QUERY": str(wire_id(run, queries[1]))} if p.name == "ap-2" else {}
                 run.start(p.name, env=hook)
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
         res = run.results()
@@ -183,7 +183,7 @@ def test_pg_restart_between_queries_keeps_the_ledger(tmp_path):
     run = make_run(tmp_path, 1, queries, sigma_gnmax=1.0)
     try:
         run.start("ap-1")
-        run.start("pg", env={"CAPC_FAULT_PG_EXIT_AFTER_QUERY": str(queries[0])})
+        run.start("pg", env={"CAPC_FAULT_PG_EXIT_AFTER_QUERY": str(wire_id(run, queries[0]))})
         qp = run.start("qp-0")
         assert run.procs["pg"].wait(120) == 3  # crashed after settling the first query
         run.start("pg")  # a fresh PG process reopens the same ledger file
