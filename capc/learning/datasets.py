@@ -123,9 +123,23 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None,
         x_train, x_test = _to_28x28(x_train), _to_28x28(x_test)
     else:
         x_train, y_train, x_test, y_test = _load_mnist(data_dir)
+    _check_pixel_domain(name, x_train, x_test)
     pool = DEFAULT_QUERY_POOL[name] if num_query_pool is None else int(num_query_pool)
     return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                    num_classes=10, num_query_pool=pool)
+
+
+def _check_pixel_domain(name: str, *arrays: np.ndarray) -> None:
+    """Every capc dataset declares pixels in [0, 1] (the models' input domain, which sizes the
+    answering parties' masks): refuse data that leaves it rather than query with it."""
+    from capc.he.bounds import PIXELS
+
+    for split, x in zip(("training", "test"), arrays):
+        ok = (x >= PIXELS.lo) & (x <= PIXELS.hi)
+        if not np.all(ok):
+            i = int(np.argmax(~ok.reshape(-1)))
+            raise DatasetError(f"{name} {split} images: value {float(x.reshape(-1)[i])!r} at flat index {i} "
+                               f"is outside the declared input domain {PIXELS}")
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
