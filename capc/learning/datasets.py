@@ -129,17 +129,21 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None,
                    num_classes=10, num_query_pool=pool)
 
 
+#: The input domain every capc dataset declares (and capc.he.bounds.PIXELS mirrors): pixels in
+#: [0, 1].  Defined here too so that capc.learning works without the HE stack.
+PIXEL_DOMAIN = (0.0, 1.0)
+
+
 def _check_pixel_domain(name: str, *arrays: np.ndarray) -> None:
     """Every capc dataset declares pixels in [0, 1] (the models' input domain, which sizes the
     answering parties' masks): refuse data that leaves it rather than query with it."""
-    from capc.he.bounds import PIXELS
-
+    lo, hi = PIXEL_DOMAIN
     for split, x in zip(("training", "test"), arrays):
-        ok = (x >= PIXELS.lo) & (x <= PIXELS.hi)
+        ok = (x >= lo) & (x <= hi)
         if not np.all(ok):
             i = int(np.argmax(~ok.reshape(-1)))
             raise DatasetError(f"{name} {split} images: value {float(x.reshape(-1)[i])!r} at flat index {i} "
-                               f"is outside the declared input domain {PIXELS}")
+                               f"is outside the declared input domain [{lo:g}, {hi:g}] (pixels scaled to [0, 1])")
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

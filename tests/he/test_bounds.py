@@ -129,3 +129,12 @@ def test_input_domain_rejects_bad_declarations() -> None:
     assert InputDomain.from_dict(PIXELS.to_dict()) == PIXELS
     with pytest.raises(HEError, match="'lo' and 'hi'"):
         InputDomain.from_dict({"lo": 0})
+
+
+def test_learning_side_declares_the_same_pixel_domain() -> None:
+    """capc.learning (which must work without the HE stack) mirrors PIXELS for datasets and cards."""
+    from capc.learning.cards import _pixels
+    from capc.learning.datasets import PIXEL_DOMAIN
+
+    assert (PIXELS.lo, PIXELS.hi) == PIXEL_DOMAIN
+    assert InputDomain.from_dict(_pixels()) == PIXELS
