@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from capc.he.errors import HEError
 
@@ -99,7 +100,10 @@ def interval_logits(plan: Any, domain: InputDomain) -> tuple[np.ndarray, np.ndar
     for st in stages:
         if isinstance(st, LinearStage):
             c = st.weight @ c + st.bias
-            r = abs(st.weight) @ r
+            w = st.weight
+            # |W| built from copies: scipy's abs() canonicalises (sorts) the matrix in place, which
+            # would reorder the first layer's indices that the public layout was derived from
+            r = sp.csr_matrix((np.abs(w.data), w.indices.copy(), w.indptr.copy()), shape=w.shape) @ r
         elif isinstance(st, SquareStage):
             lo, hi = c - r, c + r
             top = np.maximum(lo * lo, hi * hi)

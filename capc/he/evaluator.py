@@ -22,6 +22,7 @@ import tenseal.sealapi as seal
 from capc import fixedpoint
 from capc.he import raw, residue_wire
 from capc.he.batch import BatchEngine, default_workers
+from capc.he.bounds import derive_logit_bound
 from capc.he.errors import HEError
 from capc.he.layout import DiagSpec, batch_layout, single_layout
 from capc.he.mask import draw_mask, hiding_report
@@ -77,6 +78,8 @@ class ModelEvaluator:
         self.hiding_bits = int(hiding_bits)
         self.logit_bound = float(logit_bound)
         self.log2_bound = max(0, math.ceil(math.log2(self.logit_bound)))
+        #: sound |logit| bound over the declared input domain: what the hiding report is honest about
+        self.derived_bound = derive_logit_bound(plan)
         header, sections = unframe(public_context, CONTEXT_MAGIC, "public context")
         tags = [t for t, _ in sections]
         if tags.count(b"P") != 1 or tags.count(b"R") != 1 or any(t not in (b"P", b"R", b"G") for t in tags):
@@ -445,7 +448,7 @@ class ModelEvaluator:
             b = fixedpoint.encode(np.stack([r[:batch] for r in shares], axis=1), f)
             secret = c * self.slots
         self.last_hiding = hiding_report(self.hiding_bits, self.logit_bound, f, secret,
-                                         2 * self.slots * len(res) - secret)
+                                         2 * self.slots * len(res) - secret, self.derived_bound)
         return self._result(res, header, masked=True), b
 
     @staticmethod

@@ -138,3 +138,24 @@ def test_learning_side_declares_the_same_pixel_domain() -> None:
 
     assert (PIXELS.lo, PIXELS.hi) == PIXEL_DOMAIN
     assert InputDomain.from_dict(_pixels()) == PIXELS
+
+
+def test_hiding_report_is_honest_about_a_trusted_bound_below_the_derived_one() -> None:
+    """Old behaviour: with B = 16 trusted, a logit up to D = 2^12 gives the QP a distinguishing
+    advantage up to 2^-40 * D / B = 2^-32, while the report claimed 40 bits.  Now it says 32."""
+    from capc.he.mask import hiding_report
+
+    h = hiding_report(40, 16.0, 3, 10, 100, derived_bound=2.0**12)
+    assert h["per_logit_bits"] == pytest.approx(32.0) and h["requested_bits"] == 40.0
+    assert h["result_bits"] < 32.0
+    assert hiding_report(40, 16.0, 3, 10, 100, derived_bound=8.0)["per_logit_bits"] == 40.0
+
+
+def test_deriving_the_bound_leaves_the_plan_untouched() -> None:
+    """The first layer's index order fixes the public gather layout: bounding must not sort it."""
+    plan = compile_model(small_model(seed=2))
+    w = plan.stages[0].weight
+    before = (w.indices.copy(), w.data.copy(), plan.fingerprint)
+    derive_logit_bound(plan)
+    assert np.array_equal(w.indices, before[0]) and np.array_equal(w.data, before[1])
+    assert plan.fingerprint == before[2]
