@@ -22,10 +22,12 @@ import tenseal.sealapi as seal
 from capc import fixedpoint
 from capc.he import raw, residue_wire
 from capc.he.batch import BatchEngine, default_workers
+from capc.he.bounds import derive_logit_bound
 from capc.he.errors import HEError
 from capc.he.layout import DiagSpec, batch_layout, single_layout
 from capc.he.mask import draw_flood, draw_mask, flood_std, grid_smoothing_bits, hiding_report
-from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, PRECISION_BITS, needed_output_bits)
+from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, MIN_HIDING_BITS, achievable_hiding_bits,
+                            needed_output_bits)
 from capc.he.plan import LinearStage, Plan, SquareStage
 from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, make_context,
                           unframe)
@@ -77,6 +79,10 @@ class ModelEvaluator:
         self.hiding_bits = int(hiding_bits)
         self.logit_bound = float(logit_bound)
         self.log2_bound = max(0, math.ceil(math.log2(self.logit_bound)))
+        #: sound |logit| bound over the declared input domain: what the hiding report is honest about
+        self.derived_bound = derive_logit_bound(plan)
+        #: the AP refuses to mask with fewer hiding bits than this
+        self.min_hiding_bits = MIN_HIDING_BITS
         header, sections = unframe(public_context, CONTEXT_MAGIC, "public context")
         tags = [t for t, _ in sections]
         if tags.count(b"P") != 1 or tags.count(b"R") != 1 or any(t not in (b"P", b"K", b"R", b"G") for t in tags):
@@ -423,21 +429,26 @@ class ModelEvaluator:
         if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)) or frac_bits < 0:
             raise HEError(f"frac_bits must be a non-negative integer, got {frac_bits!r}")
         f = int(frac_bits)
-        if self.hiding_bits + self.log2_bound + f > PRECISION_BITS:
-            raise HEError(f"hiding_bits {self.hiding_bits} + ceil(log2 B) {self.log2_bound} + frac_bits {f} "
-                          f"exceeds the float64 decoding precision ({PRECISION_BITS} bits)")
-        need = needed_output_bits(math.log2(self.scale), self.hiding_bits, self.log2_bound)
+        # the mask is sized by a bound that holds: the larger of the declared B and the sound bound
+        # derived from this plan over the input domain; s is lowered (never below the minimum) to keep
+        # s + ceil(log2 B) + f within the decoding precision, and the run reports the s achieved
+        bound = max(self.logit_bound, self.derived_bound)
+        log2_bound = max(0, math.ceil(math.log2(bound)))
+        # (one bit is kept back so that the mask grid 2^-G is at most half the flooding noise's
+        # standard deviation 2^-(f+4), which then smooths it: see mask.grid_smoothing_bits)
+        s_bits = achievable_hiding_bits(bound, f + 1, requested=self.hiding_bits, minimum=self.min_hiding_bits)
+        need = needed_output_bits(math.log2(self.scale), s_bits, log2_bound)
         if self.output_modulus_bits < need:
             raise HEError(f"the parameters keep {self.output_modulus_bits} modulus bits at the output "
-                          f"level but the mask needs {need} (scale + {self.hiding_bits} hiding bits + "
-                          f"logit bound); refusing to return a weakly masked result")
+                          f"level but the mask needs {need} (scale + {s_bits} hiding bits + "
+                          f"logit bound 2^{log2_bound}); refusing to return a weakly masked result")
         res, header = self._run(query)
         c = self.plan.num_classes
         shares = []
         std = flood_std(f)
         for ct in res:
-            re = draw_mask(self.slots, self.hiding_bits, self.log2_bound, f)
-            im = draw_mask(self.slots, self.hiding_bits, self.log2_bound, f)
+            re = draw_mask(self.slots, s_bits, log2_bound, f)
+            im = draw_mask(self.slots, s_bits, log2_bound, f)
             pt = seal.Plaintext()
             self.encoder.encode((re + 1j * im).tolist(), ct.parms_id(), ct.scale, pt)
             self.ev.sub_plain_inplace(ct, pt)
@@ -451,10 +462,10 @@ class ModelEvaluator:
             batch = int(header["batch"])
             b = fixedpoint.encode(np.stack([r[:batch] for r in shares], axis=1), f)
             secret = c * self.slots
-        self.last_hiding = hiding_report(self.hiding_bits, self.logit_bound, f, secret,
-                                         2 * self.slots * len(res) - secret)
+        self.last_hiding = hiding_report(s_bits, bound, f, secret,
+                                         2 * self.slots * len(res) - secret, self.derived_bound)
         self.last_hiding["flood_std"] = std
-        self.last_hiding["grid_smoothing_bits"] = grid_smoothing_bits(std, self.hiding_bits, self.log2_bound,
+        self.last_hiding["grid_smoothing_bits"] = grid_smoothing_bits(std, s_bits, log2_bound,
                                                                       2 * self.slots * len(res))
         return self._result(res, header, masked=True), b
 

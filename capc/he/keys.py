@@ -15,6 +15,7 @@ import tenseal.sealapi as seal
 
 from capc.config import HEParams
 from capc.he import raw, residue_wire
+from capc.he.bounds import PIXELS, InputDomain
 from capc.he.errors import HEError
 from capc.he.layout import batch_layout, single_layout
 from capc.he.params import HESetup, choose_params
@@ -76,6 +77,9 @@ class QueryKeys:
             :class:`~capc.config.HEParams` (validated here with the default hiding bits), or None
             (recommended parameters).
         packing: ``"single"`` (one query per call) or ``"batch"`` (up to N/2 queries per call).
+        domain: the model's declared input domain (default pixels in [0, 1]); :meth:`encrypt`
+            refuses any value outside it, because the answering party's mask is sized by a logit
+            bound that holds only on this domain (:mod:`capc.he.bounds`).
         encrypt_workers: processes that encrypt a batch in parallel (batch packing only).  They are
             this party's own children and receive the secret key through a private pipe; call
             :meth:`close` (or use ``with``) to stop them.
@@ -87,8 +91,11 @@ class QueryKeys:
     """
 
     def __init__(self, plan: Any, params: HESetup | HEParams | None = None, packing: str = "single",
-                 encrypt_workers: int = 1) -> None:
+                 encrypt_workers: int = 1, domain: InputDomain = PIXELS) -> None:
         self.plan = as_public(plan)
+        if not isinstance(domain, InputDomain):
+            raise HEError(f"domain must be a capc.he.bounds.InputDomain, got {type(domain).__name__}")
+        self.domain = domain
         if isinstance(params, HESetup):
             if params.packing != packing:
                 raise HEError(f"params were validated for {params.packing!r} packing, not {packing!r}")
@@ -164,6 +171,7 @@ class QueryKeys:
             arr = arr.reshape(n)
         if not np.all(np.isfinite(arr)):
             raise HEError("the query contains NaN or infinite values")
+        self.domain.check(arr)
         return arr
 
     def _encrypt_vec(self, vec: np.ndarray) -> bytes:
@@ -253,7 +261,8 @@ class QueryKeys:
 
     def encrypt(self, x: Any) -> bytes:
         """Encrypt one query (single packing, shape ``input_shape``) or a batch (batch packing,
-        shape [B, *input_shape] with B <= N/2).  Raises :class:`HEError` on NaN/inf or a bad shape."""
+        shape [B, *input_shape] with B <= N/2).  Raises :class:`HEError` on NaN/inf, a value outside
+        the declared input domain, or a bad shape."""
         if self.packing == "single":
             v = self._check_values(x, batch=False)
             lay = self._layout

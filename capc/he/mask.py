@@ -99,16 +99,23 @@ def grid_smoothing_bits(std: float, hiding_bits: int, log2_bound: int, coords: i
 
 
 def hiding_report(hiding_bits: int, logit_bound: float, frac_bits: int, secret_coords: int,
-                  noise_coords: int) -> dict[str, float]:
+                  noise_coords: int, derived_bound: float | None = None) -> dict[str, float]:
     """Statistical hiding a masked result achieves.
 
-    ``secret_coords`` slot coordinates carry a logit (|z| <= B): each contributes distance <= 2^-s.
-    ``noise_coords`` carry only CKKS error, bounded by the tolerated ``2^-(f+1)``: each contributes
-    <= 2^-(f+1) / (2^s B).  The total is the union bound over all coordinates.
+    ``secret_coords`` slot coordinates carry a logit: with the mask uniform over ``2^(s+1) B`` and
+    ``|z| <= D`` each contributes distance ``<= 2^-s max(1, D / B)``, where ``D`` is the sound bound
+    ``derived_bound`` over the model's input domain (:mod:`capc.he.bounds`; ``D = B`` when not given,
+    i.e. trusting B).  ``noise_coords`` carry only CKKS error, bounded by the tolerated ``2^-(f+1)``:
+    each contributes <= 2^-(f+1) / (2^s B).  The total is the union bound over all coordinates.
     """
-    per_logit = 2.0 ** -hiding_bits
+    ratio = 1.0 if derived_bound is None else max(1.0, float(derived_bound) / logit_bound)
+    per_logit = 2.0 ** -hiding_bits * ratio
     noise = 2.0 ** -(frac_bits + 1) / (2.0 ** hiding_bits * logit_bound)
     total = secret_coords * per_logit + noise_coords * noise
-    return {"per_logit_bits": float(hiding_bits),
-            "result_bits": -math.log2(total) if total > 0 else float("inf"),
-            "secret_coords": float(secret_coords), "noise_coords": float(noise_coords)}
+    report = {"per_logit_bits": -math.log2(per_logit) if per_logit < 1 else 0.0,
+              "result_bits": -math.log2(total) if 0 < total < 1 else (float("inf") if total == 0 else 0.0),
+              "secret_coords": float(secret_coords), "noise_coords": float(noise_coords),
+              "requested_bits": float(hiding_bits), "logit_bound": float(logit_bound)}
+    if derived_bound is not None:
+        report["derived_logit_bound"] = float(derived_bound)
+    return report

@@ -190,3 +190,30 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
                              _proposal(pub, packing, hiding_bits, logit_bound, frac_bits, scale_bits))
     return HESetup(he_params, packing, hiding_bits, float(logit_bound), frac_bits, pub.depth,
                    out_bits, out_bits - need)
+
+
+#: Fewest hiding bits :func:`achievable_hiding_bits` accepts when it has to lower s.
+MIN_HIDING_BITS = 24
+
+
+def achievable_hiding_bits(logit_bound: float, frac_bits: int = DEFAULT_FRAC_BITS, *,
+                           requested: int = DEFAULT_HIDING_BITS,
+                           minimum: int = MIN_HIDING_BITS) -> int:
+    """The hiding bits s a mask can have for a (derived) logit bound B: ``requested`` when
+    ``requested + ceil(log2 B) + f <= PRECISION_BITS``, else the largest s that fits, down to
+    ``minimum``.
+
+    Raises:
+        ParameterError: if even ``minimum`` bits do not fit, naming B, f and what would fit.
+    """
+    if not isinstance(logit_bound, (int, float)) or not math.isfinite(logit_bound) or logit_bound <= 0:
+        raise HEError(f"logit_bound must be a positive finite number, got {logit_bound!r}")
+    log2_bound = max(0, math.ceil(math.log2(logit_bound)))
+    s = min(int(requested), PRECISION_BITS - log2_bound - int(frac_bits))
+    if s < minimum:
+        raise ParameterError(
+            f"the logit bound B = {logit_bound:.6g} (2^{log2_bound}) with {frac_bits} fraction bits leaves "
+            f"only {s} hiding bits within the {PRECISION_BITS}-bit float64 decoding precision, below the "
+            f"minimum of {minimum}; the model's weights make its logits too large to mask (retrain with "
+            f"smaller weights or a narrower input domain, or lower --round_exp)")
+    return s

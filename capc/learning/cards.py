@@ -1,8 +1,8 @@
 """Model cards: a JSON record and a short Markdown page describing one trained party model.
 
 A card records what the HE side and a reader need: the data and partition the model was trained on,
-the seed and hyper-parameters, held-out accuracy, the largest |logit| observed (the logit bound the
-CKKS parameters must leave room for), the frozen graph's node names, file hashes, date and library
+the seed and hyper-parameters, held-out accuracy, the largest |logit| observed, the declared input domain and
+the sound logit bound over it (what sizes the answering party's mask), the frozen graph's node names, file hashes, date and library
 versions. ``party-<i>.card.json`` is the machine-readable form, ``party-<i>.card.md`` the human one.
 """
 
@@ -62,7 +62,25 @@ def evaluate_for_card(model: Any, dataset: Any, x_train: np.ndarray) -> dict[str
                                 if dataset.num_query_pool else None),
         "max_abs_logit_test": round(float(np.abs(test_logits).max()), 4),
         "max_abs_logit_train": round(float(np.abs(train_logits).max()), 4),
+        "derived_logit_bound": (None if (bound := _derived_bound(model)) is None else round(bound, 4)),
     }
+
+
+def _derived_bound(model: Any) -> float | None:
+    """The sound bound on |logit| over the declared input domain (what sizes the mask), or None
+    when the HE stack is not installed."""
+    try:
+        from capc.he import compile_model
+        from capc.he.bounds import PIXELS, derive_logit_bound
+    except ImportError:
+        return None
+    return derive_logit_bound(compile_model(model), PIXELS)
+
+
+def _pixels() -> dict[str, Any]:
+    from capc.learning.datasets import PIXEL_DOMAIN
+
+    return {"lo": PIXEL_DOMAIN[0], "hi": PIXEL_DOMAIN[1], "description": "pixels scaled to [0, 1]"}
 
 
 def make_card(*, name: str, model: Any, dataset: Any, party: int, partition: dict[str, Any],
@@ -93,6 +111,7 @@ def make_card(*, name: str, model: Any, dataset: Any, party: int, partition: dic
             "frozen_graph": {"input_node": INPUT_NODE, "output_node": OUTPUT_NODE,
                              "input_tensor": f"{INPUT_NODE}:0", "output_tensor": f"{OUTPUT_NODE}:0",
                              "layout": "NHWC, float32 in [0, 1]"},
+            "input_domain": _pixels(),
         },
         "data": {
             "dataset": dataset.name,
@@ -129,7 +148,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- **Held-out accuracy**: {ev['accuracy']:.4f} (balanced {ev['balanced_accuracy']:.4f}) on "
         f"{ev['num_samples']} samples of the {ev['split']}.",
         f"- **Logit bound**: max |logit| = {ev['max_abs_logit_test']} on the test split, "
-        f"{ev['max_abs_logit_train']} on the training data.",
+        f"{ev['max_abs_logit_train']} on the training data"
+        + (f"; sound bound over the input domain {ev['derived_logit_bound']}."
+           if ev.get("derived_logit_bound") is not None else "."),
         f"- **Training**: seed {tr['seed']}, {tr['epochs']} epochs, batch {tr['batch_size']}, "
         f"Adam lr {tr['learning_rate']}, L2 {tr['l2']}, logit L2 {tr['logit_l2']}.",
         f"- **Files**: {files}.",

@@ -196,8 +196,10 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None,
                 x_train, y_train, x_test, y_test = _download(name)
             except Exception as dl_exc:  # network, missing package, ...: report both causes
                 raise DatasetError(f"{exc}\nDownload also failed: {dl_exc}") from dl_exc
-        if name in CHANNEL_STATS:
-            x_train, x_test = _standardise(x_train, name), _standardise(x_test, name)
+    # the pixels as read, before any standardisation: the domain the models' bounds are derived over
+    _check_pixel_domain(name, x_train, x_test)
+    if name in CHANNEL_STATS:
+        x_train, x_test = _standardise(x_train, name), _standardise(x_test, name)
     pool = DEFAULT_QUERY_POOL[name] if num_query_pool is None else int(num_query_pool)
     return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                    num_classes=10, num_query_pool=pool)
@@ -207,6 +209,23 @@ def _standardise(x: np.ndarray, name: str) -> np.ndarray:
     """[0, 1] pixels -> per-channel standardised, as the original's colour pipelines."""
     mean, std = (np.asarray(v, dtype=np.float32) for v in CHANNEL_STATS[name])
     return ((x - mean) / std).astype(np.float32)
+
+
+#: The input domain every capc dataset declares (and capc.he.bounds.PIXELS mirrors): pixels in
+#: [0, 1].  Defined here too so that capc.learning works without the HE stack.
+PIXEL_DOMAIN = (0.0, 1.0)
+
+
+def _check_pixel_domain(name: str, *arrays: np.ndarray) -> None:
+    """Every capc dataset declares pixels in [0, 1] (the models' input domain, which sizes the
+    answering parties' masks): refuse data that leaves it rather than query with it."""
+    lo, hi = PIXEL_DOMAIN
+    for split, x in zip(("training", "test"), arrays):
+        ok = (x >= lo) & (x <= hi)
+        if not np.all(ok):
+            i = int(np.argmax(~ok.reshape(-1)))
+            raise DatasetError(f"{name} {split} images: value {float(x.reshape(-1)[i])!r} at flat index {i} "
+                               f"is outside the declared input domain [{lo:g}, {hi:g}] (pixels scaled to [0, 1])")
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

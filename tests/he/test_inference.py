@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 import pytest
+
+from capc.he.bounds import derive_logit_bound
 import tenseal.sealapi as seal
 
 from capc import fixedpoint
@@ -50,7 +52,10 @@ def test_masked_shares_reconstruct_within_one(plan, single):
             total = fixedpoint.to_signed(fixedpoint.reconstruct(a, b))
             target = fixedpoint.to_signed(fixedpoint.encode(plan.forward(x), f))
             assert np.abs(total - target).max() <= 1
-    assert ev.last_hiding["per_logit_bits"] >= 40
+    # honest report: the mask range is 2^40 * 16, but the sound bound D over [0, 1]^64 exceeds 16
+    d = derive_logit_bound(plan)
+    assert ev.last_hiding["derived_logit_bound"] == d > 16
+    assert ev.last_hiding["per_logit_bits"] == pytest.approx(40 - np.log2(d / 16))
     assert b.dtype == np.uint64 and b.shape == (10,)
 
 

@@ -109,3 +109,18 @@ def test_mnist_npz_with_wrong_arrays(tmp_path):
     (tmp_path / "mnist.npz").write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match="cannot read"):
         load_dataset("mnist", tmp_path)
+
+
+def test_mnist_outside_the_pixel_domain_is_refused(tmp_path):
+    """Float images beyond 255 (or negative) would leave the models' declared input domain
+    [0, 1], which the answering parties' mask bound relies on: loading them fails, naming it."""
+    xtr, ytr, xte, yte = _fake_mnist()
+    bad = xte.astype(np.float64)
+    bad[3, 4, 5] = 1000.0
+    np.savez(tmp_path / "mnist.npz", x_train=xtr, y_train=ytr, x_test=bad, y_test=yte)
+    with pytest.raises(DatasetError, match=r"test images: value 3\.92.* outside the declared input domain \[0, 1\]"):
+        load_dataset("mnist", tmp_path)
+    neg = xtr.astype(np.float64) - 1.0
+    np.savez(tmp_path / "mnist.npz", x_train=neg, y_train=ytr, x_test=xte, y_test=yte)
+    with pytest.raises(DatasetError, match="training images: value -"):
+        load_dataset("mnist", tmp_path)

@@ -1,0 +1,129 @@
+"""Declared input domain of a model, and a sound bound on its logits over that domain.
+
+The answering party's mask hides a logit ``z`` only if ``|z| <= B`` (:mod:`capc.he.mask`).  ``B``
+must therefore be a *bound*, not an observation: :func:`derive_logit_bound` propagates the declared
+input box through the plan's stages by interval arithmetic (per neuron, centre/radius form):
+
+* affine stage ``y = W x + b``: centre ``W c + b``, radius ``|W| r`` (the exact per-neuron range of
+  an affine map over a box);
+* square stage: the exact range of ``x^2`` for ``x`` in ``[l, u]`` (``0`` when the interval
+  contains 0).  A degree-2 polynomial activation was already rewritten by :mod:`capc.he.plan` into
+  affine maps around one square, so it is bounded soundly too; folded batch norm and average pooling
+  are affine maps.
+
+The bound is then widened by a relative margin for float64 rounding and an absolute margin for the
+CKKS approximation error (far below ``2^-(f+1)``, the share tolerance).
+
+The domain is only enforced where the querying party encrypts (:class:`capc.he.keys.QueryKeys`):
+the answering party cannot inspect an encrypted query, so a querying party that deviates from the
+protocol and encrypts out-of-domain values voids the mask's guarantee (capc is semi-honest).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from capc.he.errors import HEError
+
+#: Relative widening of the interval bound for float64 rounding in the propagation itself.
+REL_MARGIN = 2.0 ** -20
+#: Absolute widening for the CKKS approximation error of the encrypted evaluation.
+ABS_MARGIN = 2.0 ** -10
+
+
+@dataclass(frozen=True)
+class InputDomain:
+    """A box ``[lo, hi]`` every query value must lie in (one interval for all inputs).
+
+    Attributes:
+        lo, hi: finite bounds with ``lo <= hi``.
+        description: what the values are (for error messages and cards).
+    """
+
+    lo: float
+    hi: float
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for name, v in (("lo", self.lo), ("hi", self.hi)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise HEError(f"input domain {name} must be a finite number, got {v!r}")
+        if self.lo > self.hi:
+            raise HEError(f"input domain is empty: lo {self.lo} > hi {self.hi}")
+
+    def __str__(self) -> str:
+        text = f"[{self.lo:g}, {self.hi:g}]"
+        return f"{text} ({self.description})" if self.description else text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for model cards and public plans."""
+        return {"lo": float(self.lo), "hi": float(self.hi), "description": self.description}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "InputDomain":
+        """Inverse of :meth:`to_dict`; raises :class:`HEError` on malformed input."""
+        if not isinstance(d, dict) or "lo" not in d or "hi" not in d:
+            raise HEError(f"an input domain needs 'lo' and 'hi', got {d!r}")
+        return cls(d["lo"], d["hi"], str(d.get("description", "")))
+
+    def check(self, values: Any, what: str = "the query") -> None:
+        """Raise :class:`HEError` naming the domain and the first offending value if any value of
+        ``values`` lies outside ``[lo, hi]`` (or is NaN)."""
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+        bad = ~((arr >= self.lo) & (arr <= self.hi))  # NaN fails both comparisons
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            raise HEError(f"{what} has value {arr[i]!r} at flat index {i}, outside the model's declared "
+                          f"input domain {self}; {int(bad.sum())} of {arr.size} values are out of range")
+
+
+#: Pixels scaled to [0, 1]: the domain of every capc dataset and default model.
+PIXELS = InputDomain(0.0, 1.0, "pixels scaled to [0, 1]")
+
+
+def interval_logits(plan: Any, domain: InputDomain) -> tuple[np.ndarray, np.ndarray]:
+    """Per-logit lower and upper bounds of ``plan.forward(x)`` over all ``x`` in the box (before
+    margins)."""
+    from capc.he.plan import LinearStage, SquareStage
+
+    stages = getattr(plan, "stages", None)
+    if stages is None:
+        raise HEError("deriving a logit bound needs the full Plan (with weights)")
+    n = plan.input_size
+    c = np.full(n, (domain.lo + domain.hi) / 2.0)
+    r = np.full(n, (domain.hi - domain.lo) / 2.0)
+    for st in stages:
+        if isinstance(st, LinearStage):
+            c = st.weight @ c + st.bias
+            w = st.weight
+            # |W| built from copies: scipy's abs() canonicalises (sorts) the matrix in place, which
+            # would reorder the first layer's indices that the public layout was derived from
+            r = sp.csr_matrix((np.abs(w.data), w.indices.copy(), w.indptr.copy()), shape=w.shape) @ r
+        elif isinstance(st, SquareStage):
+            lo, hi = c - r, c + r
+            top = np.maximum(lo * lo, hi * hi)
+            bottom = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(lo * lo, hi * hi))
+            c, r = (top + bottom) / 2.0, (top - bottom) / 2.0
+        else:  # pragma: no cover - the plan only has these two stage kinds
+            raise HEError(f"unknown stage {type(st).__name__}")
+    return c - r, c + r
+
+
+def derive_logit_bound(plan: Any, domain: InputDomain = PIXELS) -> float:
+    """A sound bound ``B >= |z_i|`` for every logit ``z_i`` of ``plan`` on every input in ``domain``,
+    widened for float64 rounding and CKKS error (see module docstring).
+
+    Raises:
+        HEError: if the plan is not a full :class:`~capc.he.plan.Plan` or the bound is not finite.
+    """
+    lo, hi = interval_logits(plan, domain)
+    raw = float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
+    if not math.isfinite(raw):
+        raise HEError("the logit bound over the input domain overflows float64; the model's weights "
+                      "are too large to mask")
+    return raw * (1.0 + REL_MARGIN) + ABS_MARGIN
