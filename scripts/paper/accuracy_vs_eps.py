@@ -15,9 +15,6 @@ a crashed run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -26,6 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # allow running from a source checkout without installing
     sys.path.insert(0, str(ROOT))
+
+from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 FIELDS = ["budget_eps", "party", "queries_answered", "epsilon_protocol", "epsilon_paper",
           "accuracy_before", "accuracy_after", "balanced_before", "balanced_after"]
@@ -57,23 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     from capc.learning.models import ModelConfig
     from capc.learning.simulation import SimulationConfig, run_learning_simulation
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "accuracy_vs_eps.csv"
-    done: set[float] = set()
-    if csv_path.exists():
-        with csv_path.open(newline="") as f:
-            done = {float(r["budget_eps"]) for r in csv.DictReader(f)}
-    (out / "accuracy_vs_eps.json").write_text(json.dumps({
-        "parameters": vars(args), "seeds": {"models": args.seed, "retrain": args.retrain_seeds},
-        "versions": {"python": platform.python_version(), "numpy": np.__version__},
-    }, indent=2, default=str) + "\n", encoding="utf-8")
-    new_file = not csv_path.exists()
+    folder = ResultsFolder(args.out, "accuracy_vs_eps", FIELDS)
+    done = folder.done(lambda r: float(r["budget_eps"]))
+    folder.write_params(args, seeds={"models": args.seed, "retrain": args.retrain_seeds})
     try:
-        with csv_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new_file:
-                w.writeheader()
+        with folder.appender() as append:
             for budget in tqdm([b for b in args.budgets if b not in done], desc="accuracy vs eps"):
                 cfg = SimulationConfig(dataset=args.dataset, data_dir=args.data_dir, n_parties=args.n_parties,
                                        num_querying_parties=args.num_querying_parties,
@@ -83,44 +70,32 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_learning_simulation(cfg)
                 for r in res["parties"]:
                     paper = r["accounting"]["paper"]
-                    w.writerow({"budget_eps": budget, "party": r["party"], "queries_answered": r["queries_answered"],
-                                "epsilon_protocol": f"{r['epsilon_data_independent']:.4f}",
-                                "epsilon_paper": "" if paper is None else f"{paper['epsilon']:.4f}",
-                                "accuracy_before": f"{r['before']['accuracy_mean']:.4f}",
-                                "accuracy_after": f"{r['after']['accuracy_mean']:.4f}",
-                                "balanced_before": f"{r['before']['balanced_accuracy_mean']:.4f}",
-                                "balanced_after": f"{r['after']['balanced_accuracy_mean']:.4f}"})
-                f.flush()  # each finished budget survives a crash
+                    append({"budget_eps": budget, "party": r["party"], "queries_answered": r["queries_answered"],
+                            "epsilon_protocol": f"{r['epsilon_data_independent']:.4f}",
+                            "epsilon_paper": "" if paper is None else f"{paper['epsilon']:.4f}",
+                            "accuracy_before": f"{r['before']['accuracy_mean']:.4f}",
+                            "accuracy_after": f"{r['after']['accuracy_mean']:.4f}",
+                            "balanced_before": f"{r['before']['balanced_accuracy_mean']:.4f}",
+                            "balanced_after": f"{r['after']['balanced_accuracy_mean']:.4f}"})
     except CapcError as exc:
         print(f"accuracy_vs_eps: {exc}", file=sys.stderr)
         return 2
-    _plot(csv_path, out / "accuracy_vs_eps.png", args)
+    _plot(folder, args)
     return 0
 
 
-def _plot(csv_path: Path, png: Path, args: argparse.Namespace) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+def _plot(folder: ResultsFolder, args: argparse.Namespace) -> None:
+    rows = folder.rows()
     eps = sorted({float(r["budget_eps"]) for r in rows})
 
     def mean(col: str) -> list[float]:
         return [float(np.mean([float(r[col]) for r in rows if float(r["budget_eps"]) == e])) for e in eps]
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(eps, mean("accuracy_before"), "o--", label="before (own data)")
-    ax.plot(eps, mean("accuracy_after"), "o-", label="after CaPC labels")
-    ax.set_xlabel("budget epsilon (protocol's ledger)")
-    ax.set_ylabel("test accuracy of querying parties")
-    ax.set_title(f"{args.dataset}, K = {args.n_parties}", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
+    with folder.figure(f"{args.dataset}, K = {args.n_parties}") as ax:
+        ax.plot(eps, mean("accuracy_before"), "o--", label="before (own data)")
+        ax.plot(eps, mean("accuracy_after"), "o-", label="after CaPC labels")
+        ax.set_xlabel("budget epsilon (protocol's ledger)")
+        ax.set_ylabel("test accuracy of querying parties")
 
 
 if __name__ == "__main__":

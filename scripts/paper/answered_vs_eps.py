@@ -17,9 +17,6 @@ skipped, so a crashed run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -28,6 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # allow running from a source checkout without installing
     sys.path.insert(0, str(ROOT))
+
+from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 FIELDS = ["histograms", "epsilon", "paper_answered", "paper_processed", "protocol_answered"]
 
@@ -65,13 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _done(csv_path: Path) -> set[tuple[str, float]]:
-    if not csv_path.exists():
-        return set()
-    with csv_path.open(newline="") as f:
-        return {(r["histograms"], float(r["epsilon"])) for r in csv.DictReader(f)}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -81,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from capc.privacy.gnmax import ConfidentGNMaxParams
     from capc.privacy.simulate import PAPER_LABEL, PROTOCOL_LABEL, paper_accounting_simulation_only, protocol_answerable
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "answered_vs_eps.csv"
+    folder = ResultsFolder(args.out, "answered_vs_eps", FIELDS)
     try:
         params = ConfidentGNMaxParams(args.sigma_gnmax, args.sigma_threshold, args.threshold)
         for kind in args.histograms:
@@ -91,53 +81,35 @@ def main(argv: list[str] | None = None) -> int:
     except (PrivacyParameterError, ValueError) as exc:
         print(f"answered_vs_eps: {exc}", file=sys.stderr)
         return 2
-    (out / "answered_vs_eps.json").write_text(json.dumps({
-        "parameters": vars(args), "seed": args.seed, "histograms_are": "synthetic",
-        "labels": {"paper": PAPER_LABEL, "protocol": PROTOCOL_LABEL},
-        "versions": {"python": platform.python_version(), "numpy": np.__version__},
-    }, indent=2, default=str) + "\n", encoding="utf-8")
-    done = _done(csv_path)
+    folder.write_params(args, seed=args.seed, histograms_are="synthetic",
+                        labels={"paper": PAPER_LABEL, "protocol": PROTOCOL_LABEL})
+    done = folder.done(lambda r: (r["histograms"], float(r["epsilon"])))
     todo = [(k, e) for k in args.histograms for e in args.eps if (k, e) not in done]
-    new_file = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new_file:
-            w.writeheader()
+    with folder.appender() as append:
         for kind, eps in tqdm(todo, desc="answered vs eps"):
             votes = synthetic_histograms(kind, args.teachers, args.num_queries, 10, args.seed)
             paper = paper_accounting_simulation_only(votes, params, args.delta, eps)
-            w.writerow({"histograms": kind, "epsilon": eps, "paper_answered": f"{paper.answered:.1f}",
-                        "paper_processed": paper.processed,
-                        "protocol_answered": min(protocol_answerable(params, args.delta, eps), args.num_queries)})
-            f.flush()  # each finished configuration survives a crash
-    _plot(csv_path, out / "answered_vs_eps.png", PAPER_LABEL, PROTOCOL_LABEL, args)
+            append({"histograms": kind, "epsilon": eps, "paper_answered": f"{paper.answered:.1f}",
+                    "paper_processed": paper.processed,
+                    "protocol_answered": min(protocol_answerable(params, args.delta, eps), args.num_queries)})
+    _plot(folder, args)
     return 0
 
 
-def _plot(csv_path: Path, png: Path, paper_label: str, protocol_label: str, args: argparse.Namespace) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for kind in dict.fromkeys(r["histograms"] for r in rows):
-        rs = sorted((r for r in rows if r["histograms"] == kind), key=lambda r: float(r["epsilon"]))
-        e = [float(r["epsilon"]) for r in rs]
-        ax.plot(e, [float(r["paper_answered"]) for r in rs], "o-", label=f"{kind}: paper's accounting")
-    rs = sorted({float(r["epsilon"]): r for r in rows}.values(), key=lambda r: float(r["epsilon"]))
-    ax.plot([float(r["epsilon"]) for r in rs], [float(r["protocol_answered"]) for r in rs], "k--",
-            label="protocol's ledger (any votes)")
-    ax.set_xlabel(f"epsilon (delta = {args.delta:g})")
-    ax.set_ylabel("queries answered")
-    ax.set_title(f"K={args.teachers}, T={args.threshold:g}, sigma_T={args.sigma_threshold:g}, "
-                 f"sigma_G={args.sigma_gnmax:g} (synthetic votes)", fontsize=8)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
+def _plot(folder: ResultsFolder, args: argparse.Namespace) -> None:
+    rows = folder.rows()
+    title = (f"K={args.teachers}, T={args.threshold:g}, sigma_T={args.sigma_threshold:g}, "
+             f"sigma_G={args.sigma_gnmax:g} (synthetic votes)")
+    with folder.figure(title) as ax:
+        for kind in dict.fromkeys(r["histograms"] for r in rows):
+            rs = sorted((r for r in rows if r["histograms"] == kind), key=lambda r: float(r["epsilon"]))
+            ax.plot([float(r["epsilon"]) for r in rs], [float(r["paper_answered"]) for r in rs], "o-",
+                    label=f"{kind}: paper's accounting")
+        rs = sorted({float(r["epsilon"]): r for r in rows}.values(), key=lambda r: float(r["epsilon"]))
+        ax.plot([float(r["epsilon"]) for r in rs], [float(r["protocol_answered"]) for r in rs], "k--",
+                label="protocol's ledger (any votes)")
+        ax.set_xlabel(f"epsilon (delta = {args.delta:g})")
+        ax.set_ylabel("queries answered")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,6 @@ skipped, so a crashed run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -26,6 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # allow running from a source checkout without installing
     sys.path.insert(0, str(ROOT))
+
+from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 FIELDS = ["sigma_G", "noise_seed", "label_accuracy", "noiseless_accuracy", "epsilon_per_answer"]
 
@@ -57,38 +56,25 @@ def main(argv: list[str] | None = None) -> int:
     from capc.privacy.rdp import RdpAccountant
     from capc.privacy.simulate import simulate_queries
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "ensemble_vs_sigma.csv"
-    done: set[tuple[float, int]] = set()
-    if csv_path.exists():
-        with csv_path.open(newline="") as f:
-            done = {(float(r["sigma_G"]), int(r["noise_seed"])) for r in csv.DictReader(f)}
+    folder = ResultsFolder(args.out, "ensemble_vs_sigma", FIELDS)
+    done = folder.done(lambda r: (float(r["sigma_G"]), int(r["noise_seed"])))
     todo = [(s, n) for s in args.sigmas for n in args.noise_seeds if (s, n) not in done]
-    (out / "ensemble_vs_sigma.json").write_text(json.dumps({
-        "parameters": vars(args), "seeds": {"models": args.seed, "noise": args.noise_seeds},
-        "versions": {"python": platform.python_version(), "numpy": np.__version__},
-    }, indent=2, default=str) + "\n", encoding="utf-8")
+    folder.write_params(args, seeds={"models": args.seed, "noise": args.noise_seeds})
     try:
         if todo:
             votes, truth = _votes(args)
-        new_file = not csv_path.exists()
-        with csv_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new_file:
-                w.writeheader()
+        with folder.appender() as append:
             for sigma, noise_seed in tqdm(todo, desc="ensemble vs sigma_G"):
                 params = ConfidentGNMaxParams(sigma, 0, 0)  # plain GNMax: every query answered
                 sim = simulate_queries(votes, params, args.delta, true_labels=truth, seed=noise_seed)
                 eps1 = RdpAccountant().compose_all(params.worst_case_events()).get_epsilon(args.delta)
-                w.writerow({"sigma_G": sigma, "noise_seed": noise_seed, "label_accuracy": f"{sim.label_accuracy:.4f}",
-                            "noiseless_accuracy": f"{np.mean(votes.argmax(1) == truth):.4f}",
-                            "epsilon_per_answer": f"{eps1:.4f}"})
-                f.flush()  # each finished configuration survives a crash
+                append({"sigma_G": sigma, "noise_seed": noise_seed, "label_accuracy": f"{sim.label_accuracy:.4f}",
+                        "noiseless_accuracy": f"{np.mean(votes.argmax(1) == truth):.4f}",
+                        "epsilon_per_answer": f"{eps1:.4f}"})
     except CapcError as exc:
         print(f"ensemble_vs_sigma: {exc}", file=sys.stderr)
         return 2
-    _plot(csv_path, out / "ensemble_vs_sigma.png", args)
+    _plot(folder, args)
     return 0
 
 
@@ -108,26 +94,16 @@ def _votes(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     return ensemble_votes(models, ds.x_query[:n], ds.num_classes), np.asarray(ds.y_query[:n], np.int64)
 
 
-def _plot(csv_path: Path, png: Path, args: argparse.Namespace) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+def _plot(folder: ResultsFolder, args: argparse.Namespace) -> None:
+    rows = folder.rows()
     sig = sorted({float(r["sigma_G"]) for r in rows})
     acc = [[float(r["label_accuracy"]) for r in rows if float(r["sigma_G"]) == s] for s in sig]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(sig, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], fmt="o-", label="noisy GNMax labels")
-    ax.axhline(float(rows[0]["noiseless_accuracy"]), color="k", ls="--", label="noiseless plurality")
-    ax.set_xlabel("sigma_G (votes)")
-    ax.set_ylabel("label accuracy")
-    ax.set_title(f"{args.dataset}, {args.n_parties} answering parties", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
+    with folder.figure(f"{args.dataset}, {args.n_parties} answering parties") as ax:
+        ax.errorbar(sig, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], fmt="o-",
+                    label="noisy GNMax labels")
+        ax.axhline(float(rows[0]["noiseless_accuracy"]), color="k", ls="--", label="noiseless plurality")
+        ax.set_xlabel("sigma_G (votes)")
+        ax.set_ylabel("label accuracy")
 
 
 if __name__ == "__main__":
