@@ -26,7 +26,7 @@ from capc.he.bounds import derive_logit_bound
 from capc.he.errors import HEError
 from capc.he.layout import DiagSpec, batch_layout, single_layout
 from capc.he.mask import draw_flood, draw_mask, flood_std, grid_smoothing_bits, hiding_report
-from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, MIN_HIDING_BITS, achievable_hiding_bits,
+from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, MIN_HIDING_BITS, mask_sizing,
                             needed_output_bits)
 from capc.he.plan import LinearStage, Plan, SquareStage
 from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, make_context,
@@ -429,14 +429,10 @@ class ModelEvaluator:
         if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)) or frac_bits < 0:
             raise HEError(f"frac_bits must be a non-negative integer, got {frac_bits!r}")
         f = int(frac_bits)
-        # the mask is sized by a bound that holds: the larger of the declared B and the sound bound
-        # derived from this plan over the input domain; s is lowered (never below the minimum) to keep
-        # s + ceil(log2 B) + f within the decoding precision, and the run reports the s achieved
-        bound = max(self.logit_bound, self.derived_bound)
-        log2_bound = max(0, math.ceil(math.log2(bound)))
-        # (one bit is kept back so that the mask grid 2^-G is at most half the flooding noise's
-        # standard deviation 2^-(f+4), which then smooths it: see mask.grid_smoothing_bits)
-        s_bits = achievable_hiding_bits(bound, f + 1, requested=self.hiding_bits, minimum=self.min_hiding_bits)
+        # the mask is sized by a bound that holds (the larger of the declared B and the sound bound
+        # derived from this plan over the input domain); s is lowered to fit the decoding precision
+        s_bits, log2_bound, bound = mask_sizing(self.logit_bound, self.derived_bound, f,
+                                                requested=self.hiding_bits, minimum=self.min_hiding_bits)
         need = needed_output_bits(math.log2(self.scale), s_bits, log2_bound)
         if self.output_modulus_bits < need:
             raise HEError(f"the parameters keep {self.output_modulus_bits} modulus bits at the output "

@@ -217,3 +217,21 @@ def achievable_hiding_bits(logit_bound: float, frac_bits: int = DEFAULT_FRAC_BIT
             f"minimum of {minimum}; the model's weights make its logits too large to mask (retrain with "
             f"smaller weights or a narrower input domain, or lower --round_exp)")
     return s
+
+
+def mask_sizing(declared_bound: float, derived_bound: float, frac_bits: int, *,
+                requested: int = DEFAULT_HIDING_BITS, minimum: int = MIN_HIDING_BITS) -> tuple[int, int, float]:
+    """How an answering party sizes its mask: ``(s, ceil(log2 B), B)``.
+
+    ``B`` is the larger of the declared bound (``--max_logit``) and the sound bound derived from the
+    plan over the input domain (:func:`capc.he.bounds.derive_logit_bound`), so it always holds; ``s`` is
+    :func:`achievable_hiding_bits` for it with one precision bit kept back, so that the mask grid
+    ``2^-G`` stays at most half the flooding noise's standard deviation ``2^-(f+4)``
+    (:func:`capc.he.mask.grid_smoothing_bits`).
+
+    Raises:
+        ParameterError: if fewer than ``minimum`` hiding bits fit.
+    """
+    bound = max(float(declared_bound), float(derived_bound))
+    s = achievable_hiding_bits(bound, int(frac_bits) + 1, requested=requested, minimum=minimum)
+    return s, max(0, math.ceil(math.log2(bound))), bound

@@ -37,8 +37,9 @@ def he_setup(public_plan: Any, cfg: RunConfig) -> Any:
 
 def preflight(cfg: RunConfig) -> list[Any]:
     """Check, before any party process starts, what each answering party would refuse minutes later:
-    its model file compiles to an HE plan with the run's number of classes, and the run's CKKS
-    parameters serve that plan with the requested mask and packing.  Returns the validated
+    its model file compiles to an HE plan with the run's number of classes, the run's CKKS
+    parameters serve that plan with the requested mask and packing, and the mask sized by the plan's
+    sound logit bound keeps enough hiding bits.  Returns the validated
     :class:`~capc.he.params.HESetup` per distinct model; raises :class:`~capc.errors.CapcError`
     naming the party and what is wrong."""
     setups, seen = [], {}
@@ -48,6 +49,12 @@ def preflight(cfg: RunConfig) -> list[Any]:
         try:
             plan = load_plan(ap.model, cfg)
             seen[ap.model] = he_setup(plan.public_plan, cfg)
+            # the AP sizes its mask by the sound bound over the input domain: refuse now what it would
+            from capc.he.bounds import derive_logit_bound
+            from capc.he.params import mask_sizing
+
+            p = cfg.protocol
+            mask_sizing(p.logit_bound, derive_logit_bound(plan), p.frac_bits, requested=p.hiding_bits)
         except CapcError as exc:
             raise type(exc)(f"{ap.name}: {exc}") from None
         setups.append(seen[ap.model])
