@@ -86,7 +86,6 @@ def test_parties_in_separate_network_namespaces(tmp_path):
     queries = clear_margin_queries(n_aps, 2)
     # the local-run helper makes the PKI, models and a run file; the hosts then get only their share
     base = make_run(tmp_path / "made", n_aps, queries)
-    pki = Path(base.cfg.pki_dir)
     switch = Switch()
     procs: dict[str, subprocess.Popen] = {}
     try:

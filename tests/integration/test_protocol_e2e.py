@@ -269,7 +269,7 @@ def test_bad_peers_and_bad_messages_leave_the_ap_serving(tmp_path):
     ap = run.cfg.party("ap-1")
     try:
         run.start_servers()
-        me = PartyTLS.load(run.cfg.pki_dir, "qp-0")
+        me = PartyTLS.load(run.run_files["qp-0"].parent, "qp-0")  # the QP's own directory
         # 1. a garbage public context and a query before any context: clear refusals
         chan = connect(ap.host, ap.port, me, "ap-1", deadline=120, run_id=run.cfg.run_id)
         chan.recv(ModelPlan, timeout=60)
