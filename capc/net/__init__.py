@@ -16,17 +16,17 @@ from capc.net.deadline import Deadline
 from capc.net.errors import (CertificateError, ChannelClosed, ChannelTimeout, ConnectError, NetError,
                              PeerAuthError, PeerError, ProtocolError)
 from capc.net.framing import PROTOCOL_VERSION, MessageType
-from capc.net.messages import (BatchQueryRequest, BudgetReserved, ErrorReply, GcStart, Hello, HelloAck, Message,
-                               ModelPlan, NoisyArgmaxBatchRequest, NoisyArgmaxRequest,
+from capc.net.messages import (BudgetReserved, ErrorReply, GcStart, Hello, HelloAck, Message,
+                               ModelPlan, NoisyArgmaxRequest,
                                PublicContext, QueryRequest, QueryResult, SchemaError, Shutdown,
                                StepDone, VoteShare, decode_message, encode_message)
 from capc.net.names import parse_party_name, role_of
 from capc.net.tls import PartyTLS
 
 __all__ = [
-    "BatchQueryRequest", "BudgetReserved", "CertificateError", "Channel", "ChannelClosed", "ChannelTimeout", "ConnectError", "Deadline",
+    "BudgetReserved", "CertificateError", "Channel", "ChannelClosed", "ChannelTimeout", "ConnectError", "Deadline",
     "ErrorReply", "GcStart", "Hello", "HelloAck", "Listener", "Message", "MessageType", "ModelPlan", "NetError",
-    "NoisyArgmaxBatchRequest", "NoisyArgmaxRequest", "PROTOCOL_VERSION", "PartyTLS", "PeerAuthError", "PeerError",
+    "NoisyArgmaxRequest", "PROTOCOL_VERSION", "PartyTLS", "PeerAuthError", "PeerError",
     "ProtocolError", "PublicContext", "QueryRequest", "QueryResult", "RawIO", "Refusal",
     "SchemaError", "Shutdown", "StepDone", "VoteShare", "build_certs_parser", "channel_pair",
     "cmd_certs", "connect", "decode_message", "encode_message", "make_run_pki", "parse_party_name",

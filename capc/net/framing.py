@@ -5,7 +5,7 @@ Wire format (all integers big-endian), 18 bytes of header then the payload::
     magic    4 bytes   b"CAPC"
     version  uint16    PROTOCOL_VERSION (a peer speaking another version is refused)
     type     uint16    a MessageType code
-    flags    uint16    reserved, must be 0 in version 1
+    flags    uint16    reserved, must be 0
     length   uint64    payload length in bytes
 
 Each message type has a payload size limit (small for control messages, large for HE contexts and
@@ -26,7 +26,7 @@ from enum import IntEnum
 from capc.net.errors import ChannelClosed, ProtocolError
 
 MAGIC = b"CAPC"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: one query is a batch of one (every request carries a list of ids)
 HEADER = struct.Struct(">4sHHHQ")
 HEADER_SIZE = HEADER.size
 
@@ -35,7 +35,7 @@ MiB = 1024 * KiB
 
 #: Largest payload of any frame. Public HE contexts with the Galois keys capc's inference plan needs
 #: are 50-175 MB; a batched one-ciphertext-per-pixel 28x28 query at N = 16384 is about 0.7-1.4 GB
-#: (only BATCH_QUERY_REQUEST may be that large).
+#: (only QUERY_REQUEST may be that large).
 GLOBAL_MAX_PAYLOAD = 1536 * MiB
 CONTROL_MAX_PAYLOAD = 64 * KiB
 
@@ -55,8 +55,6 @@ class MessageType(IntEnum):
     ERROR_REPLY = 10
     SHUTDOWN = 11
     MODEL_PLAN = 12
-    BATCH_QUERY_REQUEST = 13
-    NOISY_ARGMAX_BATCH_REQUEST = 14
     BUDGET_RESERVED = 15
 
 
@@ -65,17 +63,15 @@ PAYLOAD_LIMITS: dict[MessageType, int] = {
     MessageType.HELLO: CONTROL_MAX_PAYLOAD,
     MessageType.HELLO_ACK: CONTROL_MAX_PAYLOAD,
     MessageType.PUBLIC_CONTEXT: 512 * MiB,
-    MessageType.QUERY_REQUEST: 512 * MiB,
-    MessageType.QUERY_RESULT: 64 * MiB,
-    MessageType.GC_START: CONTROL_MAX_PAYLOAD,
-    MessageType.VOTE_SHARE: 1 * MiB,
-    MessageType.NOISY_ARGMAX_REQUEST: CONTROL_MAX_PAYLOAD,
+    MessageType.QUERY_REQUEST: GLOBAL_MAX_PAYLOAD,
+    MessageType.QUERY_RESULT: 256 * MiB,
+    MessageType.GC_START: 1 * MiB,
+    MessageType.VOTE_SHARE: 256 * MiB,
+    MessageType.NOISY_ARGMAX_REQUEST: 4 * MiB,
     MessageType.STEP_DONE: CONTROL_MAX_PAYLOAD,
     MessageType.ERROR_REPLY: CONTROL_MAX_PAYLOAD,
     MessageType.SHUTDOWN: CONTROL_MAX_PAYLOAD,
     MessageType.MODEL_PLAN: 16 * MiB,
-    MessageType.BATCH_QUERY_REQUEST: GLOBAL_MAX_PAYLOAD,
-    MessageType.NOISY_ARGMAX_BATCH_REQUEST: 4 * MiB,
     MessageType.BUDGET_RESERVED: CONTROL_MAX_PAYLOAD,
 }
 assert set(PAYLOAD_LIMITS) == set(MessageType)

@@ -15,9 +15,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from capc.parties.crypto import Providers, real_providers
 from capc.parties.runconfig import RunConfig
+
+if TYPE_CHECKING:
+    from capc.net.channel import Channel
 
 
 def party_logger(name: str) -> logging.Logger:
@@ -66,7 +70,11 @@ class PartyContext:
     log: logging.Logger
     timing: TimingLog
     control: Any = None  # capc.launcher.control.ControlClient, when started by the launcher
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: the crypto of this party's roles (real, or plaintext for --cpu and the in-process tests)
+    providers: Providers = field(default_factory=real_providers)
+    #: opens a channel to a peer by party name: mutual TLS by default, in-memory pairs in the
+    #: in-process harness (:mod:`capc.parties.inprocess`)
+    connector: Callable[[str], Channel] | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -78,6 +86,14 @@ class PartyContext:
 
         return PartyTLS.load(self.cfg.pki_dir, self.name)
 
+    def connect(self, peer: str) -> Channel:
+        """A channel to party ``peer``."""
+        if self.connector is not None:
+            return self.connector(peer)
+        from capc.parties.transport import connect_to
+
+        return connect_to(self, peer)
+
     def report(self, kind: str, **data: Any) -> None:
         """Send a ``ready``/``progress``/``done``/``failed`` event to the launcher, if there is one."""
         if self.control is not None:
@@ -85,7 +101,3 @@ class PartyContext:
                 getattr(self.control, kind)(**data)
             except Exception as exc:  # the launcher going away must not kill a protocol step
                 self.log.warning("could not report %s to the launcher: %s", kind, exc)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

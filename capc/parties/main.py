@@ -22,6 +22,7 @@ from typing import Any
 
 from capc.errors import CapcError, ConfigError
 from capc.parties.common import PartyContext, TimingLog, party_logger
+from capc.parties.crypto import providers_for
 from capc.parties.runconfig import RunConfig, load_run_config
 
 
@@ -83,7 +84,8 @@ def cmd_party(args: argparse.Namespace) -> int:
     # QP's results file is written and every store is closed; committed labels and charges are safe.
     signal.signal(signal.SIGTERM, _terminate)
     control = _control_client(name)
-    ctx = PartyContext(cfg=cfg, name=name, log=log, timing=TimingLog(cfg.run_dir, name), control=control)
+    ctx = PartyContext(cfg=cfg, name=name, log=log, timing=TimingLog(cfg.run_dir, name), control=control,
+                       providers=providers_for(cfg))
     try:
         if args.role == "qp":
             run_querying_party(ctx)
@@ -125,10 +127,12 @@ def run_server_party(ctx: PartyContext, role: str) -> None:
 
 
 def run_querying_party(ctx: PartyContext) -> None:
-    """Ask every query of the run, record the labels, write ``results-<qp>.json`` and report done."""
-    from capc.net.messages import ErrorCode
-    from capc.parties.querying_party import QueryingParty
+    """Ask every query of the run, record the labels, write ``results-<qp>.json`` and report done.
+
+    Queries go in batches of the run's batch size (one with single packing unless set); the run stops
+    at the first batch the PG refuses for the budget, and when every answering party has failed."""
     from capc.parties.queries import load_queries, wire_query_ids
+    from capc.parties.querying_party import QueryingParty, Status
 
     cfg = ctx.cfg
     xs, ys = load_queries(cfg)
@@ -139,33 +143,38 @@ def run_querying_party(ctx: PartyContext) -> None:
     outcomes = []
     try:
         qp.connect()
-        step = cfg.protocol.batch_size if cfg.protocol.packing == "batch" else 1
+        step = max(1, cfg.protocol.batch_size)
         items = [(w, x, y) for w, x, y in zip(wire, xs, ys)]
         for start in range(0, len(items), step):
             if ctx.control is not None and ctx.control.stop_requested():
                 ctx.log.info("stop requested after %d queries", len(outcomes))
                 break
-            chunk = items[start:start + step]
-            done = qp.run_batch(chunk) if step > 1 else [qp.run_query(*chunk[0])]
+            done = qp.run_batch(items[start:start + step])
             for out in done:
                 outcomes.append(out)
                 ctx.report("progress", event="query", index=len(outcomes), total=len(items),
-                           query=qp.item_of.get(out.query_id), answered=out.answered, error=out.error[:300])
+                           query=qp.item_of.get(out.query_id), answered=out.answered, status=out.status.value,
+                           error=out.error[:300])
             # typed, not textual: a replayed or refused query leaves the rest of the run unaffected
-            if any(o.code == ErrorCode.BUDGET_EXHAUSTED.value for o in done):
+            if any(o.status is Status.BUDGET for o in done):
                 ctx.log.warning("privacy budget exhausted: no further queries are asked")
                 break
             if not any(link.alive for link in qp.aps):
                 raise CapcError("every answering party has failed: "
                                 + "; ".join(f"{l.name}: {l.failure}" for l in qp.aps))
     finally:
-        # for the researcher: each outcome names its pool item; the opaque id is kept beside it
-        results = [dict(asdict(o), query_id=qp.item_of.get(o.query_id), wire_id=o.query_id) for o in outcomes]
-        path = ctx.run_dir / f"results-{ctx.name}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"party": ctx.name, "queries": results,
-                                   "dropped_aps": {l.name: l.failure for l in qp.aps if not l.alive}},
-                                  indent=2) + "\n")
-        os.replace(tmp, path)
+        write_results(ctx, qp, outcomes)
         qp.close()
     ctx.report("done", summary={"queries": len(outcomes), "answered": sum(o.answered for o in outcomes)})
+
+
+def write_results(ctx: PartyContext, qp: Any, outcomes: list[Any]) -> None:
+    """``results-<qp>.json``: each outcome names its pool item; the opaque id is kept beside it."""
+    results = [dict(asdict(o), status=o.status.value, answered=o.answered, query_id=qp.item_of.get(o.query_id),
+                    wire_id=o.query_id) for o in outcomes]
+    path = ctx.run_dir / f"results-{ctx.name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"party": ctx.name, "queries": results,
+                               "dropped_aps": {l.name: l.failure for l in qp.aps if not l.alive}},
+                              indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,38 +1,38 @@
 """The privacy guardian (PG): aggregates vote shares and runs the noisy argmax with the querying party.
 
-* **step 2** — each answering party sends ``VoteShare(m_j)``; the PG sums ``M = 2^g * sum_j m_j``
+* **step 2** — each answering party sends ``VoteShare(m_j)`` for B queries; the PG sums ``M = 2^g * sum_j m_j``
   (mod 2^64). The shares are uniformly random on their own; the PG never sees a vote.
 * **step 3** — on the QP's ``NoisyArgmaxRequest`` the PG waits for the announced number of shares,
-  charges the worst case of this query (threshold + GNMax) to the durable ledger *before* anything is
+  charges the worst case of each query (threshold + GNMax) to the durable ledger *before* anything is
   released (refusing with a clear message when the budget would be exceeded), draws exact discrete
   Gaussian noise ``eta_G ~ N_Z(0, (2^g sigma_G)^2)^C`` and ``eta_T ~ N_Z(0, (2^g sigma_T)^2)``, and
   garbles Confident-GNMax with the QP. It learns only the *answered* bit — a DP output it needs for
-  accounting — and settles the ledger with it. For a batch (``NoisyArgmaxBatchRequest``) the charge
-  and the settlement of all its queries are one ledger transaction each (:meth:`PrivacyGuardian.step_3_batch`).
+  accounting — and settles the ledger with it. The charge and the settlement of a request's B queries
+  are one ledger transaction each.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from capc import fixedpoint
 from capc.errors import CapcError
-from capc.parties.common import PartyContext
+from capc.net.channel import Channel
+from capc.net.messages import BudgetReserved, ErrorCode, ErrorReply, NoisyArgmaxRequest, Shutdown, VoteShare
 from capc.parties import transport
+from capc.parties.common import PartyContext
+from capc.parties.transport import Link
+
+if TYPE_CHECKING:
+    from capc.privacy.ledger import BudgetLedger
 
 
-#: Test hook: a PG whose environment names a query id here exits abruptly after settling that query.
-FAULT_EXIT_AFTER_QUERY = "CAPC_FAULT_PG_EXIT_AFTER_QUERY"
-
-
-def refusal_code(exc: Exception) -> Any:
+def refusal_code(exc: Exception) -> ErrorCode:
     """The :class:`~capc.net.messages.ErrorCode` telling the QP why the ledger refused a query."""
-    from capc.net.messages import ErrorCode
     from capc.privacy.errors import BudgetExceeded, ReplayedQuery
 
     if isinstance(exc, BudgetExceeded):
@@ -65,23 +65,22 @@ class PrivacyGuardian:
 
     # ------------------------------------------------------------------ protocol steps
 
-    def step_2_receive(self, ap: str, msg: Any) -> None:
-        """Store one answering party's vote share for (qp, query)."""
+    def step_2(self, ap: str, msg: VoteShare) -> None:
+        """Store one answering party's vote shares, one row per query of ``msg.qp_id``."""
         if msg.num_classes != self.cfg.protocol.num_classes:
-            raise CapcError(f"{ap} sent {msg.num_classes} vote shares, the run has "
+            raise CapcError(f"{ap} sent {msg.num_classes} vote shares per query, the run has "
                             f"{self.cfg.protocol.num_classes} classes")
-        key = (msg.qp_id, msg.query_id)
         with self._cond:
-            shares = self._shares.setdefault(key, {})
-            if ap in shares:
-                raise CapcError(f"{ap} sent a second vote share for query {msg.query_id} of {msg.qp_id}")
-            shares[ap] = fixedpoint.as_ring(msg.share).copy()
+            for qid, row in zip(msg.query_ids.tolist(), msg.shares):
+                shares = self._shares.setdefault((msg.qp_id, qid), {})
+                if ap in shares:
+                    raise CapcError(f"{ap} sent a second vote share for query {qid} of {msg.qp_id}")
+                shares[ap] = fixedpoint.as_ring(row).copy()
             self._cond.notify_all()
 
-    def step_2_aggregate(self, qp: str, query_id: int, n_answering: int) -> np.ndarray:
-        """Wait (with the run's deadline) for ``n_answering`` shares and return M = 2^g * sum m_j."""
+    def _aggregate(self, qp: str, query_id: int, n_answering: int, deadline: float) -> np.ndarray:
+        """Wait (until ``deadline``, monotonic) for ``n_answering`` shares and return M = 2^g * sum m_j."""
         key = (qp, query_id)
-        deadline = time.monotonic() + self.cfg.protocol.timeout
         with self._cond:
             while len(self._shares.get(key, {})) < n_answering:
                 left = deadline - time.monotonic()
@@ -100,47 +99,19 @@ class PrivacyGuardian:
         with np.errstate(over="ignore"):
             return total * np.uint64(1 << self.cfg.protocol.vote_scale_exp)
 
-    def step_3(self, session: Any, qp: str, query_id: int, M: np.ndarray) -> bool:
-        """Garble Confident-GNMax with the QP; returns the answered bit."""
+    def step_3(self, link: Link, msg: NoisyArgmaxRequest) -> list[tuple[str, bool]]:
+        """Aggregate the vote shares of every query, charge as many leading queries as the budget
+        allows in one ledger transaction, tell the QP how many, garble Confident-GNMax for each with
+        it, and settle them in one transaction. Returns the (query id, answered) settled."""
+        qp = link.name
         p = self.cfg.protocol
-        with self._noise_lock:  # one secure random source, shared by the QP sessions' threads
-            noise = self._noise.draw(p.num_classes)
-        with self.ctx.timing.span("3_gc_noisy_argmax", query_id):
-            answered = session.noisy_argmax_garbler(M.view(np.int64), np.asarray(noise.eta_G, dtype=np.int64),
-                                                    int(noise.eta_T), int(self.params.threshold_units))
-        return bool(answered)
-
-    # ------------------------------------------------------------------ serving
-
-    def _serve_ap(self, chan: Any, ap: str) -> None:
-        from capc.net.messages import ErrorReply, Shutdown, VoteShare
-
-        try:
-            while True:
-                msg = chan.recv((VoteShare, Shutdown), timeout=transport.IDLE_TIMEOUT)
-                if isinstance(msg, Shutdown):
-                    return
-                try:
-                    self.step_2_receive(ap, msg)
-                except CapcError as exc:
-                    self.ctx.log.warning("vote share refused: %s", exc)
-                    chan.send(ErrorReply(code="refused", message=str(exc)[:4000]))
-        finally:
-            chan.close()
-
-    def step_3_batch(self, chan: Any, qp: str, msg: Any, session_box: list[Any]) -> None:
-        """Batch packing: aggregate the vote shares of every query of the batch, charge as many leading
-        queries as the budget allows in one ledger transaction, tell the QP how many, run the circuit
-        for each of them, and settle them in one transaction."""
-        from capc.gc import GcSession
-        from capc.net.messages import BudgetReserved, ErrorCode
-
-        ids = [int(q) for q in msg.query_ids]
+        ids = msg.query_ids.tolist()
         Ms: list[np.ndarray] = []
         reason, code = "", ""
-        for qid, n in zip(ids, msg.n_answering):
+        deadline = time.monotonic() + p.timeout  # one deadline for the request's shares, not one per query
+        for qid, n in zip(ids, msg.n_answering.tolist()):
             try:
-                Ms.append(self.step_2_aggregate(qp, qid, int(n)))
+                Ms.append(self._aggregate(qp, qid, n, deadline))
             except CapcError as exc:  # this query and the ones after it are refused
                 reason, code = str(exc), ErrorCode.REFUSED.value
                 break
@@ -148,89 +119,70 @@ class PrivacyGuardian:
         if res.refusal is not None:
             reason, code = str(res.refusal), refusal_code(res.refusal).value
         if reason:
-            self.ctx.log.warning("%s's batch from query %d: %d of %d queries reserved; the rest refused: %s", qp,
-                                 ids[0], res.count, len(ids), reason)
-        chan.send(BudgetReserved(batch_id=ids[0], reserved=res.count, reason=reason[:4000], code=code))
-        if res.count == 0:
-            return
-        if session_box[0] is None:
-            session_box[0] = GcSession(chan.raw_io(), "garbler")
-        outcomes = []
+            self.ctx.log.warning("%s: %d of %d queries reserved; the rest refused: %s", qp, res.count, len(ids),
+                                 reason)
+        link.send(BudgetReserved(reserved=res.count, reason=reason[:4000], code=code))
+        outcomes: list[tuple[str, bool]] = []
         try:
             for qid, M in zip(ids[:res.count], Ms):
-                outcomes.append((str(qid), self.step_3(session_box[0], qp, qid, M)))
+                with self._noise_lock:  # one secure random source, shared by the QP sessions' threads
+                    noise = self._noise.draw(p.num_classes)
+                with self.ctx.timing.span("3_gc_noisy_argmax", qid):
+                    answered = link.gc().noisy_argmax_garbler(M.view(np.int64), np.asarray(noise.eta_G, dtype=np.int64),
+                                                              int(noise.eta_T), int(self.params.threshold_units))
+                outcomes.append((str(qid), bool(answered)))
         finally:
             # what ran is settled; a query whose circuit did not finish stays charged at worst case
             if outcomes:
                 self.ledger.settle_many(qp, outcomes)
-        spent = self._spent(qp)
-        self.ctx.log.info("%s's batch from query %d: %d queries, %d answered; epsilon spent %.4f of %.4f", qp, ids[0],
-                          len(outcomes), sum(a for _, a in outcomes), spent, self.cfg.protocol.budget_eps)
-        self.ctx.report("progress", event="query", qp=qp, query=ids[res.count - 1], epsilon=spent)
-        if os.environ.get(FAULT_EXIT_AFTER_QUERY) in {q for q, _ in outcomes}:
-            self.ctx.log.warning("fault injection: exiting after a batch")
-            os._exit(3)
+        if res.count:
+            spent = self._spent(qp)
+            self.ctx.log.info("%s: %d queries, %d answered; epsilon spent %.4f of %.4f", qp, len(outcomes),
+                              sum(a for _, a in outcomes), spent, p.budget_eps)
+            self.ctx.report("progress", event="query", qp=qp, query=ids[res.count - 1], epsilon=spent)
+        return outcomes
 
-    def _serve_qp(self, chan: Any, qp: str) -> None:
-        from capc.gc import GcSession
-        from capc.net.messages import (ErrorCode, ErrorReply, GcStart, NoisyArgmaxBatchRequest, NoisyArgmaxRequest,
-                                       Shutdown, StepDone)
-        from capc.privacy.errors import BudgetExceeded, ReplayedQuery
+    # ------------------------------------------------------------------ serving
 
-        log = self.ctx.log
-        session = None
+    def serve_ap(self, chan: Channel, ap: str) -> None:
+        """Receive one answering party's vote shares until it shuts down."""
         try:
             while True:
-                msg = chan.recv((NoisyArgmaxRequest, NoisyArgmaxBatchRequest, Shutdown), timeout=transport.IDLE_TIMEOUT)
+                msg = chan.recv((VoteShare, Shutdown), timeout=transport.IDLE_TIMEOUT)
+                if isinstance(msg, Shutdown):
+                    return
+                try:
+                    self.step_2(ap, msg)
+                except CapcError as exc:
+                    self.ctx.log.warning("vote share refused: %s", exc)
+                    chan.send(ErrorReply(code=ErrorCode.REFUSED.value, message=str(exc)[:4000]))
+        finally:
+            chan.close()
+
+    def serve_qp(self, chan: Channel, qp: str) -> None:
+        """Answer one querying party's noisy-argmax requests until it shuts down."""
+        link = Link(qp, chan, self.ctx.providers.mpc, "garbler", self.cfg.protocol.timeout)
+        try:
+            while True:
+                msg = chan.recv((NoisyArgmaxRequest, Shutdown), timeout=transport.IDLE_TIMEOUT)
                 if isinstance(msg, Shutdown):
                     return
                 if msg.qp_id != qp:
                     chan.send(ErrorReply(code=ErrorCode.REFUSED.value,
                                          message=f"{qp} may not ask on behalf of {msg.qp_id}"))
                     continue
-                if isinstance(msg, NoisyArgmaxBatchRequest):
-                    box = [session]
-                    try:
-                        self.step_3_batch(chan, qp, msg, box)
-                    finally:
-                        session = box[0]
-                    continue
-                try:
-                    M = self.step_2_aggregate(qp, msg.query_id, msg.n_answering)
-                    self.ledger.reserve(qp, str(msg.query_id), self.params.worst_case_events())
-                except (BudgetExceeded, ReplayedQuery) as exc:
-                    log.warning("%s", exc)  # a replay refuses this id only; an exhausted budget all later ones
-                    chan.send(ErrorReply(code=refusal_code(exc).value, message=str(exc)[:4000]))
-                    continue
-                except CapcError as exc:
-                    log.warning("query refused: %s", exc)
-                    chan.send(ErrorReply(code=ErrorCode.REFUSED.value, message=str(exc)[:4000]))
-                    continue
-                chan.send(StepDone(query_id=msg.query_id, step="budget_reserved"))
-                start = chan.recv((GcStart,), timeout=self.cfg.protocol.timeout)
-                if start.program != "noisy_argmax" or start.query_id != msg.query_id:
-                    raise CapcError(f"{qp} started {start.program!r} for query {start.query_id}, expected "
-                                    f"noisy_argmax for {msg.query_id}")
-                if session is None:
-                    session = GcSession(chan.raw_io(), "garbler")
-                answered = self.step_3(session, qp, msg.query_id, M)
-                self.ledger.settle(qp, str(msg.query_id), answered)
-                spent = self._spent(qp)
-                log.info("query %d of %s: %s; epsilon spent %.4f of %.4f", msg.query_id, qp,
-                         "answered" if answered else "not answered (threshold)", spent,
-                         self.cfg.protocol.budget_eps)
-                self.ctx.report("progress", event="query", qp=qp, query=msg.query_id, epsilon=spent)
-                if os.environ.get(FAULT_EXIT_AFTER_QUERY) == str(msg.query_id):
-                    # Fault injection for the integration tests: a PG crash between two queries.
-                    log.warning("fault injection: exiting after query %d", msg.query_id)
-                    os._exit(3)
+                self.step_3(link, msg)
         finally:
-            if session is not None:
-                session.close()
+            if link.session is not None:
+                link.session.close()
             chan.close()
 
+    def handle(self, chan: Channel, peer: str) -> None:
+        """Serve a connected answering or querying party."""
+        (self.serve_ap if peer.startswith("ap-") else self.serve_qp)(chan, peer)
+
     @property
-    def ledger(self) -> Any:
+    def ledger(self) -> BudgetLedger:
         """This thread's connection to the durable budget ledger."""
         from capc.privacy.ledger import BudgetLedger
 
@@ -247,8 +199,5 @@ class PrivacyGuardian:
         """Accept answering and querying parties until ``stop`` is set."""
         p = self.cfg.protocol
 
-        def handle(chan: Any, peer: str) -> None:
-            (self._serve_ap if peer.startswith("ap-") else self._serve_qp)(chan, peer)
-
-        transport.serve(self.ctx, ("ap", "qp"), handle, stop,
+        transport.serve(self.ctx, ("ap", "qp"), self.handle, stop,
                         f"budget {p.budget_eps:.3g} at delta {p.delta:.1e} per querying party")

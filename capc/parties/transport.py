@@ -7,10 +7,18 @@ Addresses come from the run file; identities from the run's PKI. Every wait is b
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from capc.errors import CapcError
 from capc.parties.common import PartyContext
+
+if TYPE_CHECKING:
+    from capc.net.channel import Channel
+    from capc.net.messages import Message
+    from capc.parties.crypto import TwoPartyProvider, TwoPartySession
+
+M = TypeVar("M", bound="Message")
 
 #: How long a party keeps an idle session open between queries (a researcher may pause a run).
 IDLE_TIMEOUT = 24 * 3600.0
@@ -26,7 +34,7 @@ def listen(ctx: PartyContext, allowed_roles: tuple[str, ...]) -> Any:
                     default_timeout=ctx.cfg.protocol.timeout)
 
 
-def serve(ctx: PartyContext, allowed_roles: tuple[str, ...], handler: Callable[[Any, str], None],
+def serve(ctx: PartyContext, allowed_roles: tuple[str, ...], handler: Callable[[Channel, str], None],
           stop: threading.Event, banner: str) -> None:
     """Listen on this party's address, report ``ready`` to the launcher, and run ``handler(channel,
     peer)`` in its own thread for every authenticated connection until ``stop`` is set. A handler that
@@ -35,7 +43,7 @@ def serve(ctx: PartyContext, allowed_roles: tuple[str, ...], handler: Callable[[
     ctx.report("ready", endpoint=f"{listener.host}:{listener.port}")
     ctx.log.info("listening on %s:%d; %s", listener.host, listener.port, banner)
 
-    def guarded(chan: Any, peer: str) -> None:
+    def guarded(chan: Channel, peer: str) -> None:
         try:
             handler(chan, peer)
         except Exception as exc:  # one bad peer must not take the party down
@@ -60,7 +68,7 @@ def accept(listener: Any, timeout: float) -> tuple[Any, str] | None:
         return None
 
 
-def connect_to(ctx: PartyContext, peer: str) -> Any:
+def connect_to(ctx: PartyContext, peer: str) -> Channel:
     """A mutual-TLS channel to party ``peer`` (retrying until the run's timeout while it starts)."""
     from capc.net.channel import connect
 
@@ -69,7 +77,7 @@ def connect_to(ctx: PartyContext, peer: str) -> Any:
                    run_id=ctx.cfg.run_id, default_timeout=ctx.cfg.protocol.timeout)
 
 
-def expect(chan: Any, kind: type, timeout: float, what: str) -> Any:
+def expect(chan: Channel, kind: type[M], timeout: float, what: str) -> M:
     """Receive one message of type ``kind``; a peer's ErrorReply becomes a :class:`PeerRefused`."""
     from capc.net.errors import PeerError
 
@@ -79,7 +87,7 @@ def expect(chan: Any, kind: type, timeout: float, what: str) -> Any:
         raise PeerRefused(f"while awaiting {what}: {exc}", code=exc.code) from None
 
 
-def shutdown(chan: Any, reason: str) -> None:
+def shutdown(chan: Channel, reason: str) -> None:
     """Tell the peer we are done (best effort) and close."""
     from capc.net.messages import Shutdown
 
@@ -100,3 +108,43 @@ class PeerRefused(CapcError):
     def __init__(self, message: str, code: str = "refused") -> None:
         super().__init__(message)
         self.code = code
+
+
+@dataclass
+class Link:
+    """One party's typed connection to one peer: the channel, the 2PC session on it (opened at its
+    first circuit, reused after), and whether the peer is still taking part (with why not)."""
+
+    name: str
+    chan: Channel
+    mpc: TwoPartyProvider
+    role: str  # this side's 2PC role: "evaluator" (QP) or "garbler" (AP, PG)
+    timeout: float
+    session: TwoPartySession | None = None
+    alive: bool = True
+    failure: str = ""
+
+    def send(self, msg: Message) -> None:
+        self.chan.send(msg)
+
+    def expect(self, kind: type[M], what: str) -> M:
+        """The peer's next message, of type ``kind``; its ErrorReply raises :class:`PeerRefused`."""
+        return expect(self.chan, kind, self.timeout, what)
+
+    def gc(self) -> TwoPartySession:
+        """The 2PC session on this channel, opened on first use."""
+        if self.session is None:
+            self.session = self.mpc.session(self.chan.raw_io(), self.role)
+        return self.session
+
+    def drop(self, reason: str) -> None:
+        """The peer failed: it takes no further part."""
+        self.alive = False
+        self.failure = reason
+
+    def close(self, reason: str) -> None:
+        """End the 2PC session and tell the peer we are done."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        shutdown(self.chan, reason)

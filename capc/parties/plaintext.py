@@ -1,0 +1,219 @@
+"""Plaintext stand-ins for the roles' crypto (``--cpu`` and the in-process role tests).
+
+Same interfaces as :mod:`capc.parties.crypto`, same messages and message order, same shares and
+ledger — but the "ciphertexts" are the query values themselves and the "2PC" sends the garbler's
+inputs to the evaluator in the clear. Nothing here is private: it exists so that the protocol's
+rules (budget stops, replays, drop-outs, refusals, who receives the label) are exercised by the very
+role code a real run uses, in milliseconds, and so that ``--cpu`` is the real pipeline minus crypto.
+
+The plaintext circuits compute exactly what the garbled circuits compute (``gc-emp-test/programs/
+capc_circuits.h``): 64-bit wrapping sums, argmax with the lowest index winning ties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from capc import fixedpoint
+from capc.errors import CapcError, ConfigError
+from capc.parties.crypto import KeyRing, MaskedEvaluator, Providers, QueryCipher, TwoPartySession
+from capc.parties.runconfig import RunConfig
+
+#: A model as the plaintext provider runs it: logits [B, C] of inputs [B, *input_shape].
+Forward = Callable[[np.ndarray], np.ndarray]
+_PLAN_FORMAT = "capc-plaintext-plan-1"
+
+
+def keras_forward(path: str) -> tuple[Forward, tuple[int, ...], int]:
+    """Load a ``.keras`` or frozen ``.pb`` party model: (forward, input shape, classes)."""
+    from capc.learning.models import load_model, predict_logits
+
+    model = load_model(path)
+    shape = tuple(int(d) for d in (getattr(model, "input_shape", None) or (None, 28, 28, 1))[1:])
+    classes = int((getattr(model, "output_shape", None) or (None, 10))[-1])
+    return (lambda x: np.asarray(predict_logits(model, x), dtype=np.float64)), shape, classes
+
+
+class _PlainModel:
+    def __init__(self, forward: Forward, input_shape: tuple[int, ...], num_classes: int, path: str) -> None:
+        self.forward = forward
+        self.input_shape = input_shape
+        self.num_classes = num_classes
+        self.path = path
+
+    def public_plan(self) -> bytes:
+        return json.dumps({"format": _PLAN_FORMAT, "input_shape": list(self.input_shape),
+                           "num_classes": self.num_classes}).encode()
+
+    def evaluator(self, context_bytes: bytes) -> MaskedEvaluator:
+        return _PlainEvaluator(self, context_bytes.decode("ascii", "replace"))
+
+
+class _PlainEvaluator:
+    def __init__(self, model: _PlainModel, key_id: str) -> None:
+        self.model = model
+        self.key_id = key_id
+        self.last_hiding: dict | None = None
+
+    def evaluate_masked(self, blobs: tuple[bytes, ...], count: int, frac_bits: int
+                        ) -> tuple[tuple[bytes, ...], np.ndarray]:
+        n = int(np.prod(self.model.input_shape))
+        raw = b"".join(blobs)
+        if len(raw) != 8 * n * count:
+            raise CapcError(f"the request holds {len(raw)} bytes, expected {count} queries of {n} values")
+        xs = np.frombuffer(raw, dtype="<f8").reshape((count, *self.model.input_shape))
+        z = np.asarray(self.model.forward(xs), dtype=np.float64).reshape(count, -1)
+        b = fixedpoint.random_ring(z.shape)  # the AP's share; the QP gets encode(z) - b
+        a = fixedpoint.sub(fixedpoint.encode(z, frac_bits), b)
+        return (np.ascontiguousarray(a, dtype="<u8").tobytes(),), b
+
+
+class PlaintextHE:
+    """Step 1a in the clear. ``forward_for(path)`` returns (forward, input shape, classes) for a
+    model file; by default the Keras/frozen-graph model is loaded."""
+
+    name = "plaintext"
+
+    def __init__(self, forward_for: Callable[[str], tuple[Forward, tuple[int, ...], int]] = keras_forward) -> None:
+        self.forward_for = forward_for
+
+    def load_model(self, path: str, cfg: RunConfig) -> _PlainModel:
+        forward, shape, classes = self.forward_for(path)
+        if classes != cfg.protocol.num_classes:
+            raise ConfigError(f"model {path} has {classes} outputs, the run has "
+                              f"{cfg.protocol.num_classes} classes (--num_classes)")
+        return _PlainModel(forward, shape, classes, path)
+
+    def keyring(self, cfg: RunConfig) -> KeyRing:
+        return _PlainKeyRing(cfg)
+
+
+class _PlainCipher:
+    def __init__(self, plan: dict, key_id: str) -> None:
+        self.input_shape = tuple(plan["input_shape"])
+        self.num_classes = int(plan["num_classes"])
+        self.key_id = key_id
+        self.sizes = {"public_context": len(key_id), "galois_key_count": 0}
+
+    def public_context(self) -> bytes:
+        return self.key_id.encode("ascii")
+
+    def encrypt(self, xs: np.ndarray) -> tuple[bytes, ...]:
+        xs = np.asarray(xs, dtype=np.float64)
+        if xs.shape[1:] != self.input_shape and xs.reshape(len(xs), -1).shape[1] != int(np.prod(self.input_shape)):
+            raise CapcError(f"queries of shape {xs.shape[1:]} do not fit the model's input {self.input_shape}")
+        if not np.all(np.isfinite(xs)):
+            raise CapcError("the query contains NaN or infinite values")
+        return tuple(np.ascontiguousarray(x, dtype="<f8").tobytes() for x in xs)
+
+    def decrypt_shares(self, blobs: tuple[bytes, ...], count: int, frac_bits: int) -> np.ndarray:
+        if len(blobs) != 1 or len(blobs[0]) != 8 * count * self.num_classes:
+            raise CapcError(f"the result does not hold {count} x {self.num_classes} shares")
+        return np.frombuffer(blobs[0], dtype="<u8").astype(np.uint64).reshape(count, self.num_classes)
+
+    def close(self) -> None:
+        pass
+
+
+class _PlainKeyRing:
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self._keys: dict[bytes, _PlainCipher] = {}
+
+    def for_plan(self, plan_bytes: bytes) -> QueryCipher:
+        try:
+            plan = json.loads(plan_bytes)
+            ok = plan.get("format") == _PLAN_FORMAT
+        except (ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise CapcError("an answering party sent a model plan that is not a plaintext plan "
+                            "(is it running with real crypto while this party runs --cpu?)")
+        if plan["num_classes"] != self.cfg.protocol.num_classes:
+            raise CapcError(f"an answering party's model has {plan['num_classes']} outputs, the run has "
+                            f"{self.cfg.protocol.num_classes} classes")
+        if plan_bytes not in self._keys:
+            self._keys[plan_bytes] = _PlainCipher(plan, "plain-" + hashlib.sha256(plan_bytes).hexdigest()[:12])
+        return self._keys[plan_bytes]
+
+    def all(self) -> list[QueryCipher]:
+        return list(self._keys.values())
+
+    def close(self) -> None:
+        pass
+
+
+def _argmax_lowest(v: np.ndarray) -> int:
+    return int(np.argmax(v))  # numpy returns the first maximum: the circuits' tie rule
+
+
+class _PlainSession:
+    """The two circuits computed by the evaluator from the garbler's inputs, sent in the clear."""
+
+    def __init__(self, io: object, role: str) -> None:
+        if role not in ("garbler", "evaluator"):
+            raise ValueError(f"role must be garbler or evaluator, got {role!r}")
+        self.io = io
+        self.role = role
+
+    def _send(self, *arrays: np.ndarray) -> None:
+        self.io.sendall(b"".join(np.ascontiguousarray(a, dtype="<i8").tobytes() for a in arrays))  # type: ignore[attr-defined]
+        self.io.flush()  # type: ignore[attr-defined]
+
+    def _recv(self, n: int) -> np.ndarray:
+        return np.frombuffer(self.io.recv_exact(8 * n), dtype="<i8").astype(np.int64)  # type: ignore[attr-defined]
+
+    def argmax_share_garbler(self, b: np.ndarray, m: np.ndarray) -> None:
+        self._send(np.asarray(b).view(np.int64), np.asarray(m).view(np.int64))
+
+    def argmax_share_evaluator(self, a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a).view(np.int64)
+        got = self._recv(2 * a.size)
+        b, m = got[:a.size], got[a.size:]
+        with np.errstate(over="ignore"):
+            k = _argmax_lowest(a + b)
+            onehot = np.zeros(a.size, dtype=np.int64)
+            onehot[k] = 1
+            return onehot - m
+
+    def noisy_argmax_garbler(self, M: np.ndarray, eta_G: np.ndarray, eta_T: int, threshold: int) -> bool:
+        self._send(np.asarray(M).view(np.int64), np.asarray(eta_G, dtype=np.int64),
+                   np.array([eta_T, threshold], dtype=np.int64))
+        return bool(self.io.recv_exact(1)[0])  # type: ignore[attr-defined]
+
+    def noisy_argmax_evaluator(self, W: np.ndarray) -> tuple[bool, int | None]:
+        W = np.asarray(W).view(np.int64)
+        c = W.size
+        got = self._recv(2 * c + 2)
+        M, eta_G, (eta_T, threshold) = got[:c], got[c:2 * c], got[2 * c:]
+        with np.errstate(over="ignore"):
+            h = W + M
+            answered = bool(np.int64(h.max()) + eta_T >= threshold)
+            label = _argmax_lowest(h + eta_G) if answered else None
+        self.io.sendall(bytes([answered]))  # type: ignore[attr-defined]
+        self.io.flush()  # type: ignore[attr-defined]
+        return answered, label
+
+    def close(self) -> None:
+        pass
+
+
+class PlaintextTwoParty:
+    """Steps 1b and 3 in the clear."""
+
+    name = "plaintext"
+
+    def session(self, raw_io: object, role: str) -> TwoPartySession:
+        return _PlainSession(raw_io, role)
+
+
+def plaintext_providers(forward_for: Callable[[str], tuple[Forward, tuple[int, ...], int]] | None = None
+                        ) -> Providers:
+    """The providers of ``--cpu`` and of the in-process role tests."""
+    return Providers(PlaintextHE(forward_for or keras_forward), PlaintextTwoParty())
+
