@@ -171,6 +171,11 @@ class AnsweringParty:
         try:
             transport.serve(self.ctx, ("qp",), self.serve_connection, stop, f"model {self.me.model}")
         finally:
-            with self._pg_lock:
-                if self._pg is not None:
-                    transport.shutdown(self._pg, "answering party stopping")
+            self.close()
+
+    def close(self) -> None:
+        """Close the channel to the privacy guardian (idempotent)."""
+        with self._pg_lock:
+            if self._pg is not None:
+                transport.shutdown(self._pg, "answering party stopping")
+                self._pg = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from capc.net.channel import Channel, channel_pair
@@ -28,10 +29,10 @@ class InProcessRun:
     that is not there); :meth:`restart_pg` replaces the privacy guardian by a fresh one on the same
     ledger, as a restarted process would be."""
 
-    def __init__(self, cfg: RunConfig, providers: Providers, log: logging.Logger | None = None) -> None:
+    def __init__(self, cfg: RunConfig, providers: Providers, log_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.providers = providers
-        self.log = log
+        self.log_dir = log_dir  # each party's log goes to <log_dir>/<name>.log (default: stderr)
         self.down: set[str] = set()
         self.threads: list[threading.Thread] = []
         self.errors: list[tuple[str, BaseException]] = []  # a server session that ended with an error
@@ -43,9 +44,22 @@ class InProcessRun:
         connector, the run's providers."""
         Path(self.cfg.run_dir).mkdir(parents=True, exist_ok=True)
         cfg = party_view(self.cfg, name, self.cfg.pki_dir)
-        return PartyContext(cfg=cfg, name=name, log=self.log or party_logger(name),
+        return PartyContext(cfg=cfg, name=name, log=self._logger(name),
                             timing=TimingLog(self.cfg.run_dir, name), providers=self.providers,
                             connector=lambda peer: self.connect(name, peer))
+
+    def _logger(self, name: str) -> logging.Logger:
+        if self.log_dir is None:
+            return party_logger(name)
+        log = logging.getLogger(f"capc.inprocess.{self.cfg.run_id}.{name}")
+        if not log.handlers:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            h = logging.FileHandler(self.log_dir / f"{name}.log", encoding="utf-8")
+            h.setFormatter(logging.Formatter(f"%(asctime)s {name}: %(message)s", "%H:%M:%S"))
+            log.addHandler(h)
+            log.setLevel(logging.INFO)
+            log.propagate = False
+        return log
 
     def connect(self, me: str, peer: str) -> Channel:
         """``me``'s end of a new channel to ``peer``; ``peer``'s end is served in a thread."""
@@ -84,7 +98,11 @@ class InProcessRun:
         run_querying_party(self.context(qp))
         return json.loads((Path(self.cfg.run_dir) / f"results-{qp}.json").read_text())
 
-    def join(self, timeout: float = 30.0) -> None:
-        """Wait for every server session to end (after the QP closed its channels)."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the answering parties' channels to the PG and wait for every server session to end
+        (after the QP closed its channels)."""
+        for ap in self.aps.values():
+            ap.close()
+        deadline = time.monotonic() + timeout
         for t in self.threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))

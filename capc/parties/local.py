@@ -56,17 +56,18 @@ class LocalRun:
         """A party's log file (stdout and stderr)."""
         return self.dir / "logs" / f"{name}.log"
 
-    def start(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start party ``name`` in its own process group; ``env`` adds environment variables."""
+    def start(self, name: str, env: dict[str, str] | None = None, program: list[str] | None = None) -> subprocess.Popen:
+        """Start party ``name`` in its own process group; ``env`` adds environment variables and
+        ``program`` replaces ``python -m capc.cli`` (tests run a party with a fault injected this way)."""
         role = self.cfg.party(name).role
         self.log(name).parent.mkdir(exist_ok=True)
         out = open(self.log(name), "ab")
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         full_env.pop("CAPC_CONTROL_SOCKET", None)  # not launched by the launcher: no control channel
         env = full_env
-        p = subprocess.Popen([sys.executable, "-m", "capc.cli", "party", "--role", role, "--name", name,
-                              "--run", str(self.run_files[name])], stdout=out, stderr=subprocess.STDOUT, env=env,
-                             start_new_session=True)
+        argv = program or [sys.executable, "-m", "capc.cli"]
+        p = subprocess.Popen([*argv, "party", "--role", role, "--name", name, "--run", str(self.run_files[name])],
+                             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         out.close()
         self.procs[name] = p
         return p

@@ -59,38 +59,3 @@ def preflight(cfg: RunConfig) -> list[Any]:
             raise type(exc)(f"{ap.name}: {exc}") from None
         setups.append(seen[ap.model])
     return setups
-
-
-class KeyRing:
-    """The querying party's CKKS keys: one key set per distinct model layout among the APs (APs
-    with the same architecture share one), each holding only the Galois keys that layout needs."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
-        self._keys: dict[str, Any] = {}
-
-    def for_plan(self, plan_bytes: bytes) -> Any:
-        from capc.he import PublicPlan, QueryKeys
-
-        pub = PublicPlan.from_bytes(plan_bytes)
-        if pub.num_classes != self.cfg.protocol.num_classes:
-            raise CapcError(f"an answering party's model has {pub.num_classes} outputs, the run has "
-                            f"{self.cfg.protocol.num_classes} classes")
-        fp = pub.fingerprint
-        if fp not in self._keys:
-            from capc.he.batch import default_workers
-
-            packing = self.cfg.protocol.packing
-            keys = QueryKeys(pub, he_setup(pub, self.cfg), packing=packing,
-                             encrypt_workers=default_workers() if packing == "batch" else 1)
-            keys.warm_up()  # the encryption workers start while the QP finishes its set-up
-            self._keys[fp] = keys
-        return self._keys[fp]
-
-    def all(self) -> list[Any]:
-        return list(self._keys.values())
-
-    def close(self) -> None:
-        """Stop every key set's encryption workers."""
-        for keys in self._keys.values():
-            keys.close()

@@ -11,8 +11,8 @@
 4. follows the QP's progress (a progress bar), waits for it to finish, stops the APs and the PG;
 5. reads the QP's results and the PG's ledger into an :class:`~capc.launcher.results.ExperimentResult`.
 
-``--cpu`` runs :func:`simulate_plaintext` instead: the same votes, noise and accounting with no
-encryption and no processes, labelled as a simulation everywhere it is shown.
+``--cpu`` runs :func:`run_plaintext` instead: the same roles, messages and ledger in one process
+with the plaintext providers (no encryption, no 2PC), labelled as such everywhere it is shown.
 """
 
 from __future__ import annotations
@@ -81,16 +81,19 @@ def _free_ports(host: str, count: int) -> list[int]:
     return ports
 
 
-def build_run_config(config: Any, run_dir: Path, models: Sequence[Path]) -> RunConfig:
+def build_run_config(config: Any, run_dir: Path, models: Sequence[Path], ports: Sequence[int] | None = None
+                     ) -> RunConfig:
     """The whole run's configuration, from which each party's own run file is cut
-    (:func:`~capc.parties.runconfig.party_view`)."""
+    (:func:`~capc.parties.runconfig.party_view`); ``ports`` (one per party) default to the flags'
+    or to free ones."""
     from capc.parties.queries import new_query_key
 
     n = config.n_parties
     qp = f"qp-{config.qp_id}"
     names = [qp] + [f"ap-{i}" for i in range(1, n + 1)] + ["pg"]
     fixed = config.ports()
-    ports = fixed[: len(names)] if fixed else _free_ports(config.host, len(names))
+    if ports is None:
+        ports = fixed[: len(names)] if fixed else _free_ports(config.host, len(names))
     parties = [PartyEntry(qp, config.host, ports[0], str(models[0]))]
     parties += [PartyEntry(f"ap-{i}", config.host, ports[i], str(models[i])) for i in range(1, n + 1)]
     parties.append(PartyEntry("pg", config.host, ports[n + 1]))
@@ -116,7 +119,7 @@ def run_protocol(config: Any, launcher: Any) -> Any:
     launcher.say("resolving models (training the default models on first use)")
     models = _model_files(config)
     if config.cpu:
-        result = simulate_plaintext(config, models, run_dir)
+        result = run_plaintext(config, models, run_dir)
         if getattr(config, "retrain", False):
             result.notes.append(retrain_querying_party(config, result, run_dir))
         return result
@@ -239,38 +242,26 @@ def _achieved_hiding(run_dir: Path) -> tuple[float, float] | None:
     return (min(per), min(whole)) if per else None
 
 
-def simulate_plaintext(config: Any, models: Sequence[Path], run_dir: Path) -> Any:
-    """``--cpu``: the APs' plaintext votes, the PG's discrete Gaussian noise and the same accounting,
-    with no encryption, no garbled circuits and no processes. For testing and quick experiments only."""
-    from capc.launcher.results import ExperimentResult, PrivacySummary, QueryRow
-    from capc.learning.datasets import load_dataset
-    from capc.learning.models import load_model, predict_logits
-    from capc.privacy.gnmax import ConfidentGNMaxParams, PrivacyGuardianNoise, confident_gnmax
-    from capc.privacy.rdp import RdpAccountant
+def run_plaintext(config: Any, models: Sequence[Path], run_dir: Path) -> Any:
+    """``--cpu``: the same roles, messages, label store and ledger as a real run, in one process over
+    in-memory channels, with the plaintext providers (no encryption, no garbled circuits). For
+    testing and quick experiments; labelled as such everywhere it is shown."""
+    from capc.parties.inprocess import InProcessRun
+    from capc.parties.plaintext import plaintext_providers
+    from capc.parties.queries import load_queries
 
-    ds = load_dataset(config.dataset_name)
-    ids = list(range(config.start_batch, config.start_batch + config.n_queries))
-    if ids and ids[-1] >= len(ds.y_query):
-        raise ConfigError(f"queries {ids[0]}..{ids[-1]} exceed the {ds.name} query pool of {len(ds.y_query)}")
-    x = ds.x_query[ids]
-    preds = [np.argmax(predict_logits(load_model(str(m)), x), axis=1) for m in models[1:]]
-    params = ConfidentGNMaxParams(config.dp_noise_scale, config.sigma_threshold, config.threshold,
-                                  config.vote_scale_exp)
-    noise = PrivacyGuardianNoise(params)
-    acc = RdpAccountant()
-    rows = []
-    for k, qid in enumerate(ids):
-        votes = np.bincount([int(p[k]) for p in preds], minlength=config.num_classes)
-        worst = RdpAccountant.from_dict(acc.to_dict())
-        worst.compose_all(params.worst_case_events())
-        if worst.get_epsilon(config.delta) > config.budget_eps:
-            break
-        n = noise.draw(config.num_classes)
-        res = confident_gnmax(list(votes * params.scale), n.eta_G, n.eta_T, params.threshold_units)
-        acc.compose_all(params.worst_case_events() if res.answered else params.threshold_events())
-        rows.append(QueryRow(query_id=qid, label=res.label, true_label=int(ds.y_query[qid])))
-    privacy = PrivacySummary(qp_id=config.qp_id, epsilon=acc.get_epsilon(config.delta), delta=config.delta,
-                             budget_eps=config.budget_eps, answered=sum(r.answered for r in rows),
-                             queries=len(rows), note="plaintext simulation: same accounting as the PG")
-    return ExperimentResult(rows=rows, privacy=privacy, plaintext=True,
-                            notes=["PLAINTEXT SIMULATION (--cpu): no encryption, no 2PC"])
+    t_start = time.perf_counter()
+    cfg = build_run_config(config, run_dir, models, ports=[0] * (config.n_parties + 2))
+    load_queries(cfg)  # validates the query ids before any party starts
+    # loads every AP's model: a bad one is refused here, before any query
+    run = InProcessRun(cfg, plaintext_providers(), log_dir=run_dir / "logs")
+    qp = cfg.by_role("qp")[0].name
+    t_ready = time.perf_counter()
+    run.run_querying_party(qp)
+    run.close(timeout=cfg.protocol.timeout)
+    t_done = time.perf_counter()
+    result = collect_results(cfg, qp, {"setup": t_ready - t_start, "queries": t_done - t_ready,
+                                       "total": t_done - t_start})
+    result.plaintext = True
+    result.notes.insert(0, "PLAINTEXT (--cpu): the protocol's roles and ledger without encryption or 2PC")
+    return result

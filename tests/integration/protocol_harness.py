@@ -31,6 +31,16 @@ def wire_id(run: LocalRun, item: int) -> int:
     return wire_query_id(run.cfg.query_key, item)
 
 
+FAULTY_PARTY = Path(__file__).with_name("faulty_party.py")
+
+
+def start_with_fault(run: LocalRun, name: str, fault: str, item: int) -> Any:
+    """Start party ``name`` with ``fault`` (see ``faulty_party.py``) at the pool item ``item``."""
+    import sys
+
+    return run.start(name, program=[sys.executable, str(FAULTY_PARTY), f"{fault}={wire_id(run, item)}"])
+
+
 def ap_predictions(n_aps: int, query_ids: list[int]) -> np.ndarray:
     """predictions[j, k]: AP j+1's own plaintext argmax (lowest index on ties) on query k."""
     ds = load_dataset("digits")

@@ -19,7 +19,7 @@ import pytest
 from capc.privacy.ledger import LEDGER_FILENAME, BudgetLedger, format_budget_table
 from capc.privacy.rdp import GNMaxEvent, RdpAccountant
 
-from .protocol_harness import ap_predictions, clear_margin_queries, make_run, plurality, wire_id
+from .protocol_harness import ap_predictions, clear_margin_queries, make_run, plurality, start_with_fault
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -61,8 +61,8 @@ def test_noiseless_label_is_the_plaintext_plurality(tmp_path, n_aps, n_queries):
 
 @pytest.mark.parametrize("sequential", [True, False], ids=["aps-one-after-the-other", "aps-at-once"])
 def test_batch_packing_gives_the_same_labels(tmp_path, sequential):
-    """--batch_size > 1: step 1a once per batch (CKKS slots), then 1b-4 per query (1b of an AP
-    overlapping the next AP's evaluation when the APs take the batch one after the other)."""
+    """--batch_size > 1: one request per batch for each step (CKKS slots in step 1a), an AP's step 1b
+    overlapping the next AP's evaluation when the APs take the batch one after the other."""
     queries = clear_margin_queries(2, 11)
     run = make_run(tmp_path, 2, queries, packing="batch", batch_size=4, sequential_batch_aps=sequential)
     try:
@@ -70,22 +70,24 @@ def test_batch_packing_gives_the_same_labels(tmp_path, sequential):
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
         labels = run.labels()
         assert [labels[q] for q in queries] == plurality(ap_predictions(2, queries))
-        assert "batch of 4 queries" in run.log("ap-1").read_text()
-        assert "batch of 3 queries" in run.log("ap-1").read_text()  # the last, partial batch
+        assert "4 queries: step 1a done" in run.log("ap-1").read_text()
+        assert "3 queries: step 1a done" in run.log("ap-1").read_text()  # the last, partial batch
     finally:
         run.stop_all()
 
 
-def test_ap_killed_in_the_argmax_of_a_batch_keeps_the_votes_it_gave(tmp_path):
-    """Batch packing, an AP dies when step 1b reaches the batch's third query: the two queries before
-    it keep that AP's vote, the rest are labelled by the others, nothing is labelled twice."""
+def test_ap_killed_in_the_argmax_of_a_batch_is_dropped_from_the_batch(tmp_path):
+    """Batch packing, an AP dies when step 1b reaches the batch's third query: it never confirmed
+    that its vote shares reached the PG, so the whole batch is labelled by the others (the PG and the
+    QP agree on who voted), and nothing is labelled twice."""
     queries = clear_margin_queries(3, 6)
     run = make_run(tmp_path, 3, queries, packing="batch", batch_size=6, sequential_batch_aps=True)
     try:
         for p in run.cfg.parties:
-            if p.role != "qp":
-                hook = {"CAPC_FAULT_AP_EXIT_AT_ARGMAX": str(wire_id(run, queries[2]))} if p.name == "ap-1" else {}
-                run.start(p.name, env=hook)
+            if p.name == "ap-1":
+                start_with_fault(run, "ap-1", "ap_exit_at_argmax", queries[2])
+            elif p.role != "qp":
+                run.start(p.name)
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
         assert run.procs["ap-1"].wait(30) == 3
         res = run.results()
@@ -94,7 +96,7 @@ def test_ap_killed_in_the_argmax_of_a_batch_keeps_the_votes_it_gave(tmp_path):
         labels = run.labels()
         by_id = {q["query_id"]: q for q in res["queries"]}
         for k, q in enumerate(queries):
-            voters = preds if k < 2 else preds[1:]
+            voters = preds[1:]
             assert by_id[q]["n_answering"] == len(voters), by_id[q]
             assert labels[q] == plurality(voters[:, k:k + 1])[0]
     finally:
@@ -106,9 +108,10 @@ def test_ap_killed_mid_query_is_dropped_and_the_run_goes_on(tmp_path):
     run = make_run(tmp_path, 3, queries)
     try:
         for p in run.cfg.parties:
-            if p.role != "qp":
-                hook = {"CAPC_FAULT_AP_EXIT_AT_QUERY": str(wire_id(run, queries[1]))} if p.name == "ap-2" else {}
-                run.start(p.name, env=hook)
+            if p.name == "ap-2":
+                start_with_fault(run, "ap-2", "ap_exit_at_query", queries[1])
+            elif p.role != "qp":
+                run.start(p.name)
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
         res = run.results()
         assert "ap-2" in res["dropped_aps"]
@@ -136,8 +139,8 @@ def test_budget_exhausted_refuses_and_never_under_counts(tmp_path):
         assert run.run_qp() == 0
         res = run.results()
         assert [q["answered"] for q in res["queries"]] == [True, True, False]
-        assert "budget_exhausted" in res["queries"][2]["error"]
-        assert res["queries"][2]["code"] == "budget_exhausted"
+        assert "budget" in res["queries"][2]["error"]
+        assert res["queries"][2]["status"] == "refused_budget"
         assert run.procs["pg"].poll() is None
     finally:
         run.stop_all()
@@ -167,7 +170,7 @@ def test_budget_exhausted_inside_a_batch(tmp_path):
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
         res = run.results()["queries"]
         assert [q["answered"] for q in res] == [True, True, False, False]  # the second batch never asked
-        assert all("budget" in q["error"] and q["code"] == "budget_exhausted" for q in res[2:])
+        assert all("budget" in q["error"] and q["status"] == "refused_budget" for q in res[2:])
         assert run.log("ap-1").read_text().count("step 1a done") == 1  # the AP got one batch request
         assert run.procs["pg"].poll() is None
     finally:
@@ -183,7 +186,7 @@ def test_pg_restart_between_queries_keeps_the_ledger(tmp_path):
     run = make_run(tmp_path, 1, queries, sigma_gnmax=1.0)
     try:
         run.start("ap-1")
-        run.start("pg", env={"CAPC_FAULT_PG_EXIT_AFTER_QUERY": str(wire_id(run, queries[0]))})
+        start_with_fault(run, "pg", "pg_exit_after_query", queries[0])
         qp = run.start("qp-0")
         assert run.procs["pg"].wait(120) == 3  # crashed after settling the first query
         run.start("pg")  # a fresh PG process reopens the same ledger file
@@ -222,7 +225,8 @@ def test_replayed_query_ids_are_refused_everywhere(tmp_path):
         assert run.run_qp() == 0
         again = run.results()["queries"]
         assert not any(q["answered"] for q in again)
-        assert all("already answered" in q["error"] or "no answering party" in q["error"] for q in again)
+        assert all(q["status"] == "failed" and "no answering party" in q["error"] for q in again)
+        assert "already answered" in run.log("ap-1").read_text()
         assert run.procs["ap-1"].poll() is None and run.procs["pg"].poll() is None
     finally:
         run.stop_all()
@@ -249,7 +253,7 @@ def test_replay_refused_by_the_pg_is_a_replay_and_the_run_goes_on(tmp_path):
         assert run.run_qp() == 0, run.log("qp-0").read_text()[-3000:]
         again = run.results()["queries"]
         assert [q["query_id"] for q in again] == queries  # both asked: the first replay did not stop the run
-        assert all(q["code"] == "replayed" and "already used" in q["error"] for q in again), again
+        assert all(q["status"] == "replayed" and "already used" in q["error"] for q in again), again
         assert run.procs["pg"].poll() is None
     finally:
         run.stop_all()
@@ -276,7 +280,7 @@ def test_bad_peers_and_bad_messages_leave_the_ap_serving(tmp_path):
         chan.send(PublicContext(context_bytes=b"not a SEAL context", params={}))
         with pytest.raises(PeerError, match="refused"):
             chan.recv(StepDone, timeout=60)
-        chan.send(QueryRequest(query_id=1, ciphertexts=(b"x",), num_classes=10, frac_bits=8))
+        chan.send(QueryRequest(query_ids=[1], ciphertexts=(b"x",), num_classes=10, frac_bits=8))
         with pytest.raises(PeerError, match="before the public context"):
             chan.recv(StepDone, timeout=60)
         chan.close()
@@ -284,23 +288,23 @@ def test_bad_peers_and_bad_messages_leave_the_ap_serving(tmp_path):
         from capc.he import HEError
         from capc.learning.datasets import load_dataset
         from capc.net.messages import QueryResult
-        from capc.parties.models import KeyRing
+        from capc.parties.crypto import RealHE
 
         chan = connect(ap.host, ap.port, me, "ap-1", deadline=60, run_id=run.cfg.run_id)
-        keys = KeyRing(run.cfg).for_plan(chan.recv(ModelPlan, timeout=60).plan_bytes)
+        keys = RealHE().keyring(run.cfg).for_plan(chan.recv(ModelPlan, timeout=60).plan_bytes).keys
         chan.send(PublicContext(context_bytes=keys.public_context(), params={}))
         chan.recv(StepDone, timeout=120)
         x = load_dataset("digits").x_query[queries[0]]
-        chan.send(QueryRequest(query_id=900, ciphertexts=(keys.encrypt(x),), num_classes=7, frac_bits=8))
+        chan.send(QueryRequest(query_ids=[900], ciphertexts=(keys.encrypt(x),), num_classes=7, frac_bits=8))
         with pytest.raises(PeerError, match="7 classes"):
             chan.recv(QueryResult, timeout=60)
-        chan.send(QueryRequest(query_id=901, ciphertexts=(keys.encrypt(x)[:-100],), num_classes=10, frac_bits=8))
+        chan.send(QueryRequest(query_ids=[901], ciphertexts=(keys.encrypt(x)[:-100],), num_classes=10, frac_bits=8))
         with pytest.raises(PeerError, match="refused"):
             chan.recv(QueryResult, timeout=60)
         with pytest.raises(HEError, match="NaN"):
             keys.encrypt(np.full_like(x, np.nan))
-        chan.send(QueryRequest(query_id=902, ciphertexts=(keys.encrypt(x),), num_classes=10, frac_bits=8))
-        assert chan.recv(QueryResult, timeout=120).query_id == 902
+        chan.send(QueryRequest(query_ids=[902], ciphertexts=(keys.encrypt(x),), num_classes=10, frac_bits=8))
+        assert chan.recv(QueryResult, timeout=120).query_ids.tolist() == [902]
         chan.close()
         # 3. a malformed frame: the AP drops that connection only
         chan = connect(ap.host, ap.port, me, "ap-1", deadline=60, run_id=run.cfg.run_id)

@@ -7,6 +7,8 @@ import struct
 import numpy as np
 import pytest
 
+from capc.net.framing import PROTOCOL_VERSION
+
 from capc.net.channel import channel_pair
 from capc.net.errors import ChannelClosed, ChannelTimeout, PeerError, ProtocolError
 from capc.net.framing import MAGIC, MessageType, encode_frame
@@ -17,10 +19,10 @@ from capc.net.messages import (ErrorReply, GcStart, QueryRequest, QueryResult, S
 def test_messages_both_directions_and_counters() -> None:
     qp, ap = channel_pair("qp-0", "ap-1")
     with qp, ap:
-        qp.send(QueryRequest(3, (b"ct0", b"ct1"), 10, 8))
+        qp.send(QueryRequest([3], (b"ct0", b"ct1"), 10, 8))
         req = ap.recv(QueryRequest, timeout=5)
         assert req.ciphertexts == (b"ct0", b"ct1") and req.num_classes == 10
-        ap.send(QueryResult(3, (b"res",)))
+        ap.send(QueryResult([3], (b"res",)))
         assert qp.recv((QueryResult, StepDone), timeout=5).ciphertexts == (b"res",)
         assert qp.bytes_sent == ap.bytes_received > 0
         assert ap.bytes_sent == qp.bytes_received > 0
@@ -41,7 +43,7 @@ def test_recv_timeout_names_peer_and_awaited_type_and_channel_survives() -> None
 def test_send_timeout_when_peer_does_not_read(in_thread) -> None:
     qp, ap = channel_pair("qp-0", "ap-1")
     with qp, ap:
-        big = QueryRequest(1, (b"\0" * (8 << 20),), 10, 8)
+        big = QueryRequest([1], (b"\0" * (8 << 20),), 10, 8)
         with pytest.raises(ChannelTimeout, match="sending QUERY_REQUEST to ap-1"):
             qp.send(big, timeout=0.05)
         with pytest.raises(ChannelClosed, match="unusable"):
@@ -53,7 +55,7 @@ def test_large_message_through_a_thread(in_thread) -> None:
     with qp, ap:
         blob = np.random.default_rng(0).bytes(3 << 20)
         fut = in_thread(ap.recv, QueryRequest, 10)
-        qp.send(QueryRequest(1, (blob,), 10, 8), timeout=10)
+        qp.send(QueryRequest([1], (blob,), 10, 8), timeout=10)
         assert fut.result(10).ciphertexts == (blob,)
 
 
@@ -89,7 +91,7 @@ def test_closed_peer() -> None:
 def test_raw_io_between_framed_messages() -> None:
     qp, ap = channel_pair("qp-0", "ap-1")
     with qp, ap:
-        qp.send(GcStart(5, "argmax_share", 10, {"bits": 64}))
+        qp.send(GcStart([5], "argmax_share", 10, {"bits": 64}))
         start = ap.recv(GcStart, timeout=5)
         assert start.options == {"bits": 64}
         q_io, a_io = qp.raw_io(timeout=5), ap.raw_io(timeout=5, buffered=True)
@@ -138,8 +140,8 @@ def test_raw_io_timeout() -> None:
 @pytest.mark.parametrize("garbage, match", [
     (b"GET / HTTP/1.1\r\n\r\n", "bad frame magic"),
     (struct.pack(">4sHHHQ", MAGIC, 9, int(MessageType.SHUTDOWN), 0, 0), "wrong protocol version 9"),
-    (struct.pack(">4sHHHQ", MAGIC, 1, 4242, 0, 0), "unknown message type code 4242"),
-    (struct.pack(">4sHHHQ", MAGIC, 1, int(MessageType.SHUTDOWN), 0, 1 << 40), "oversize frame"),
+    (struct.pack(">4sHHHQ", MAGIC, PROTOCOL_VERSION, 4242, 0, 0), "unknown message type code 4242"),
+    (struct.pack(">4sHHHQ", MAGIC, PROTOCOL_VERSION, int(MessageType.SHUTDOWN), 0, 1 << 40), "oversize frame"),
     (encode_frame(MessageType.SHUTDOWN, b"\0\0\0\x02{}"), "must be an object with keys"),
 ])
 def test_malformed_input_raises_and_informs_peer(garbage: bytes, match: str) -> None:

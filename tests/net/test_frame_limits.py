@@ -1,6 +1,6 @@
 """Frame limits by expected type: a peer cannot make a receiver buffer a large frame it does not expect.
 
-Each test plays an authenticated but malicious peer that announces a 1 GiB ``BATCH_QUERY_REQUEST``
+Each test plays an authenticated but malicious peer that announces a 1 GiB ``QUERY_REQUEST``
 (a type whose own limit allows it) where the receiver expects only small messages, and actually
 streams payload bytes after the header. Before the fix, ``read_frame`` checked the frame against the
 limit of its *own* declared type and allocated the 1 GiB buffer before the receiver looked at the
@@ -30,7 +30,7 @@ GiB = 1 << 30
 MAX_PEAK = 4 << 20
 
 
-def _oversized_header(mtype: MessageType = MessageType.BATCH_QUERY_REQUEST, length: int = GiB) -> bytes:
+def _oversized_header(mtype: MessageType = MessageType.QUERY_REQUEST, length: int = GiB) -> bytes:
     return struct.pack(">4sHHHQ", MAGIC, PROTOCOL_VERSION, int(mtype), 0, length)
 
 
@@ -81,16 +81,16 @@ def test_read_frame_refuses_unexpected_type_from_the_header() -> None:
         consumed[0] += n
         return n
 
-    with pytest.raises(UnexpectedFrame, match=r"expected VOTE_SHARE or ERROR_REPLY, got BATCH_QUERY_REQUEST") as ei:
+    with pytest.raises(UnexpectedFrame, match=r"expected VOTE_SHARE or ERROR_REPLY, got QUERY_REQUEST") as ei:
         read_frame(recv_into, {MessageType.VOTE_SHARE, MessageType.ERROR_REPLY})
     assert consumed[0] == HEADER_SIZE
-    assert ei.value.got is MessageType.BATCH_QUERY_REQUEST and ei.value.length == GiB
+    assert ei.value.got is MessageType.QUERY_REQUEST and ei.value.length == GiB
 
 
 def test_expected_type_still_has_its_own_limit() -> None:
     """An expected type larger than its limit is refused as oversize (the type check comes first,
     the size check still applies)."""
-    head = _oversized_header(MessageType.VOTE_SHARE, 2 << 20)
+    head = _oversized_header(MessageType.VOTE_SHARE, 512 << 20)
     with pytest.raises(ProtocolError, match="oversize frame: VOTE_SHARE"):
         read_frame(lambda v: (v.__setitem__(slice(0, HEADER_SIZE), head), HEADER_SIZE)[1],
                    {MessageType.VOTE_SHARE})
@@ -107,7 +107,7 @@ def test_channel_refuses_oversized_unexpected_frame_without_buffering(creds, in_
         sender = _stream(ap._sock, _oversized_header())
         peak, err = _peak_during(lambda: pg_side.recv((VoteShare, Shutdown), timeout=10))
         assert isinstance(err, ProtocolError), err
-        assert "expected VoteShare or Shutdown, got BatchQueryRequest" in str(err)
+        assert "expected VoteShare or Shutdown, got QueryRequest" in str(err)
         assert str(GiB) in str(err)
         assert peak < MAX_PEAK, f"receiver allocated {peak} bytes"
         assert pg_side.closed
@@ -125,7 +125,7 @@ def test_socketpair_channel_refuses_and_reports(in_thread) -> None:
         b.sendall(_oversized_header())
         b.sendall(b"\x5a" * (128 << 10))  # some payload: the receiver must not read it
         peak, err = _peak_during(lambda: pg_side.recv(VoteShare, timeout=10))
-        assert isinstance(err, ProtocolError) and "got BatchQueryRequest" in str(err)
+        assert isinstance(err, ProtocolError) and "got QueryRequest" in str(err)
         assert peak < MAX_PEAK
         reply = attacker.recv(ErrorReply, timeout=10)
         assert reply.code == "protocol_error" and "expected VoteShare" in reply.message
@@ -133,7 +133,7 @@ def test_socketpair_channel_refuses_and_reports(in_thread) -> None:
 
 def test_listener_hello_refuses_oversized_unexpected_frame(creds, in_thread) -> None:
     """A client with a valid run certificate sends, instead of its Hello, the header of a 1 GiB
-    BatchQueryRequest and streams bytes: the listener refuses it without buffering, records why,
+    QueryRequest and streams bytes: the listener refuses it without buffering, records why,
     and accepts the next (good) client."""
     with Listener("127.0.0.1", 0, tls=creds["pg"], allowed_peers=["ap-1", "qp-0"], run_id=RUN) as lst:
         raw = socket.create_connection(("127.0.0.1", lst.port), timeout=10)
@@ -162,7 +162,7 @@ def test_listener_hello_refuses_oversized_unexpected_frame(creds, in_thread) -> 
         assert peak < MAX_PEAK, f"listener allocated {peak} bytes"
         refusal = lst.refusals[0]
         assert refusal.peer == "ap-1"
-        assert "expected Hello, got BatchQueryRequest" in refusal.reason
+        assert "expected Hello, got QueryRequest" in refusal.reason
         tls.close()
 
 

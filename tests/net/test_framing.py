@@ -39,7 +39,7 @@ def test_two_frames_back_to_back() -> None:
 
 @pytest.mark.parametrize("header, match", [
     (_raw_header(magic=b"HTTP"), "bad frame magic"),
-    (_raw_header(version=2), "wrong protocol version 2"),
+    (_raw_header(version=PROTOCOL_VERSION + 1), f"wrong protocol version {PROTOCOL_VERSION + 1}"),
     (_raw_header(version=0), "wrong protocol version 0"),
     (_raw_header(code=999), "unknown message type code 999"),
     (_raw_header(code=0), "unknown message type code 0"),

@@ -12,10 +12,9 @@ from hypothesis import strategies as st
 
 from capc.net.errors import ProtocolError
 from capc.net.framing import MessageType
-from capc.net.messages import (MESSAGE_CLASSES, BudgetReserved, NoisyArgmaxBatchRequest, ErrorReply, GcStart, Hello, HelloAck, ModelPlan,
-                               NoisyArgmaxRequest, PublicContext, QueryRequest, QueryResult, BatchQueryRequest,
-                               SchemaError, Shutdown, StepDone, VoteShare, decode_message,
-                               encode_message)
+from capc.net.messages import (MESSAGE_CLASSES, BudgetReserved, ErrorReply, GcStart, Hello, HelloAck, ModelPlan,
+                               NoisyArgmaxRequest, PublicContext, QueryRequest, QueryResult, SchemaError, Shutdown,
+                               StepDone, VoteShare, decode_message, encode_message)
 
 party_index = st.integers(0, 999)
 qp_names = party_index.map(lambda i: f"qp-{i}")
@@ -34,28 +33,23 @@ params = st.dictionaries(idents, st.one_of(scalars, st.lists(scalars, max_size=4
                          max_size=6)
 
 
+id_lists = st.lists(query_ids, min_size=1, max_size=20, unique=True).map(lambda v: np.array(v, dtype=np.uint64))
+
+
 @st.composite
 def vote_shares(draw: st.DrawFn) -> VoteShare:
-    c = draw(classes)
-    share = np.array(draw(st.lists(st.integers(0, 2**64 - 1), min_size=c, max_size=c)),
-                     dtype=np.uint64)
-    return VoteShare(qp_id=draw(qp_names), query_id=draw(query_ids), num_classes=c, share=share)
+    c, ids = draw(classes), draw(id_lists)
+    flat = draw(st.lists(st.integers(0, 2**64 - 1), min_size=c * len(ids), max_size=c * len(ids)))
+    return VoteShare(qp_id=draw(qp_names), query_ids=ids, num_classes=c,
+                     shares=np.array(flat, dtype=np.uint64).reshape(len(ids), c))
 
 
 @st.composite
-def batch_requests(draw: st.DrawFn) -> BatchQueryRequest:
-    ids = draw(st.lists(query_ids, min_size=1, max_size=20, unique=True))
-    return BatchQueryRequest(batch_id=draw(query_ids), batch_size=len(ids),
-                             query_ids=np.array(ids, dtype=np.uint64), ciphertexts=draw(ciphertexts),
-                             num_classes=draw(classes), frac_bits=draw(st.integers(0, 62)))
-
-
-@st.composite
-def noisy_argmax_batches(draw: st.DrawFn) -> NoisyArgmaxBatchRequest:
-    ids = draw(st.lists(query_ids, min_size=1, max_size=20, unique=True))
+def noisy_argmax_requests(draw: st.DrawFn) -> NoisyArgmaxRequest:
+    ids = draw(id_lists)
     counts = draw(st.lists(st.integers(1, 1000), min_size=len(ids), max_size=len(ids)))
-    return NoisyArgmaxBatchRequest(qp_id=draw(qp_names), batch_size=len(ids), query_ids=np.array(ids, dtype=np.uint64),
-                                   n_answering=np.array(counts, dtype=np.uint64), num_classes=draw(classes))
+    return NoisyArgmaxRequest(qp_id=draw(qp_names), query_ids=ids, n_answering=np.array(counts, dtype=np.uint64),
+                              num_classes=draw(classes))
 
 
 #: One strategy per message class; the test below checks every wire type is covered.
@@ -67,18 +61,15 @@ STRATEGIES = {
                         protocol_version=st.integers(1, 65535)),
     ModelPlan: st.builds(ModelPlan, plan_bytes=blobs),
     PublicContext: st.builds(PublicContext, context_bytes=blobs, params=params),
-    QueryRequest: st.builds(QueryRequest, query_id=query_ids, ciphertexts=ciphertexts,
+    QueryRequest: st.builds(QueryRequest, query_ids=id_lists, ciphertexts=ciphertexts,
                             num_classes=classes, frac_bits=st.integers(0, 62)),
-    BatchQueryRequest: batch_requests(),
-    QueryResult: st.builds(QueryResult, query_id=query_ids, ciphertexts=ciphertexts),
-    GcStart: st.builds(GcStart, query_id=query_ids, program=idents, num_classes=classes,
+    QueryResult: st.builds(QueryResult, query_ids=id_lists, ciphertexts=ciphertexts),
+    GcStart: st.builds(GcStart, query_ids=id_lists, program=idents, num_classes=classes,
                        options=params),
     VoteShare: vote_shares(),
-    NoisyArgmaxRequest: st.builds(NoisyArgmaxRequest, qp_id=qp_names, query_id=query_ids,
-                                  n_answering=st.integers(1, 1000), num_classes=classes),
-    NoisyArgmaxBatchRequest: noisy_argmax_batches(),
-    BudgetReserved: st.builds(lambda b, n, c, t: BudgetReserved(b, n, f"why: {t}" if c else "", c),
-                              query_ids, st.integers(0, 65536),
+    NoisyArgmaxRequest: noisy_argmax_requests(),
+    BudgetReserved: st.builds(lambda n, c, t: BudgetReserved(n, f"why: {t}" if c else "", c),
+                              st.integers(0, 65536),
                               st.sampled_from(["", "refused", "budget_exhausted", "replayed"]), text),
     StepDone: st.builds(StepDone, query_id=query_ids, step=idents, ok=st.booleans(), detail=text),
     ErrorReply: st.builds(ErrorReply, code=idents, message=text),
@@ -108,25 +99,27 @@ def _payload(fields: dict, blobs: list[bytes] = (), lens: list[int] | None = Non
 
 
 def test_vote_share_checks_dtype_and_shape() -> None:
-    with pytest.raises(SchemaError, match="VoteShare.share: must have dtype uint64, got int64"):
-        VoteShare("qp-0", 1, 3, np.zeros(3, dtype=np.int64))
-    with pytest.raises(SchemaError, match=r"must have shape \(4,\) to match num_classes"):
-        VoteShare("qp-0", 1, 4, np.zeros(3, dtype=np.uint64))
+    one = [1]
+    with pytest.raises(SchemaError, match="VoteShare.shares: must have dtype uint64, got int64"):
+        VoteShare("qp-0", one, 3, np.zeros((1, 3), dtype=np.int64))
+    with pytest.raises(SchemaError, match=r"must have shape \(1, 4\) to match query_ids, num_classes"):
+        VoteShare("qp-0", one, 4, np.zeros((1, 3), dtype=np.uint64))
     with pytest.raises(SchemaError, match="must name a qp party"):
-        VoteShare("ap-1", 1, 3, np.zeros(3, dtype=np.uint64))
-    ok = VoteShare("qp-0", 1, 3, np.array([1, 2, 3], dtype=">u8"))
-    assert ok.share.dtype == np.uint64 and not ok.share.flags.writeable
-    # wire side: a share whose shape does not match num_classes, or of another dtype
-    fields = {"qp_id": "qp-0", "query_id": 1, "num_classes": 4,
-              "share": {"dtype": "<u8", "shape": [3], "blob": 0}}
+        VoteShare("ap-1", one, 3, np.zeros((1, 3), dtype=np.uint64))
+    ok = VoteShare("qp-0", one, 3, np.array([[1, 2, 3]], dtype=">u8"))
+    assert ok.shares.dtype == np.uint64 and not ok.shares.flags.writeable
+    # wire side: shares whose shape does not match (ids, classes), or of another dtype
+    ids = {"dtype": "<u8", "shape": [1], "blob": 0}
+    fields = {"qp_id": "qp-0", "query_ids": ids, "num_classes": 4,
+              "shares": {"dtype": "<u8", "shape": [1, 3], "blob": 1}}
     with pytest.raises(SchemaError, match="shape"):
-        decode_message(MessageType.VOTE_SHARE, _payload(fields, [b"\0" * 24]))
-    fields["share"] = {"dtype": "<i8", "shape": [4], "blob": 0}
+        decode_message(MessageType.VOTE_SHARE, _payload(fields, [b"\1" + b"\0" * 7, b"\0" * 24]))
+    fields["shares"] = {"dtype": "<i8", "shape": [1, 4], "blob": 1}
     with pytest.raises(SchemaError, match="dtype"):
-        decode_message(MessageType.VOTE_SHARE, _payload(fields, [b"\0" * 32]))
-    fields["share"] = {"dtype": "<u8", "shape": [4], "blob": 0}
+        decode_message(MessageType.VOTE_SHARE, _payload(fields, [b"\1" + b"\0" * 7, b"\0" * 32]))
+    fields["shares"] = {"dtype": "<u8", "shape": [1, 4], "blob": 1}
     with pytest.raises(SchemaError, match="blob holds 24 bytes, expected 32"):
-        decode_message(MessageType.VOTE_SHARE, _payload(fields, [b"\0" * 24]))
+        decode_message(MessageType.VOTE_SHARE, _payload(fields, [b"\1" + b"\0" * 7, b"\0" * 24]))
 
 
 @pytest.mark.parametrize("make, match", [
@@ -135,30 +128,29 @@ def test_vote_share_checks_dtype_and_shape() -> None:
     (lambda: Hello("qp-0", "qp", "bad run id"), "run_id"),
     (lambda: Hello("qp-0", "qp", "run\n"), "run_id"),
     (lambda: ErrorReply("code\n", "m"), "code"),
-    (lambda: QueryRequest(-1, (b"x",), 10, 8), "query_id: must be in"),
-    (lambda: BatchQueryRequest(1, 2, np.array([3, 3], dtype=np.uint64), (b"x",), 10, 8), "repeats a query id"),
-    (lambda: BatchQueryRequest(1, 3, np.array([3, 4], dtype=np.uint64), (b"x",), 10, 8), "must have shape"),
-    (lambda: BatchQueryRequest(1, 1, np.array([2**63], dtype=np.uint64), (b"x",), 10, 8), "ids must be at most"),
-    (lambda: QueryRequest(1, (), 10, 8), "must hold 1.."),
-    (lambda: QueryRequest(1, (b"",), 10, 8), r"ciphertexts\[0\]: must not be empty"),
-    (lambda: QueryRequest(1, b"abc", 10, 8), "must be a tuple of byte strings"),
-    (lambda: QueryRequest(1, (b"x",), 1, 8), "num_classes"),
-    (lambda: QueryRequest(1, (b"x",), 10, 63), "frac_bits"),
-    (lambda: QueryRequest(True, (b"x",), 10, 8), "must be an integer, got bool"),
+    (lambda: QueryRequest(np.array([], dtype=np.uint64), (b"x",), 10, 8), "query_ids: must hold 1.."),
+    (lambda: QueryRequest([3, 3], (b"x",), 10, 8), "repeats a query id"),
+    (lambda: QueryRequest(np.array([[3, 4]], dtype=np.uint64), (b"x",), 10, 8), "must have shape"),
+    (lambda: QueryRequest(np.array([2**63], dtype=np.uint64), (b"x",), 10, 8), r"query ids must be in 0..9223372036854775807"),
+    (lambda: QueryRequest(np.array([1], dtype=np.int64), (b"x",), 10, 8), "must have dtype uint64"),
+    (lambda: QueryRequest([1], (), 10, 8), "must hold 1.."),
+    (lambda: QueryRequest([1], (b"",), 10, 8), r"ciphertexts\[0\]: must not be empty"),
+    (lambda: QueryRequest([1], b"abc", 10, 8), "must be a tuple of byte strings"),
+    (lambda: QueryRequest([1], (b"x",), 1, 8), "num_classes"),
+    (lambda: QueryRequest([1], (b"x",), 10, 63), "frac_bits"),
+    (lambda: QueryRequest([1], (b"x",), True, 8), "must be an integer, got bool"),
     (lambda: PublicContext(b"x", {"scale": float("nan")}), "must be finite"),
     (lambda: PublicContext(b"x", {"Bad Key": 1}), "lower-case identifier"),
-    (lambda: GcStart(1, "Argmax!", 10), "program"),
-    (lambda: NoisyArgmaxRequest("qp-0", 1, 0, 10), "n_answering"),
-    (lambda: NoisyArgmaxBatchRequest("qp-0", 2, np.array([1, 1], dtype=np.uint64), np.array([2, 2], dtype=np.uint64),
-                                     10), "repeats a query id"),
-    (lambda: NoisyArgmaxBatchRequest("qp-0", 2, np.array([1, 2], dtype=np.uint64), np.array([2, 0], dtype=np.uint64),
-                                     10), "n_answering"),
-    (lambda: NoisyArgmaxBatchRequest("ap-1", 1, np.array([1], dtype=np.uint64), np.array([2], dtype=np.uint64),
-                                     10), "qp_id"),
-    (lambda: BudgetReserved(1, -1), "reserved"),
-    (lambda: BudgetReserved(1, 0, "no budget", "out_of_luck"), "code 'out_of_luck' is not one of"),
-    (lambda: BudgetReserved(1, 0, "no budget"), "needs both a code and a reason"),
-    (lambda: BudgetReserved(1, 0, "", "replayed"), "needs both a code and a reason"),
+    (lambda: GcStart([1], "Argmax!", 10), "program"),
+    (lambda: NoisyArgmaxRequest("qp-0", [1], [0], 10), "n_answering"),
+    (lambda: NoisyArgmaxRequest("qp-0", [1, 1], [2, 2], 10), "repeats a query id"),
+    (lambda: NoisyArgmaxRequest("qp-0", [1, 2], [2, 0], 10), "n_answering"),
+    (lambda: NoisyArgmaxRequest("qp-0", [1, 2], [2], 10), r"n_answering: must have shape \(2,\)"),
+    (lambda: NoisyArgmaxRequest("ap-1", [1], [2], 10), "qp_id"),
+    (lambda: BudgetReserved(-1), "reserved"),
+    (lambda: BudgetReserved(0, "no budget", "out_of_luck"), "code 'out_of_luck' is not one of"),
+    (lambda: BudgetReserved(0, "no budget"), "needs both a code and a reason"),
+    (lambda: BudgetReserved(0, "", "replayed"), "needs both a code and a reason"),
     (lambda: ErrorReply("x", "m" * 5000), "longer than 4096"),
     (lambda: StepDone(1, "vote", ok="yes"), "must be a boolean"),
 ])
@@ -190,11 +182,16 @@ def test_decode_rejects_duplicate_keys_nan_and_bad_blob_refs() -> None:
     head = b'{"f":{"context_bytes":{"blob":0},"params":{"s":NaN}},"b":[1]}'
     with pytest.raises(SchemaError, match="non-finite"):
         decode_message(MessageType.PUBLIC_CONTEXT, struct.pack(">I", len(head)) + head + b"x")
-    fields = {"query_id": 1, "ciphertexts": [{"blob": 0}, {"blob": 0}]}
+    ids = {"dtype": "<u8", "shape": [1], "blob": 0}
+    one = b"\1" + b"\0" * 7
+    fields = {"query_ids": ids, "ciphertexts": [{"blob": 1}, {"blob": 1}]}
     with pytest.raises(SchemaError, match="referenced twice"):
-        decode_message(MessageType.QUERY_RESULT, _payload(fields, [b"x"]))
-    fields = {"query_id": 1, "ciphertexts": [{"blob": 3}]}
+        decode_message(MessageType.QUERY_RESULT, _payload(fields, [one, b"x"]))
+    fields = {"query_ids": ids, "ciphertexts": [{"blob": 3}]}
     with pytest.raises(SchemaError, match="out of range"):
-        decode_message(MessageType.QUERY_RESULT, _payload(fields, [b"x"]))
+        decode_message(MessageType.QUERY_RESULT, _payload(fields, [one, b"x"]))
+    fields = {"query_ids": {"dtype": "<u8", "shape": [2], "blob": 0}, "ciphertexts": [{"blob": 1}]}
+    with pytest.raises(SchemaError, match="blob holds 8 bytes, expected 16"):
+        decode_message(MessageType.QUERY_RESULT, _payload(fields, [one, b"x"]))
     with pytest.raises(ProtocolError, match="unknown message type code 99"):
         decode_message(99, b"")

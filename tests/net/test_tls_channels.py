@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from capc.net.framing import PROTOCOL_VERSION
+
 from capc.net.channel import Listener, connect
 from capc.net.errors import (ChannelTimeout, ConnectError, PeerAuthError, PeerError, ProtocolError)
 from capc.net.framing import MAGIC, MessageType
@@ -37,19 +39,19 @@ def test_happy_path_both_directions(creds, in_thread) -> None:
             with ch:
                 assert ch._sock.version() == "TLSv1.3"
                 share = ch.recv(VoteShare, timeout=10)
-                ch.send(StepDone(share.query_id, "vote_share"))
+                ch.send(StepDone(int(share.query_ids[0]), "vote_share"))
                 ch.send(PublicContext(b"ctx" * 1000, {"n": 8192}))
                 assert ch.recv(Shutdown, timeout=10).reason == "done"
                 return peer, share
         fut = in_thread(server)
         with connect("127.0.0.1", lst.port, creds["ap-1"], "pg", 10, run_id=RUN) as ch:
-            ch.send(VoteShare("qp-0", 4, 3, np.array([2**64 - 1, 0, 7], dtype=np.uint64)))
+            ch.send(VoteShare("qp-0", [4], 3, np.array([[2**64 - 1, 0, 7]], dtype=np.uint64)))
             assert ch.recv(StepDone, timeout=10).step == "vote_share"
             assert ch.recv(PublicContext, timeout=10).params == {"n": 8192}
             ch.send(Shutdown("done"))
             peer, share = fut.result(10)
         assert peer == "ap-1"
-        assert share.share.tolist() == [2**64 - 1, 0, 7]
+        assert share.shares[0].tolist() == [2**64 - 1, 0, 7]
 
 
 def test_raw_io_over_tls(creds, in_thread) -> None:
@@ -63,11 +65,11 @@ def test_raw_io_over_tls(creds, in_thread) -> None:
                 io = ch.raw_io(timeout=10)
                 got = io.recv_exact(len(data))
                 io.sendall(got[::-1])
-                ch.send(QueryResult(1, (b"r",)))
+                ch.send(QueryResult([1], (b"r",)))
                 return got == data
         fut = in_thread(server)
         with connect("127.0.0.1", lst.port, creds["qp-0"], "ap-1", 10, run_id=RUN) as ch:
-            ch.send(QueryRequest(1, (b"q",), 10, 8))
+            ch.send(QueryRequest([1], (b"q",), 10, 8))
             io = ch.raw_io(timeout=10)
             io.sendall(data)
             assert io.recv_exact(len(data)) == data[::-1]
@@ -173,10 +175,10 @@ def test_malformed_frames_over_tls_server_stays_up(creds, in_thread) -> None:
     cases = [
         (b"\x16\x03\x01 not capc at all.", "bad frame magic"),
         (struct.pack(">4sHHHQ", MAGIC, 7, int(MessageType.SHUTDOWN), 0, 0), "wrong protocol version 7"),
-        (struct.pack(">4sHHHQ", MAGIC, 1, 300, 0, 0), "unknown message type code 300"),
-        (struct.pack(">4sHHHQ", MAGIC, 1, int(MessageType.SHUTDOWN), 0, 1 << 33), "oversize frame"),
-        (struct.pack(">4sHHHQ", MAGIC, 1, int(MessageType.BATCH_QUERY_REQUEST), 0, 1 << 30),
-         "expected Shutdown, got BatchQueryRequest"),
+        (struct.pack(">4sHHHQ", MAGIC, PROTOCOL_VERSION, 300, 0, 0), "unknown message type code 300"),
+        (struct.pack(">4sHHHQ", MAGIC, PROTOCOL_VERSION, int(MessageType.SHUTDOWN), 0, 1 << 33), "oversize frame"),
+        (struct.pack(">4sHHHQ", MAGIC, PROTOCOL_VERSION, int(MessageType.QUERY_REQUEST), 0, 1 << 30),
+         "expected Shutdown, got QueryRequest"),
     ]
     with _listener(creds) as lst:
         def server():
@@ -194,7 +196,7 @@ def test_malformed_frames_over_tls_server_stays_up(creds, in_thread) -> None:
         fut = in_thread(server)
         codes = [_open_and_send_garbage(lst, creds, g) for g, _ in cases]
         with connect("127.0.0.1", lst.port, creds["qp-0"], "pg", 10, run_id=RUN) as ch:
-            ch.send(NoisyArgmaxRequest("qp-0", 1, 3, 10))
+            ch.send(NoisyArgmaxRequest("qp-0", [1], [3], 10))
             assert ch.recv(StepDone, timeout=10).ok
         seen = fut.result(20)
     for (_, match), msg in zip(cases, seen):
