@@ -69,9 +69,12 @@ class AnsweringParty:
         """Evaluate the model on the encrypted queries and mask the results."""
         p = self.cfg.protocol
         ids = req.query_ids.tolist()
-        if req.num_classes != p.num_classes or req.frac_bits != p.frac_bits:
-            raise Refusal(f"queries {ids[0]}..: classes/frac_bits ({req.num_classes}, {req.frac_bits}) differ "
-                          f"from the run's ({p.num_classes}, {p.frac_bits})")
+        if req.num_classes != p.num_classes:
+            raise Refusal(f"queries {ids[0]}..: the request has {req.num_classes} classes, the run has "
+                          f"{p.num_classes}")
+        if req.frac_bits != p.frac_bits:
+            raise Refusal(f"queries {ids[0]}..: the request has {req.frac_bits} fraction bits, the run has "
+                          f"{p.frac_bits}")
         self._claim(qp, ids)
         with self.ctx.timing.span("1a_he_inference", ids[0], batch=len(ids)):
             result, b = evaluator.evaluate_masked(req.ciphertexts, len(ids), p.frac_bits)

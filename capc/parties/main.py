@@ -149,7 +149,7 @@ def run_querying_party(ctx: PartyContext) -> None:
             if ctx.control is not None and ctx.control.stop_requested():
                 ctx.log.info("stop requested after %d queries", len(outcomes))
                 break
-            done = qp.run_batch(items[start:start + step])
+            done = qp.ask(items[start:start + step])
             for out in done:
                 outcomes.append(out)
                 ctx.report("progress", event="query", index=len(outcomes), total=len(items),

@@ -1,6 +1,6 @@
 """The querying party (QP): owns the CKKS secret key, asks for labels and keeps them.
 
-A query is a batch of one: :meth:`QueryingParty.run_batch` takes B queries (B = 1 with single
+A query is a batch of one: :meth:`QueryingParty.ask` takes B queries (B = 1 with single
 packing unless a batch size is set) through the paper's steps, with the answering parties working in
 parallel (docs/design.md §4):
 
@@ -221,7 +221,7 @@ class QueryingParty:
         self.ctx.timing.record("1b", time.perf_counter() - t1, ids[0], ap=link.name, batch=len(ids))
         return w
 
-    def run_batch(self, items: list[tuple[int, np.ndarray, int | None]]) -> list[QueryOutcome]:
+    def ask(self, items: list[tuple[int, np.ndarray, int | None]]) -> list[QueryOutcome]:
         """Steps 1a-4 for ``(query_id, x, true_label)`` items. Replayed ids are refused one by one;
         the rest go on as one batch."""
         outcomes: dict[int, QueryOutcome] = {}
