@@ -12,7 +12,13 @@ Subpackages, one job each:
 * :mod:`capc.launcher` — the experiment launcher (subprocesses or tmux panes) and run directories.
 """
 
-from capc.errors import CapcError
+import os as _os
+
+# TensorFlow's C++ start-up lines (CPU features, oneDNN) would fill every party's log and the
+# doctor's output; errors still show. Set before anything imports TensorFlow; a user's value wins.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from capc.errors import CapcError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["CapcError", "__version__"]

@@ -21,22 +21,23 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from capc.errors import FixedPointOverflow
+from capc.protocol_params import FRAC_BITS
 
 RING_BITS = 64
 MODULUS = 1 << RING_BITS
 SIGNED_MIN = -(1 << (RING_BITS - 1))
 SIGNED_MAX = (1 << (RING_BITS - 1)) - 1
-#: Largest fraction-bit count accepted (beyond this a float64 input cannot carry meaningful bits).
-MAX_FRAC_BITS = 62
+#: Largest fraction-bit count accepted: the protocol's declared limit (:data:`capc.protocol_params.FRAC_BITS`).
+MAX_FRAC_BITS = int(FRAC_BITS.hi)
 
 
 def _check_frac_bits(frac_bits: int) -> int:
     if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)):
         raise TypeError(f"frac_bits must be an integer, got {type(frac_bits).__name__}")
-    f = int(frac_bits)
-    if not 0 <= f <= MAX_FRAC_BITS:
-        raise ValueError(f"frac_bits must be in 0..{MAX_FRAC_BITS}, got {f}")
-    return f
+    problem = FRAC_BITS.problem(int(frac_bits))
+    if problem is not None:
+        raise ValueError(f"frac_bits {problem}")
+    return int(frac_bits)
 
 
 def _round_half_away(y: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import capc.protocol_params as pp
 from capc.config import HE_STANDARD_MAX_BITS, HEParams, he_params_from_dict
 from capc.errors import ConfigError
 from capc.he.errors import HEError, ParameterError
@@ -31,11 +32,12 @@ from capc.he.layout import single_layout
 from capc.he.plan import as_public
 
 #: Largest s + ceil(log2 B) + f for which float64 CKKS decoding keeps a + b within +-1.
-PRECISION_BITS = 48
-#: Default statistical hiding bits per logit, logit bound and fixed-point fraction bits.
-DEFAULT_HIDING_BITS = 40
-DEFAULT_LOGIT_BOUND = 16.0
-DEFAULT_FRAC_BITS = 3
+PRECISION_BITS = pp.PRECISION_BITS
+#: Default statistical hiding bits per logit, logit bound and fixed-point fraction bits (declared once,
+#: in :mod:`capc.protocol_params`).
+DEFAULT_HIDING_BITS = pp.HIDING_BITS.default
+DEFAULT_LOGIT_BOUND = pp.LOGIT_BOUND.default
+DEFAULT_FRAC_BITS = pp.FRAC_BITS.default
 PACKINGS = ("single", "batch")
 
 
@@ -68,6 +70,18 @@ class HESetup:
         return max(0, math.ceil(math.log2(self.logit_bound)))
 
 
+#: Scale bits kept above the fraction bits f so that CKKS's own error stays far below a share unit.
+#: Measured on the cryptonets digits models (depth 5, single packing): at scale 2^24 the logit error
+#: reaches 0.27, so 2^3 * error > 2 and shares are off by 2-3; the error halves with every scale bit,
+#: and f + 28 bits keep 2^f * error below 1/64.
+NOISE_MARGIN_BITS = 28
+
+
+def min_scale_bits(frac_bits: int) -> int:
+    """Fewest scale bits for which CKKS's evaluation error keeps the shares within +-1 at ``frac_bits``."""
+    return frac_bits + NOISE_MARGIN_BITS
+
+
 def output_modulus_bits(he: HEParams, depth: int) -> int:
     """Bits of the modulus left after ``depth`` rescales: q0 plus the unused middle primes."""
     middle = he.coeff_modulus[1:-1]
@@ -82,21 +96,16 @@ def needed_output_bits(log2_scale: float, hiding_bits: int, log2_bound: int) -> 
 def _check_args(packing: str, hiding_bits: int, logit_bound: float, frac_bits: int) -> int:
     if packing not in PACKINGS:
         raise HEError(f"unknown packing {packing!r} (use 'single' or 'batch')")
-    if isinstance(hiding_bits, bool) or not isinstance(hiding_bits, int) or not 1 <= hiding_bits <= 60:
-        raise HEError(f"hiding_bits must be an integer in 1..60, got {hiding_bits!r}")
-    if not isinstance(logit_bound, (int, float)) or not math.isfinite(logit_bound) or logit_bound <= 0:
-        raise HEError(f"logit_bound must be a positive finite number, got {logit_bound!r}")
-    if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or not 0 <= frac_bits <= 40:
-        raise HEError(f"frac_bits must be an integer in 0..40, got {frac_bits!r}")
-    log2_bound = max(0, math.ceil(math.log2(logit_bound)))
-    total = hiding_bits + log2_bound + frac_bits
-    if total > PRECISION_BITS:
-        raise ParameterError(
-            f"hiding_bits ({hiding_bits}) + ceil(log2 logit_bound) ({log2_bound}) + frac_bits "
-            f"({frac_bits}) = {total} exceeds {PRECISION_BITS}: CKKS decodes to float64 (53-bit "
-            f"mantissa), so the masked value would lose the bits the +-1 share guarantee needs; "
-            f"lower one of them")
-    return log2_bound
+    values = {"hiding_bits": hiding_bits, "logit_bound": logit_bound, "frac_bits": frac_bits}
+    for name, value in values.items():
+        problem = pp.PARAMS[name].problem(value)
+        if problem is not None:
+            raise HEError(f"{name} {problem}")
+    try:
+        pp.check_combination(values, names={name: name for name in pp.PARAMS})
+    except pp.ParamError as exc:
+        raise ParameterError(str(exc)) from None
+    return pp.log2_bound(logit_bound)
 
 
 def recommend_params(plan: Any, *, packing: str = "single", hiding_bits: int = DEFAULT_HIDING_BITS,
@@ -159,7 +168,8 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
     log2_bound = _check_args(packing, hiding_bits, logit_bound, frac_bits)
     if he_params is None:
         he_params = recommend_params(pub, packing=packing, hiding_bits=hiding_bits,
-                                     logit_bound=logit_bound, frac_bits=frac_bits)
+                                     logit_bound=logit_bound, frac_bits=frac_bits,
+                                     scale_bits=max(40, min_scale_bits(frac_bits)))
     if not isinstance(he_params, HEParams):
         raise HEError(f"he_params must be capc.config.HEParams, got {type(he_params).__name__}")
     scale_bits = max(20, min(40, round(he_params.log2_scale)))
@@ -178,6 +188,10 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
             single_layout(pub, he_params.slots)
         except ParameterError as exc:
             problems.append(f"too few slots: {exc}")
+    if he_params.log2_scale < min_scale_bits(frac_bits):
+        problems.append(f"too noisy: scale 2^{he_params.log2_scale:g} leaves CKKS evaluation errors that "
+                        f"move {frac_bits}-fraction-bit shares by more than 1 (measured: logit errors up to "
+                        f"0.27 at 2^24); the scale needs at least 2^{min_scale_bits(frac_bits)}")
     out_bits = output_modulus_bits(he_params, min(pub.depth, levels))
     need = needed_output_bits(he_params.log2_scale, hiding_bits, log2_bound)
     if levels >= pub.depth and out_bits < need:
@@ -187,7 +201,8 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
     if problems:
         src = he_params.source or "the given parameters"
         raise ParameterError(f"{src} cannot serve this model: " + "; ".join(problems) +
-                             _proposal(pub, packing, hiding_bits, logit_bound, frac_bits, scale_bits))
+                             _proposal(pub, packing, hiding_bits, logit_bound, frac_bits,
+                                       max(scale_bits, min_scale_bits(frac_bits), 40)))
     return HESetup(he_params, packing, hiding_bits, float(logit_bound), frac_bits, pub.depth,
                    out_bits, out_bits - need)
 

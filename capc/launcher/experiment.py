@@ -29,6 +29,9 @@ from capc.launcher.rundir import RunDir
 ProtocolRunner = Callable[[ExperimentConfig, Launcher], ExperimentResult]
 RUNNER_MODULE = "capc.parties.orchestrate"
 RUNNER_NAME = "run_protocol"
+#: Optional: ``prepare_protocol(config, say) -> ProtocolRunner`` checks what it can before the run
+#: directory is made and any party starts, and returns the runner of the checked run.
+PREPARER_NAME = "prepare_protocol"
 
 
 class Terminated(BaseException):
@@ -98,6 +101,14 @@ def main(argv: Sequence[str] | None = None, *, runner: ProtocolRunner | None = N
 
     for note in weak_settings(config):
         print(f"warning: {note}", file=err)
+    prepare = getattr(sys.modules.get(RUNNER_MODULE), PREPARER_NAME, None) if runner is None else None
+    if prepare is not None:
+        # a bad run is refused here: no run directory is made and no party is started
+        try:
+            run = prepare(config, lambda text: print(text, file=out, flush=True))
+        except CapcError as exc:
+            print(f"{parser.prog}: {exc}", file=err)
+            return 1
     try:
         run_dir = RunDir.create(config.run_dir)
         run_dir.write_params(config.to_json())

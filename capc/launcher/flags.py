@@ -15,15 +15,20 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+import capc.protocol_params as pp
 from capc.launcher.errors import FlagError
+from capc.protocol_params import MODEL_SUFFIXES
 
-#: Datasets the learning side knows; ``digits`` ships with scikit-learn, so it works offline.
-DATASETS = ("digits", "digits28", "mnist")
-#: File endings counted as one model each when ``--checkpoint_dir`` is checked against ``--n_parties``.
-MODEL_SUFFIXES = (".keras", ".h5", ".pb")
-#: Largest s + ceil(log2 B) + f that float64 CKKS decoding keeps within the +-1 share guarantee
-#: (the same bound as ``capc.he.params.PRECISION_BITS``, repeated so flag parsing stays light).
-CKKS_PRECISION_BITS = 48
+#: Datasets the protocol's 28x28 / 8x8 models run on (``capc.learning.datasets`` reads them);
+#: ``digits`` ships with scikit-learn, so it works offline.
+DATASETS = ("digits", "digits28", "mnist", "fashion-mnist")
+#: Protocol parameters set by a flag: ExperimentConfig field (the original's flag name) -> declaration.
+PROTOCOL_FLAGS: dict[str, pp.Param] = {
+    "num_classes": pp.NUM_CLASSES, "hiding_bits": pp.HIDING_BITS, "round_exp": pp.FRAC_BITS,
+    "max_logit": pp.LOGIT_BOUND, "dp_noise_scale": pp.SIGMA_GNMAX, "batch_size": pp.BATCH_SIZE,
+    "sigma_threshold": pp.SIGMA_THRESHOLD, "threshold": pp.THRESHOLD, "vote_scale_exp": pp.VOTE_SCALE_EXP,
+    "budget_eps": pp.BUDGET_EPS, "delta": pp.DELTA, "timeout": pp.TIMEOUT,
+}
 #: Ports a run reserves from ``--start_port``: an HE/2PC listening port pair per AP and for the PG.
 PORTS_PER_PARTY = 2
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -71,6 +76,7 @@ class ExperimentConfig:
     timeout: float
     models_dir: Path | None
     retrain: bool = False
+    data_dir: Path | None = None
 
     @property
     def sigma_gnmax(self) -> float:
@@ -123,33 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     orig.add_argument("--start_batch", type=int, default=0,
                       help="index of the first query in the dataset's query pool")
     orig.add_argument("--n_queries", type=int, default=5, help="number of queries; capc default 5 (the original's was 1)")
-    orig.add_argument(
-        "--batch_size", type=int, default=1,
-        help="queries per HE ciphertext; capc: values > 1 use CKKS batch packing (the original "
-             "rejected them)",
-    )
-    orig.add_argument("--num_classes", type=int, default=10, help="number of classes (logit length)")
-    orig.add_argument(
-        "--rstar_exp", "--hiding_bits", dest="hiding_bits", type=int, default=40,
-        help="capc: statistical hiding bits s of the AP's mask r_j (uniform over a range 2^s times "
-             "wider than the logit bound, so it hides z_j up to 2^-s statistical distance). The "
-             "original's r* = max_logit +- 2^rstar_exp was a weak real-valued mask",
-    )
-    orig.add_argument(
-        "--round_exp", type=int, default=3,
-        help="fixed-point fraction bits f: logits become round(2^f z) in Z_2^64. capc honours it "
-             "and rounds (the original ignored it and truncated)",
-    )
-    orig.add_argument("--max_logit", type=float, default=16.0,
-                      help="public bound B on |logit|; the mask range is 2^s * B. With encryption, "
-                           f"s + ceil(log2 B) + f must be <= {CKKS_PRECISION_BITS} (float64 CKKS "
-                           "decoding)")
-    orig.add_argument(
-        "--dp_noise_scale", type=float, default=2.0,
-        help="sigma_G of (Confident-)GNMax in votes, with privacy accounting. capc: discrete "
-             "Gaussian N_Z(0, sigma_G^2) added inside the 2PC (the original added sigma=0.1 with "
-             "no accounting)",
-    )
+    for dest in ("batch_size", "num_classes", "hiding_bits", "round_exp", "max_logit", "dp_noise_scale"):
+        _declared(orig, dest)
     orig.add_argument(
         "--seed", type=int, default=2,
         help="seed of the non-cryptographic randomness (query choice, training). Masks, keys and "
@@ -170,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
              "one per AP; default: capc's default models (trained on first use)",
     )
     orig.add_argument("--dataset_name", type=str, default="digits", choices=DATASETS,
-                      help="dataset; digits ships with scikit-learn and needs no download")
+                      help="dataset; digits ships with scikit-learn and needs no download, the others are "
+                           "read from their standard files in --data_dir")
     orig.add_argument("--model_type", type=str, default="cryptonets",
                       help="architecture of the default models (HE needs polynomial activations)")
     orig.add_argument(
@@ -190,39 +172,41 @@ def build_parser() -> argparse.ArgumentParser:
              "accounting, for testing only. Results are labelled as such",
     )
     own = p.add_argument_group("capc flags")
-    own.add_argument("--sigma_threshold", "--sigma-threshold", dest="sigma_threshold", type=float,
-                     default=0.0, help="sigma_T of the Confident-GNMax threshold test, in votes")
-    own.add_argument("--threshold", type=float, default=0.0,
-                     help="threshold T in votes; T=0 with sigma_T=0 is plain GNMax")
-    own.add_argument("--vote_scale_exp", "--vote-scale-exp", dest="vote_scale_exp", type=int,
-                     default=4, help="vote scale exponent g: votes and noise are scaled by 2^g")
-    own.add_argument("--budget_eps", "--budget-eps", dest="budget_eps", type=float, default=10.0,
-                     help="privacy budget epsilon per querying party")
-    own.add_argument("--delta", type=float, default=1e-5, help="privacy parameter delta")
+    for dest in ("sigma_threshold", "threshold", "vote_scale_exp", "budget_eps", "delta"):
+        _declared(own, dest, dashed=True)
     own.add_argument("--run_dir", "--run-dir", dest="run_dir", type=str, default=None,
                      help="run directory (default runs/<timestamp>-<id>); must be new or empty")
     own.add_argument("--tmux", action=argparse.BooleanOptionalAction, default=None,
                      help="show parties in tmux panes (default: only when already inside tmux)")
     own.add_argument("--host", type=str, default="127.0.0.1",
                      help="address the parties listen on and connect to")
-    own.add_argument("--timeout", type=float, default=600.0,
-                     help="deadline in seconds for each wait (parties ready, each step done)")
+    _declared(own, "timeout")
     own.add_argument("--retrain", action="store_true",
                      help="step 4: afterwards the QP retrains its model from scratch on its own data plus "
                           "the labels it obtained, and the accuracy before/after is reported")
+    own.add_argument("--data_dir", "--data-dir", dest="data_dir", type=str, default=None,
+                     help="directory holding the dataset's standard files (MNIST / Fashion-MNIST idx "
+                          "files, '.gz' allowed); default: where Keras caches them, and for Fashion-MNIST "
+                          "also where Debian's dataset-fashion-mnist package installs them")
     own.add_argument("--models_dir", "--models-dir", dest="models_dir", type=str, default=None,
                      help="where default models are stored and trained on first use "
                           "(created if missing; default: capc's models directory)")
     return p
 
 
+def _declared(group: Any, dest: str, dashed: bool = False) -> None:
+    """Add the option of a declared protocol parameter: its flags, type, default and doc come from
+    :mod:`capc.protocol_params`; ``dashed`` also accepts ``--a-b`` for ``--a_b``."""
+    param = PROTOCOL_FLAGS[dest]
+    names = list(param.flags)
+    if dashed:
+        names += [n.replace("_", "-") for n in param.flags if "_" in n]
+    group.add_argument(*names, dest=dest, type=param.type, default=param.default, help=param.doc)
+
+
 def _need(cond: bool, flag: str, message: str) -> None:
     if not cond:
         raise FlagError(flag, message)
-
-
-def _finite(value: float, flag: str) -> None:
-    _need(math.isfinite(value), flag, f"must be a finite number, got {value!r}")
 
 
 def _existing_file(raw: str | None, flag: str) -> Path | None:
@@ -239,45 +223,16 @@ def validate(ns: argparse.Namespace) -> ExperimentConfig:
     _need(ns.n_parties >= 1, "--n_parties", f"must be >= 1, got {ns.n_parties}")
     _need(ns.n_queries >= 1, "--n_queries", f"must be >= 1, got {ns.n_queries}")
     _need(ns.start_batch >= 0, "--start_batch", f"must be >= 0, got {ns.start_batch}")
-    _need(ns.batch_size >= 1, "--batch_size", f"must be >= 1, got {ns.batch_size}")
-    _need(ns.num_classes >= 2, "--num_classes", f"must be >= 2, got {ns.num_classes}")
     _need(ns.qp_id >= 0, "--qp_id", f"must be >= 0, got {ns.qp_id}")
-    _need(1 <= ns.hiding_bits <= 62, "--rstar_exp/--hiding_bits",
-          f"must be in 1..62, got {ns.hiding_bits}")
-    _need(0 <= ns.round_exp <= 40, "--round_exp", f"must be in 0..40, got {ns.round_exp}")
-    _finite(ns.max_logit, "--max_logit")
-    _need(ns.max_logit > 0, "--max_logit", f"must be > 0, got {ns.max_logit}")
-    # Shares are round(2^f (z - r)) and round(2^f r) with |r| <= 2^s B: both must fit the signed
-    # 64-bit ring, i.e. 2^f * B * (2^s + 1) < 2^63.
-    bits = ns.round_exp + math.log2(ns.max_logit) + math.log2(2.0 ** ns.hiding_bits + 1)
-    _need(bits < 63, "--rstar_exp/--hiding_bits",
-          f"2^round_exp * max_logit * (2^hiding_bits + 1) = 2^{bits:.1f} does not fit the signed "
-          f"64-bit ring (needs < 2^63); lower --rstar_exp, --round_exp or --max_logit")
-    precision = ns.hiding_bits + max(0, math.ceil(math.log2(ns.max_logit))) + ns.round_exp
-    _need(ns.cpu or precision <= CKKS_PRECISION_BITS, "--rstar_exp/--hiding_bits",
-          f"hiding bits ({ns.hiding_bits}) + ceil(log2 max_logit) + round_exp ({ns.round_exp}) = "
-          f"{precision} exceeds {CKKS_PRECISION_BITS}: CKKS decodes to float64, so the masked "
-          f"logits would lose the bits the shares need; lower --rstar_exp, --max_logit or "
-          f"--round_exp")
-    for flag, value in (("--dp_noise_scale", ns.dp_noise_scale),
-                        ("--sigma_threshold", ns.sigma_threshold), ("--threshold", ns.threshold)):
-        _finite(value, flag)
-        _need(value >= 0, flag, f"must be >= 0, got {value}")
-    # Noiseless settings cost infinite epsilon: the PG's ledger would refuse every query under a
-    # finite budget, so they are accepted only together with an explicit --budget_eps inf (tests
-    # and debugging: the label is then the exact plurality vote, with no privacy at all).
-    noiseless = ns.dp_noise_scale == 0 or (ns.threshold > 0 and ns.sigma_threshold == 0)
-    _need(not noiseless or math.isinf(ns.budget_eps), "--dp_noise_scale" if ns.dp_noise_scale == 0
-          else "--sigma_threshold",
-          "is 0, which gives no differential privacy (infinite epsilon); pass --budget_eps inf to "
-          "run without privacy on purpose")
-    _need(0 <= ns.vote_scale_exp <= 20, "--vote_scale_exp",
-          f"must be in 0..20, got {ns.vote_scale_exp}")
-    _need(not math.isnan(ns.budget_eps) and ns.budget_eps > 0, "--budget_eps",
-          f"must be > 0 (inf: no limit, charges still recorded), got {ns.budget_eps}")
-    _need(0 < ns.delta < 1, "--delta", f"must be in (0, 1), got {ns.delta}")
-    _finite(ns.timeout, "--timeout")
-    _need(ns.timeout > 0, "--timeout", f"must be > 0 seconds, got {ns.timeout}")
+    for dest, param in PROTOCOL_FLAGS.items():
+        problem = param.problem(getattr(ns, dest))
+        _need(problem is None, param.flag, problem or "")
+    try:
+        pp.check_combination({param.name: getattr(ns, dest) for dest, param in PROTOCOL_FLAGS.items()},
+                             encrypted=not ns.cpu)
+    except pp.ParamError as exc:
+        flag, _, message = str(exc).partition(": ")
+        raise FlagError(flag, message) from None
     _need(bool(_NAME_RE.match(ns.session)), "--session",
           f"must be letters, digits, '_' or '-' (tmux reserves '.' and ':'), got {ns.session!r}")
     _need(bool(_MODEL_TYPE_RE.match(ns.model_type)), "--model_type",
@@ -331,6 +286,11 @@ def validate(ns: argparse.Namespace) -> ExperimentConfig:
             _need(not any(run_dir.iterdir()), "--run_dir",
                   f"{ns.run_dir!r} is not empty (each run needs its own directory)")
 
+    data_dir = None
+    if ns.data_dir is not None:
+        data_dir = Path(ns.data_dir).expanduser().resolve()
+        _need(data_dir.is_dir(), "--data_dir", f"{ns.data_dir!r} is not a directory")
+
     models_dir = None
     if ns.models_dir is not None:
         models_dir = Path(ns.models_dir).expanduser().resolve()
@@ -350,6 +310,7 @@ def validate(ns: argparse.Namespace) -> ExperimentConfig:
         threshold=float(ns.threshold), vote_scale_exp=ns.vote_scale_exp,
         budget_eps=float(ns.budget_eps), delta=float(ns.delta), run_dir=run_dir, tmux=ns.tmux,
         host=ns.host, timeout=float(ns.timeout), models_dir=models_dir, retrain=bool(ns.retrain),
+        data_dir=data_dir,
     )
 
 

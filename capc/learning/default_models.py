@@ -145,11 +145,14 @@ def _check_card(card: dict[str, Any], dataset: str, n_parties: int, party: int, 
 
 
 def default_model_paths(n_parties: int, models_dir: str | Path | None = None, *, train_missing: bool = True,
-                        seed: int = DEFAULT_SEED, verbose: int = 0, dataset: str = SHIPPED_DATASET) -> list[Path]:
+                        seed: int = DEFAULT_SEED, verbose: int = 0, dataset: str = SHIPPED_DATASET,
+                        data_dir: str | Path | None = None,
+                        on_train: Callable[[str], None] | None = None) -> list[Path]:
     """Paths of the ``.keras`` files of the default models of parties ``0..n_parties-1``.
 
     ``dataset`` (default digits) selects the training data; only digits has a shipped set, other
-    datasets are trained into the cache (or ``models_dir``) on first use. ``n_parties`` counts every
+    datasets are trained into the cache (or ``models_dir``) on first use, from the files in ``data_dir``;
+    ``on_train`` is told before any training starts (and only then). ``n_parties`` counts every
     party holding a model: the querying party (party 0) and the answering
     parties. Up to 4 parties come from the shipped ``models/digits`` set; more parties use a set
     trained on an ``n_parties``-way partition under ``models_dir`` (default: the cache directory).
@@ -182,7 +185,11 @@ def default_model_paths(n_parties: int, models_dir: str | Path | None = None, *,
             directory = cache_models_dir() / name  # read-only install: train into the cache instead
             missing = [i for i in range(n_parties) if not model_paths(directory, i)["keras"].is_file()]
         if missing:
-            train_model_set(dataset, set_parties, directory, parties=missing, seed=seed, verbose=verbose)
+            if on_train is not None:
+                on_train(f"training the default {dataset} models of parties {missing} into {directory} "
+                         f"(first use only)")
+            train_model_set(dataset, set_parties, directory, data_dir=data_dir, parties=missing, seed=seed,
+                            verbose=verbose)
     for i in range(n_parties):
         paths = model_paths(directory, i)
         _check_card(read_card(paths["card"]), dataset, set_parties, i, paths["card"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -20,23 +19,9 @@ from typing import Any
 
 from capc.learning.default_models import default_model_paths
 from capc.net.certs import make_run_pki
-from capc.parties.queries import new_query_key
-from capc.parties.runconfig import PartyEntry, ProtocolParams, RunConfig, write_party_files
+from capc.parties.runconfig import ProtocolParams, RunConfig, new_run_config, write_party_files
 
 PROCESS_TIMEOUT = 300
-
-
-def free_ports(n: int) -> list[int]:
-    """n ports the OS reports free on 127.0.0.1 right now."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @dataclass
@@ -113,23 +98,12 @@ class LocalRun:
 def make_local_run(base: Path, n_aps: int, queries: list[int], dataset: str = "digits",
                    query_file: str | None = None, **protocol: Any) -> "LocalRun":
     """A run directory under ``base`` with PKI, default models for ``dataset`` (party 0 = QP) and
-    RUN.json; ``query_file`` replaces the dataset's query pool; ``protocol`` overrides
-    :class:`ProtocolParams` fields."""
+    each party's run file; ``query_file`` replaces the dataset's query pool; ``protocol`` overrides
+    the declared defaults of :class:`ProtocolParams` (those of ``run_experiment.py``)."""
     models = default_model_paths(n_aps + 1, dataset=dataset)
-    names = ["qp-0"] + [f"ap-{i}" for i in range(1, n_aps + 1)] + ["pg"]
-    ports = free_ports(len(names))
-    parties = [PartyEntry("qp-0", "127.0.0.1", ports[0], str(models[0]))]
-    parties += [PartyEntry(f"ap-{i}", "127.0.0.1", ports[i], str(models[i])) for i in range(1, n_aps + 1)]
-    parties.append(PartyEntry("pg", "127.0.0.1", ports[-1]))
-    defaults = dict(frac_bits=8, hiding_bits=36, logit_bound=16.0, vote_scale_exp=4, sigma_gnmax=0.0,
-                    sigma_threshold=0.0, threshold=0.0, budget_eps=float("inf"), timeout=120.0)
-    defaults.update(protocol)
     run_dir = base / "run"
     run_dir.mkdir(parents=True)
-    make_run_pki(run_dir / "pki", names)
-    cfg = RunConfig(run_id="local", run_dir=str(run_dir), pki_dir=str(run_dir / "pki"), parties=tuple(parties),
-                    protocol=ProtocolParams(**defaults), queries=tuple(queries), dataset=dataset,
-                    query_file=query_file, query_key=new_query_key())
+    cfg = new_run_config("local", run_dir, models, ProtocolParams(**protocol), queries, dataset=dataset,
+                         query_file=query_file)
+    make_run_pki(run_dir / "pki", [p.name for p in cfg.parties])
     return LocalRun(cfg, write_party_files(cfg, run_dir / "pki", run_dir))
-
-

@@ -18,21 +18,19 @@ with the plaintext providers (no encryption, no 2PC), labelled as such everywher
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from capc.errors import CapcError, ConfigError
-from capc.parties.runconfig import PartyEntry, ProtocolParams, RunConfig, write_party_files
+from capc.parties.runconfig import PartyEntry, ProtocolParams, RunConfig, new_run_config, write_party_files
+from capc.protocol_params import MODEL_SUFFIXES
 
-MODEL_SUFFIXES = (".keras", ".h5", ".pb")
 
-
-def _model_files(config: Any) -> list[Path]:
+def _model_files(config: Any, say: Callable[[str], None] | None = None) -> list[Path]:
     """One model file per party: index 0 for the QP, 1..N for the APs."""
     n = config.n_parties
     if config.checkpoint_dir is not None:
@@ -52,7 +50,8 @@ def _model_files(config: Any) -> list[Path]:
         return [files[i % len(files)] for i in range(n + 1)]
     from capc.learning.default_models import default_model_paths
 
-    paths = default_model_paths(n + 1, config.models_dir, dataset=config.dataset_name)
+    paths = default_model_paths(n + 1, config.models_dir, dataset=config.dataset_name,
+                                data_dir=config.data_dir, on_train=say)
     return [Path(p["keras"]) if isinstance(p, dict) else Path(p) for p in paths]
 
 
@@ -66,37 +65,11 @@ def _is_local(host: str) -> bool:
         return False
 
 
-def _free_ports(host: str, count: int) -> list[int]:
-    """Ports the OS reports free on ``host`` now (each party then binds exactly its own)."""
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-            s.bind((host, 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
 def build_run_config(config: Any, run_dir: Path, models: Sequence[Path], ports: Sequence[int] | None = None
                      ) -> RunConfig:
-    """The whole run's configuration, from which each party's own run file is cut
+    """The whole run's configuration from the flags, from which each party's own run file is cut
     (:func:`~capc.parties.runconfig.party_view`); ``ports`` (one per party) default to the flags'
     or to free ones."""
-    from capc.parties.queries import new_query_key
-
-    n = config.n_parties
-    qp = f"qp-{config.qp_id}"
-    names = [qp] + [f"ap-{i}" for i in range(1, n + 1)] + ["pg"]
-    fixed = config.ports()
-    if ports is None:
-        ports = fixed[: len(names)] if fixed else _free_ports(config.host, len(names))
-    parties = [PartyEntry(qp, config.host, ports[0], str(models[0]))]
-    parties += [PartyEntry(f"ap-{i}", config.host, ports[i], str(models[i])) for i in range(1, n + 1)]
-    parties.append(PartyEntry("pg", config.host, ports[n + 1]))
     protocol = ProtocolParams(
         num_classes=config.num_classes, frac_bits=config.round_exp, hiding_bits=config.hiding_bits,
         logit_bound=config.max_logit, vote_scale_exp=config.vote_scale_exp,
@@ -106,18 +79,40 @@ def build_run_config(config: Any, run_dir: Path, models: Sequence[Path], ports: 
         packing="batch" if config.batch_size > 1 else "single", batch_size=config.batch_size,
         sequential_batch_aps=config.batch_size > 1 and _is_local(config.host),
         plaintext=config.cpu, timeout=config.timeout)
-    queries = tuple(range(config.start_batch, config.start_batch + config.n_queries))
-    return RunConfig(run_id=run_dir.name[:64], run_dir=str(run_dir), pki_dir=str(run_dir / "pki"),
-                     parties=tuple(parties), protocol=protocol, queries=queries,
-                     dataset=config.dataset_name, data_dir=None, seed=config.seed, query_key=new_query_key())
+    queries = range(config.start_batch, config.start_batch + config.n_queries)
+    fixed = config.ports()
+    return new_run_config(run_dir.name[:64], run_dir, models, protocol, queries, host=config.host,
+                          ports=ports if ports is not None else (fixed or None), qp_id=config.qp_id,
+                          dataset=config.dataset_name,
+                          data_dir=str(config.data_dir) if config.data_dir else None,
+                          seed=config.seed)
+
+
+def prepare_protocol(config: Any, say: Callable[[str], None]) -> Callable[[Any, Any], Any]:
+    """Everything that can be checked before a run directory exists or any party starts: one model per
+    party (training the default models only if they are missing), the query ids, and every answering
+    party's model against the CKKS parameters and the class count. Returns the runner for the checked
+    run; raises :class:`~capc.errors.CapcError` naming what is wrong."""
+    models = _model_files(config, say)
+    if not config.cpu:
+        from capc.parties.models import preflight
+        from capc.parties.queries import load_queries
+
+        probe = build_run_config(config, Path("preflight"), models, ports=[0] * (config.n_parties + 2))
+        load_queries(probe)
+        say("checking every answering party's model against the CKKS parameters")
+        preflight(probe)
+    return lambda cfg, launcher: _run_checked(cfg, launcher, models)
 
 
 def run_protocol(config: Any, launcher: Any) -> Any:
     """Run one CaPC experiment with real processes, sockets and cryptography (see module doc)."""
+    return prepare_protocol(config, launcher.say)(config, launcher)
+
+
+def _run_checked(config: Any, launcher: Any, models: Sequence[Path]) -> Any:
     run_dir = Path(launcher.run_dir.path)
     t_start = time.perf_counter()
-    launcher.say("resolving models (training the default models on first use)")
-    models = _model_files(config)
     if config.cpu:
         result = run_plaintext(config, models, run_dir)
         if getattr(config, "retrain", False):
@@ -127,13 +122,6 @@ def run_protocol(config: Any, launcher: Any) -> Any:
     from capc.net.certs import make_run_pki
 
     cfg = build_run_config(config, run_dir, models)
-    from capc.parties.queries import load_queries
-
-    load_queries(cfg)  # validates the query ids before any process starts
-    from capc.parties.models import preflight
-
-    launcher.say("checking every answering party's model against the CKKS parameters")
-    preflight(cfg)  # a bad parameter file or class count is refused now, not after every party started
     make_run_pki(run_dir / "pki", [p.name for p in cfg.parties], hosts=(config.host, "localhost"))
     # each party reads only parties/<name>/: its own run file, key and certificate (pki/ keeps the CA
     # key and the certificates, for the launcher)
@@ -178,7 +166,7 @@ def retrain_querying_party(config: Any, result: Any, run_dir: Path) -> str:
     from capc.learning.default_models import SHIPPED_PARTIES, make_partition
     from capc.learning.retrain import UNANSWERED, retrain_with_queries
 
-    ds = load_dataset(config.dataset_name)
+    ds = load_dataset(config.dataset_name, config.data_dir)
     parts, _ = make_partition(ds, max(config.n_parties + 1, SHIPPED_PARTIES), "iid")
     own = np.asarray(parts[0])
     ids = [r.query_id for r in result.rows]

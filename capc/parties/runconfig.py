@@ -15,7 +15,9 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import capc.protocol_params as pp
 
 from capc.errors import ConfigError
 from capc.net.names import PartyNameError, parse_party_name
@@ -43,27 +45,28 @@ class PartyEntry:
 
 @dataclass(frozen=True)
 class ProtocolParams:
-    """Numeric parameters of the CaPC protocol (DESIGN §4)."""
+    """Numeric parameters of the CaPC protocol (docs/design.md). The declared ones take their
+    defaults and limits from :mod:`capc.protocol_params`, the single declaration each has."""
 
-    num_classes: int = 10
-    frac_bits: int = 3  # f: logits are shared at scale 2^f (--round_exp)
-    hiding_bits: int = 40  # s: statistical hiding of the HE output mask (--rstar_exp)
-    logit_bound: float = 16.0  # B: public bound on |logit| the mask range is sized for (--max_logit)
-    vote_scale_exp: int = 4  # g: votes are scaled by 2^g before the integer noise is added
-    sigma_gnmax: float = 0.0  # sigma_G in votes (--dp_noise_scale)
-    sigma_threshold: float = 0.0  # sigma_T in votes
-    threshold: float = 0.0  # T in votes; answered iff max votes + noise >= T
-    budget_eps: float = 10.0  # per querying party
-    delta: float = 1e-5
+    num_classes: int = pp.NUM_CLASSES.default
+    frac_bits: int = pp.FRAC_BITS.default  # f: logits are shared at scale 2^f (--round_exp)
+    hiding_bits: int = pp.HIDING_BITS.default  # s: statistical hiding of the HE output mask (--rstar_exp)
+    logit_bound: float = pp.LOGIT_BOUND.default  # B: public bound on |logit| (--max_logit)
+    vote_scale_exp: int = pp.VOTE_SCALE_EXP.default  # g: votes are scaled by 2^g before the noise
+    sigma_gnmax: float = pp.SIGMA_GNMAX.default  # sigma_G in votes (--dp_noise_scale)
+    sigma_threshold: float = pp.SIGMA_THRESHOLD.default  # sigma_T in votes
+    threshold: float = pp.THRESHOLD.default  # T in votes; answered iff max votes + noise >= T
+    budget_eps: float = pp.BUDGET_EPS.default  # per querying party
+    delta: float = pp.DELTA.default
     he_params: str | None = None  # path of a config/*.json file; None = capc's default for the model
     packing: str = "single"  # "single" (one query per ciphertext) or "batch"
-    batch_size: int = 1  # queries per encrypted batch when packing is "batch"
+    batch_size: int = pp.BATCH_SIZE.default  # queries per encrypted batch when packing is "batch"
     # Step 1a of a batch to one AP after the other instead of all at once: when every AP shares one
     # machine, each AP's batch evaluation already uses all its cores, and running them together only
     # multiplies the peak memory (several GB per AP at N = 16384).
     sequential_batch_aps: bool = False
     plaintext: bool = False  # --cpu: no encryption at all, clearly labelled simulation
-    timeout: float = 120.0  # seconds any single wait may take
+    timeout: float = pp.TIMEOUT.default  # seconds any single wait may take
 
 
 @dataclass(frozen=True)
@@ -201,33 +204,44 @@ def run_config_from_dict(d: Mapping[str, Any], where: str = "run file") -> RunCo
 
 
 def _check_protocol(p: ProtocolParams, where: str) -> None:
-    def bad(key: str, why: str) -> ConfigError:
-        return ConfigError(f"{where}: key '{key}': {why}")
-
-    ints = {"num_classes": (2, 65536), "frac_bits": (0, 30), "hiding_bits": (0, 60),
-            "vote_scale_exp": (0, 20)}
-    for key, (lo, hi) in ints.items():
-        v = getattr(p, key)
-        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise bad(key, f"{v!r} is not an integer in {lo}..{hi}")
-    if isinstance(p.logit_bound, bool) or not isinstance(p.logit_bound, (int, float)) or not 0 < p.logit_bound < 2**20:
-        raise bad("logit_bound", f"{p.logit_bound!r} is not a number in (0, 2^20)")
-    for key in ("sigma_gnmax", "sigma_threshold", "threshold"):
-        v = getattr(p, key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v != v or v == float("inf"):
-            raise bad(key, f"{v!r} is not a finite number >= 0")
-    if isinstance(p.budget_eps, bool) or not isinstance(p.budget_eps, (int, float)) or not p.budget_eps > 0:
-        raise bad("budget_eps", f"{p.budget_eps!r} is not a positive number (inf: no limit, still recorded)")
-    if not isinstance(p.delta, (int, float)) or not 0 < p.delta < 1:
-        raise bad("delta", f"{p.delta!r} is not in (0, 1)")
+    values = asdict(p)
+    for name, param in pp.PARAMS.items():
+        param.check(values[name], f"{where}: key '{name}'")
     if p.packing not in ("single", "batch"):
-        raise bad("packing", f"{p.packing!r} is not 'single' or 'batch'")
-    if isinstance(p.batch_size, bool) or not isinstance(p.batch_size, int) or not 1 <= p.batch_size <= 65536:
-        raise bad("batch_size", f"{p.batch_size!r} is not an integer in 1..65536")
+        raise ConfigError(f"{where}: key 'packing': {p.packing!r} is not 'single' or 'batch'")
     if p.batch_size > 1 and p.packing != "batch":
-        raise bad("batch_size", f"{p.batch_size} queries per request need packing 'batch'")
-    if not isinstance(p.timeout, (int, float)) or not p.timeout > 0:
-        raise bad("timeout", f"{p.timeout!r} is not a positive number of seconds")
+        raise ConfigError(f"{where}: key 'batch_size': {p.batch_size} queries per request need packing 'batch'")
+    for key in ("sequential_batch_aps", "plaintext"):
+        if not isinstance(values[key], bool):
+            raise ConfigError(f"{where}: key '{key}': {values[key]!r} is not true or false")
+    if p.he_params is not None and not isinstance(p.he_params, str):
+        raise ConfigError(f"{where}: key 'he_params' must be a path string or null")
+    pp.check_combination(values, encrypted=not p.plaintext, where=where,
+                         names={name: f"key '{name}'" for name in pp.PARAMS})
+
+
+def new_run_config(run_id: str, run_dir: str | os.PathLike[str], models: Sequence[str | os.PathLike[str]],
+                   protocol: ProtocolParams, queries: Sequence[int], *, host: str = "127.0.0.1",
+                   ports: Sequence[int] | None = None, qp_id: int = 0, dataset: str | None = "digits",
+                   data_dir: str | None = None, seed: int = 0, query_file: str | None = None) -> RunConfig:
+    """A whole run's configuration: ``qp-<qp_id>`` with ``models[0]``, ``ap-1..ap-N`` with
+    ``models[1..N]`` and the PG, listening on ``ports`` (one per party in that order; default: free
+    ones on ``host``), a fresh query-id key, validated like a run file. Each party's own run file is
+    cut from it by :func:`party_view`."""
+    from capc.net.ports import free_ports
+    from capc.parties.queries import new_query_key
+
+    n = len(models) - 1
+    qp = f"qp-{qp_id}"
+    if ports is None:
+        ports = free_ports(n + 2, host)
+    parties = [PartyEntry(qp, host, ports[0], str(models[0]))]
+    parties += [PartyEntry(f"ap-{i}", host, ports[i], str(models[i])) for i in range(1, n + 1)]
+    parties.append(PartyEntry("pg", host, ports[n + 1]))
+    cfg = RunConfig(run_id=run_id, run_dir=str(run_dir), pki_dir=str(Path(run_dir) / "pki"),
+                    parties=tuple(parties), protocol=protocol, queries=tuple(queries), dataset=dataset,
+                    data_dir=data_dir, seed=seed, query_file=query_file, query_key=new_query_key())
+    return run_config_from_dict(cfg.to_dict(), where="run configuration")
 
 
 def load_run_config(path: str | os.PathLike[str]) -> RunConfig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from capc.config import config_dir, he_params_from_dict, load_he_params
@@ -58,3 +60,27 @@ def test_bad_arguments(plan):
 
 def test_recommendation_is_json_serialisable(plan):
     json.dumps(recommend_params(plan).to_json_dict())
+
+
+def test_proposed_parameters_for_10_json_keep_shares_within_one(plan):
+    """Regression: the proposal for config/10.json kept its scale 2^24, whose CKKS error moved shares
+    by 2-3; a too-small scale is now refused by name and the proposal keeps the shares within +-1."""
+    import ast
+
+    from capc import fixedpoint
+    from capc.config import he_params_from_dict
+    from capc.he import ModelEvaluator, PublicPlan, QueryKeys
+
+    with pytest.raises(ParameterError) as err:
+        choose_params(plan, load_he_params(config_dir() / "10.json"))
+    assert "too noisy: scale 2^24" in str(err.value)
+    proposal = ast.literal_eval(str(err.value).split("parameters that work: ", 1)[1])
+    he = he_params_from_dict(proposal)
+    assert he.log2_scale >= 31
+    pub = PublicPlan.from_bytes(plan.public_plan.to_bytes())
+    keys = QueryKeys(pub, choose_params(pub, he), packing="single")
+    ev = ModelEvaluator(plan, keys.public_context())
+    for x in np.random.default_rng(7).uniform(0, 1, (40, 8, 8, 1)):
+        blob, b = ev.evaluate_masked(keys.encrypt(x), 3)
+        total = fixedpoint.to_signed(fixedpoint.reconstruct(fixedpoint.encode(keys.decrypt_logits(blob), 3), b))
+        assert np.abs(total - fixedpoint.to_signed(fixedpoint.encode(plan.forward(x), 3))).max() <= 1

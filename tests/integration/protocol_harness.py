@@ -18,9 +18,16 @@ from capc.learning.models import load_model, predict_logits
 from capc.parties.local import LocalRun, make_local_run
 
 
+#: What the protocol tests run with unless a test says otherwise: no noise and no budget (so labels are
+#: the exact plurality vote), 8 fraction bits and 36 hiding bits (ties between logits closer than
+#: 2^-8 are rare on the digits models), and a short deadline per wait.
+TEST_PROTOCOL: dict[str, Any] = dict(frac_bits=8, hiding_bits=36, sigma_gnmax=0.0, budget_eps=float("inf"),
+                                     timeout=120.0)
+
+
 def make_run(tmp_path: Path, n_aps: int, queries: list[int], **protocol: Any) -> LocalRun:
-    """A local run on the default digits models (noiseless, unlimited budget unless overridden)."""
-    return make_local_run(tmp_path, n_aps, queries, **protocol)
+    """A local run on the default digits models with :data:`TEST_PROTOCOL` unless overridden."""
+    return make_local_run(tmp_path, n_aps, queries, **{**TEST_PROTOCOL, **protocol})
 
 
 def wire_id(run: LocalRun, item: int) -> int:

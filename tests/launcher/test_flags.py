@@ -137,11 +137,50 @@ def test_help_explains_capc_differences(capsys):
         assert phrase in text
 
 
-def test_ckks_precision_bound_matches_the_he_package():
-    from capc.launcher.flags import CKKS_PRECISION_BITS
+@pytest.mark.parametrize("name", ["frac_bits", "hiding_bits", "logit_bound"])
+def test_flags_run_file_he_and_fixedpoint_accept_the_same_range(name, tmp_path):
+    """Regression: frac_bits had the limits 0..40 (flags), 0..30 (run file) and 0..62 (fixedpoint)."""
+    import capc.protocol_params as pp
+    from capc.fixedpoint import encode
+    from capc.parties.runconfig import run_config_from_dict
 
-    params = pytest.importorskip("capc.he.params")
-    assert params.PRECISION_BITS == CKKS_PRECISION_BITS
+    param = pp.PARAMS[name]
+    flag = {"frac_bits": "--round_exp", "hiding_bits": "--rstar_exp", "logit_bound": "--max_logit"}[name]
+    lo, hi = param.lo, param.hi
+    inside = [lo if not param.lo_open else lo + 0.5, hi if not param.hi_open else hi / 2]
+    outside = [lo - 1 if not param.lo_open else lo, hi + 1 if not param.hi_open else hi]
+    run = {"run_id": "r", "run_dir": str(tmp_path), "pki_dir": str(tmp_path),
+           "parties": [{"name": "qp-0"}, {"name": "ap-1", "model": "m"}, {"name": "pg"}]}
+    he = pytest.importorskip("capc.he.params")
+    for value in inside + outside:
+        v = int(value) if param.type is int else float(value)
+        ok = param.problem(v) is None
+        assert ok == (value in inside)
+        args = [flag, str(v), "--cpu"] + (["--max_logit", "1"] if name != "logit_bound" else ["--rstar_exp", "1"])
+        if name == "frac_bits":
+            args += ["--rstar_exp", "1"]
+        if name == "hiding_bits":
+            args += ["--round_exp", "0"]
+        flags_ok = _accepts(lambda: cfg(*args))
+        file_ok = _accepts(lambda: run_config_from_dict({**run, "protocol": {
+            "plaintext": True, "frac_bits": 0 if name == "hiding_bits" else 3, "hiding_bits": 1,
+            "logit_bound": 1.0, name: v}}))
+        assert flags_ok == file_ok == ok, (name, v)
+        if name == "frac_bits":
+            assert _accepts(lambda: encode(1.0, v)) == ok
+            assert _accepts(lambda: he._check_args("single", 1, 1.0, v)) == ok
+        if name == "hiding_bits" and v <= pp.PRECISION_BITS:
+            assert _accepts(lambda: he._check_args("single", v, 1.0, 0)) == ok
+
+
+def _accepts(fn) -> bool:
+    from capc.errors import CapcError
+
+    try:
+        fn()
+    except (CapcError, ValueError):
+        return False
+    return True
 
 
 def test_precision_bound_only_with_encryption():
