@@ -43,7 +43,7 @@ class PartyEntry:
 
 @dataclass(frozen=True)
 class ProtocolParams:
-    """Numeric parameters of the CaPC protocol (DESIGN §4)."""
+    """Numeric parameters of the CaPC protocol (docs/design.md §4.1)."""
 
     num_classes: int = 10
     frac_bits: int = 3  # f: logits are shared at scale 2^f (--round_exp)
