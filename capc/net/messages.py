@@ -12,7 +12,7 @@ scalars, ``bytes`` and numpy arrays of the exact dtype and shape the schema name
 add up to the payload exactly; unknown or missing fields, wrong types and out-of-range values raise
 :class:`SchemaError` (a :class:`~capc.net.errors.ProtocolError`) naming the message and field.
 
-One query is a batch of one: every protocol message carries a list of query ids (docs/design.md §4).
+One query is a batch of one: every protocol message carries a list of query ids (docs/design.md §4.2).
 
 * setup: ``Hello`` / ``HelloAck`` (sent by :mod:`capc.net.channel` on connect), ``ModelPlan``
   (AP -> QP, the public layout of the AP's model, no weights), ``PublicContext`` (QP -> AP, the

@@ -1,6 +1,6 @@
 """The answering party (AP): evaluates its own model on the querying party's encrypted queries.
 
-Per request of B queries, over the channel the QP opened (docs/design.md §4):
+Per request of B queries, over the channel the QP opened (docs/design.md §4.4):
 
 * **step 1a** — ``QueryRequest(Enc(x))`` arrives; the AP evaluates its model under CKKS and replies
   ``QueryResult(Enc(z - r))`` with a fresh mask ``r`` (cryptographic randomness, range 2^s times the

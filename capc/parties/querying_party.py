@@ -2,7 +2,7 @@
 
 A query is a batch of one: :meth:`QueryingParty.ask` takes B queries (B = 1 with single
 packing unless a batch size is set) through the paper's steps, with the answering parties working in
-parallel (docs/design.md §4):
+parallel (docs/design.md §4.4):
 
 * **step 1a** — send the encrypted queries to an AP; decrypt its ``Enc(z_j - r_j)`` into the
   fixed-point shares ``a_j = round(2^f (z_j - r_j))`` (uint64[B, C]).

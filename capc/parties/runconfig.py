@@ -45,7 +45,7 @@ class PartyEntry:
 
 @dataclass(frozen=True)
 class ProtocolParams:
-    """Numeric parameters of the CaPC protocol (docs/design.md). The declared ones take their
+    """Numeric parameters of the CaPC protocol (docs/design.md §4.1). The declared ones take their
     defaults and limits from :mod:`capc.protocol_params`, the single declaration each has."""
 
     num_classes: int = pp.NUM_CLASSES.default

@@ -1,6 +1,6 @@
 """The privacy guardian's durable budget ledger: one SQLite file, one row per query, per querying party.
 
-Protocol (DESIGN.md section 4, Accounting):
+Protocol (docs/design.md §6.4):
 
 1. Before step 3 releases anything, :meth:`BudgetLedger.reserve` writes the query's *worst-case*
    charge (threshold check + GNMax) in one transaction. If that charge would take the querying
