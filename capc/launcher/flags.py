@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     orig.add_argument(
         "--log_timing_file", type=str, default=None,
         help="also append the per-step timing records (JSON lines) to this file; they are always "
-             "written to <run_dir>/timing.jsonl",
+             "written to <run_dir>/timing.jsonl (all parties, after the run) and "
+             "<run_dir>/timing-<party>.jsonl (each party, as it goes)",
     )
     orig.add_argument(
         "--debug", action="store_true",

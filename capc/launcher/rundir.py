@@ -149,6 +149,14 @@ class TimingWriter:
                 fh.flush()
         return rec
 
+    def append(self, rec: dict[str, Any]) -> None:
+        """Write a record made elsewhere (a party's own timing file) as it is."""
+        line = json.dumps(rec, default=str) + "\n"
+        with self._lock:
+            for fh in self._files:
+                fh.write(line)
+                fh.flush()
+
     @contextlib.contextmanager
     def span(self, step: str, party: str | None = None, query: int | None = None,
              **extra: Any) -> Iterator[None]:

@@ -6,8 +6,9 @@ detached; the unique window name keeps two runs from colliding. Pane 0 follows t
 Each party pane runs :mod:`capc.launcher.supervisor`, which reports the party's exit status over
 the control channel, so processes are still managed by the launcher (nothing is typed into
 panes). Past ``max_ap_panes`` APs, the APs run as plain subprocesses and one pane follows all of
-their logs. Panes stay after their process ends (``remain-on-exit``); the window is closed at the
-end unless ``--debug``.
+their logs. Panes stay after their process ends (``remain-on-exit``). A window added to the user's own session
+stays open at the end, with every pane's last output, until the user dismisses it; a session the
+launcher created detached is closed at the end unless ``--debug``.
 
 Reference: the original kept commands in panes of an attached session ``capc`` through libtmux
 and typed them with ``send_keys``, so no exit status came back (research notes, section 5).
@@ -174,8 +175,12 @@ class TmuxBackend:
         return [line for line in self._cmd("capture-pane", "-p", "-J", "-t", pane) if line]
 
     def close(self, keep: bool = False) -> None:
-        """Close the run's window (and the session if this run created it) unless ``keep``."""
-        if keep:
+        """Close the run's window (and the session if this run created it) unless ``keep``, or unless
+        the window was opened in the user's own tmux session, where they are watching it: there it
+        stays, with every pane's last output, until the user dismisses it."""
+        if keep or not self.created_session:
+            self.launcher.say(f"tmux: window {self.window_name} stays open for inspection; dismiss it "
+                               f"with `tmux kill-window -t {self.window_id}`")
             return
         try:
             windows = self._cmd("list-windows", "-t", self.session_id, "-F", "#{window_id}")

@@ -111,6 +111,26 @@ def run_protocol(config: Any, launcher: Any) -> Any:
 
 
 def _run_checked(config: Any, launcher: Any, models: Sequence[Path]) -> Any:
+    try:
+        result = _run_parties(config, launcher, models)
+    finally:
+        _merge_timings(launcher, Path(launcher.run_dir.path))
+    return result
+
+
+def _merge_timings(launcher: Any, run_dir: Path) -> None:
+    """Fill ``timing.jsonl`` (and ``--log_timing_file``) with every party's per-step records, party by
+    party, so one file holds the whole run's timings (each party writes ``timing-<party>.jsonl``)."""
+    for f in sorted(run_dir.glob("timing-*.jsonl")):
+        party = f.stem[len("timing-"):]
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                rec.setdefault("party", party)
+                launcher.timing.append(rec)
+
+
+def _run_parties(config: Any, launcher: Any, models: Sequence[Path]) -> Any:
     run_dir = Path(launcher.run_dir.path)
     t_start = time.perf_counter()
     if config.cpu:

@@ -126,8 +126,12 @@ def test_failing_party_in_a_pane_is_reported(run_dir, dummy, alive, tmux_server)
         pids = [p for h in handles.values() for p in (h.pid, h.party_pid)]
         watch.close()
     assert not any(alive(p) for p in pids)
+    # in the user's own session the run's window stays, with the failure still on screen, until the
+    # user dismisses it
     windows = server.cmd("list-windows", "-t", "capc", "-F", "#{window_name}").stdout
-    assert len(windows) == 1 and not windows[0].startswith("capc-")   # only the user's window
+    assert len(windows) == 2 and windows[1] == tb.window_name
+    assert "ap0: something went wrong here" in text(tb, handles["ap0"].pane_id)
+    server.cmd("kill-window", "-t", tb.window_id)
 
 
 def test_many_aps_share_a_log_pane(run_dir, dummy, alive, tmux_server):
