@@ -66,6 +66,7 @@ class CMakeBuild(build_ext):
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={kept / 'share' / 'cmake' / 'pybind11'}",
             f"-DCAPC_GC_PYMODULE_DIR={module_dir}",
+            f"-DCAPC_GC_BIN_DIR={GC_SOURCE / 'bin'}",  # where capc.gc.programs.bin_dir() looks
         ]
         jobs = str(max(1, min(os.cpu_count() or 1, 4)))
         for cmd in (configure, [cmake, "--build", str(GC_BUILD), "-j", jobs]):

@@ -39,7 +39,8 @@ def cmake_build(bdir: Path, python_module: bool = True) -> None:
 
         cfg += ["-DCAPC_GC_PYTHON=ON", f"-DPython_EXECUTABLE={sys.executable}",
                 f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
-                f"-DCAPC_GC_PYMODULE_DIR={REPO / 'capc' / 'gc'}"]
+                f"-DCAPC_GC_PYMODULE_DIR={REPO / 'capc' / 'gc'}",
+                f"-DCAPC_GC_BIN_DIR={GC_SOURCE / 'bin'}"]  # as the package build: where capc looks
     for cmd in (cfg, [cmake, "--build", str(bdir), "-j2"]):
         res = subprocess.run(["nice", *cmd], capture_output=True, text=True)
         if res.returncode != 0:
