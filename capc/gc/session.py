@@ -72,6 +72,7 @@ def _window(x: Any, n: int) -> int:
 
 
 def _flag(x: Any, name: str) -> bool:
+    """Validate a public boolean option (a bool, not an int, so that a misplaced argument is caught)."""
     if not isinstance(x, (bool, np.bool_)):
         raise GcInputError(f"{name} must be a bool, got {type(x).__name__}")
     return bool(x)

@@ -4,8 +4,8 @@
 // ssl.SSLSocket) and keeps the engine state of one party across queries: the handshake and the base OTs
 // run once, at the first query; each query starts with a header (operation, size, sequence number and the
 // operation's public parameters such as window and shift) that both sides check, so mismatched calls fail
-// with ProtocolError instead of desynchronising. The GIL is
-// released while computing and re-acquired only inside the I/O callbacks.
+// with ProtocolError instead of desynchronising. The GIL is released while computing and re-acquired only
+// inside the I/O callbacks.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
