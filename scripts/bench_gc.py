@@ -6,7 +6,9 @@ Rows:
 * ``argmax_share`` / ``noisy_argmax`` as fresh process pairs (process start, connect, handshake, base OTs
   and the circuit all included), median wall time of several runs;
 * the same circuits inside one :class:`capc.gc.GcSession` (garbler in a second process, loopback TCP,
-  base OTs already done), median time per query and bytes sent by both sides per query.
+  base OTs already done), median time per query and bytes sent by both sides per query;
+* ``relu_share`` (shift 8) and ``maxpool_share`` (window 4, shift 8) on a batch of n values in a session,
+  with time and bytes per element.
 
 Usage: python scripts/bench_gc.py [--repeats N] [--gates N]
 """
@@ -73,6 +75,9 @@ def fresh_pair(program: str, C: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+POOL_WINDOW = 4
+
+
 def _garbler(sock: socket.socket, plan: list[tuple[str, int]], repeats: int) -> None:
     s = GcSession(sock, "garbler")
     rng = np.random.default_rng(1)
@@ -80,6 +85,11 @@ def _garbler(sock: socket.socket, plan: list[tuple[str, int]], repeats: int) -> 
         for _ in range(repeats + 1):
             if op == "argmax_share":
                 s.argmax_share_garbler(rng.integers(-2 ** 40, 2 ** 40, C), rng.integers(-2 ** 62, 2 ** 62, C))
+            elif op == "relu_share":
+                s.relu_share_garbler(rng.integers(-2 ** 40, 2 ** 40, C), rng.integers(-2 ** 30, 2 ** 30, C), shift=8)
+            elif op == "maxpool_share":
+                s.maxpool_share_garbler(rng.integers(-2 ** 40, 2 ** 40, C), rng.integers(-2 ** 30, 2 ** 30, C // 4),
+                                        POOL_WINDOW, shift=8)
             else:
                 s.noisy_argmax_garbler(rng.integers(0, 100, C), rng.integers(-5, 5, C), 0, 0)
     sock.close()
@@ -106,6 +116,10 @@ def in_session(plan: list[tuple[str, int]], repeats: int) -> dict[tuple[str, int
             t0 = time.perf_counter()
             if op == "argmax_share":
                 qp.argmax_share_evaluator(x)
+            elif op == "relu_share":
+                qp.relu_share_evaluator(x, shift=8)
+            elif op == "maxpool_share":
+                qp.maxpool_share_evaluator(x, POOL_WINDOW, shift=8)
             else:
                 qp.noisy_argmax_evaluator(x)
             if i > 0:
@@ -122,6 +136,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10, help="runs per row (median is reported)")
     ap.add_argument("--gates", type=int, default=20_000_000, help="AND gates for the throughput row")
+    ap.add_argument("--batch", type=int, default=84_500, help="values per relu_share / maxpool_share call "
+                    "(default: 845 activations x 100 queries)")
     args = ap.parse_args()
     from capc.gc import _engine
 
@@ -137,6 +153,14 @@ def main() -> None:
         fresh = fresh_pair(op, C, max(3, args.repeats // (1 if C <= 100 else 3)))
         t, vol = sess[(op, C)]
         print(f"{op:<14} {C:>5} {fresh * 1e3:>14.1f} {t * 1e3:>17.2f} {vol:>12}")
+    n = args.batch
+    layers = [("relu_share", n), ("maxpool_share", n)]
+    sess = in_session(layers, max(1, args.repeats // 5))
+    print(f"\n{'layer (shift 8)':<24} {'n':>7} {'session ms/call':>16} {'us/element':>11} {'bytes/element':>14}")
+    for op, C in layers:
+        t, vol = sess[(op, C)]
+        name = op if op == "relu_share" else f"{op} (window {POOL_WINDOW})"
+        print(f"{name:<24} {C:>7} {t * 1e3:>16.1f} {t / C * 1e6:>11.2f} {vol / C:>14.0f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 from capc.gc.errors import GcEngineMissing
 
 #: Programs built into ``gc-emp-test/bin/``.
-PROGRAMS = ("argmax_share", "noisy_argmax", "gc_bench")
+PROGRAMS = ("argmax_share", "noisy_argmax", "relu_share", "maxpool_share", "gc_bench")
 
 _BUILD_HINT = ("build it with `pip install -e .` or `cmake -S gc-emp-test -B build/gc-emp-test && "
                "cmake --build build/gc-emp-test -j2`")

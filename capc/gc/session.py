@@ -1,11 +1,15 @@
 """GcSession: one long-lived garbled-circuit 2PC session between two parties over a connected stream.
 
 The querying party (QP) is always the evaluator; an answering party (AP) or the privacy guardian (PG) is
-the garbler. The session runs CaPC's two circuits (see ``gc-emp-test/programs/capc_circuits.h``):
+the garbler. The session runs these circuits (see ``gc-emp-test/programs/capc_circuits.h``):
 
 * ``argmax_share`` (step 1b): w = onehot(argmax(a + b)) - m (mod 2^64), learnt by the QP only;
 * ``noisy_argmax`` (step 3, Confident-GNMax): ``answered`` = max(W + M) + eta_T >= threshold learnt by both,
-  and, when answered, argmax(W + M + eta_G) learnt by the QP only.
+  and, when answered, argmax(W + M + eta_G) learnt by the QP only;
+* ``relu_share`` and ``maxpool_share`` (the non-linear layers of the HE + garbled-circuit hybrid):
+  y = round_shift(relu(a + b), t) - m, or the maximum over windows of ``window`` consecutive values
+  instead of relu, learnt by the QP only. ``round_shift(x, t) = floor((x + 2^(t-1)) / 2^t)`` (t >= 1) is the
+  fixed-point rescale after a product, rounded to nearest: |round_shift(x, t) - x / 2^t| <= 1/2.
 
 Both sides must call matching methods in the same order; a mismatch raises :class:`GcProtocolError` on
 both sides. The handshake and the base OTs run at the first query and are reused by later ones.
@@ -45,6 +49,33 @@ def _int64_scalar(x: Any, name: str) -> int:
     if not -(2 ** 63) <= v < 2 ** 63:
         raise GcInputError(f"{name}={v} does not fit in a signed 64-bit integer")
     return v
+
+
+#: Largest rescale shift of relu_share / maxpool_share (the result keeps at least one bit of magnitude).
+MAX_SHIFT = 62
+
+
+def _shift(x: Any) -> int:
+    """Validate the public rescale shift t (0 = no rescale)."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or not 0 <= int(x) <= MAX_SHIFT:
+        raise GcInputError(f"shift must be an integer in 0..{MAX_SHIFT}, got {x!r}")
+    return int(x)
+
+
+def _window(x: Any, n: int) -> int:
+    """Validate the public max-pool window: a positive integer dividing the number of values n."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or int(x) < 1:
+        raise GcInputError(f"window must be a positive integer, got {x!r}")
+    if n % int(x) != 0:
+        raise GcInputError(f"window {int(x)} does not divide the number of values {n}")
+    return int(x)
+
+
+def _flag(x: Any, name: str) -> bool:
+    """Validate a public boolean option (a bool, not an int, so that a misplaced argument is caught)."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise GcInputError(f"{name} must be a bool, got {type(x).__name__}")
+    return bool(x)
 
 
 def _disable_nagle(io: Any) -> None:
@@ -115,6 +146,45 @@ class GcSession:
             raise GcInputError(f"M and eta_G must have the same length, got {m_arr.size} and {g_arr.size}")
         return bool(self._call("noisy_argmax_garbler", m_arr, g_arr, _int64_scalar(eta_T, "eta_T"),
                                _int64_scalar(threshold, "threshold")))
+
+    def relu_share_evaluator(self, a: np.ndarray, shift: int = 0) -> np.ndarray:
+        """QP side of a ReLU layer on additive shares: input the share ``a`` (int64[n], all of a batch's
+        activations at once); return ``y`` (int64[n]) with ``y + m = round_shift(relu(a + b), shift)``
+        (mod 2^64, ``a + b`` read as signed), where ``b, m`` are the garbler's inputs. The garbler must
+        call :meth:`relu_share_garbler` with the same n and shift."""
+        shift = _shift(shift)
+        return self._call("relu_share_evaluator", _int64_vector(a, "a"), shift)
+
+    def relu_share_garbler(self, b: np.ndarray, m: np.ndarray, shift: int = 0) -> None:
+        """AP side of a ReLU layer: input the share ``b`` and the mask ``m`` (int64[n] each), which becomes
+        the AP's share of the output. The AP learns nothing."""
+        shift = _shift(shift)
+        b_arr, m_arr = _int64_vector(b, "b"), _int64_vector(m, "m")
+        if b_arr.shape != m_arr.shape:
+            raise GcInputError(f"b and m must have the same length, got {b_arr.size} and {m_arr.size}")
+        self._call("relu_share_garbler", b_arr, m_arr, shift)
+
+    def maxpool_share_evaluator(self, a: np.ndarray, window: int, shift: int = 0,
+                                relu_after: bool = False) -> np.ndarray:
+        """QP side of a max-pool layer on additive shares: ``a`` (int64[n]) holds k = n / window windows of
+        ``window`` consecutive values (the caller lays them out). Return ``y`` (int64[k]) with
+        ``y_j + m_j = round_shift(max(v[j*window:(j+1)*window]), shift)``, v = a + b (mod 2^64, signed);
+        with ``relu_after`` the maximum is relu'd first. The garbler must pass the same window, shift and
+        relu_after."""
+        a_arr = _int64_vector(a, "a")
+        window, shift = _window(window, a_arr.size), _shift(shift)
+        return self._call("maxpool_share_evaluator", a_arr, window, shift, _flag(relu_after, "relu_after"))
+
+    def maxpool_share_garbler(self, b: np.ndarray, m: np.ndarray, window: int, shift: int = 0,
+                              relu_after: bool = False) -> None:
+        """AP side of a max-pool layer: input the share ``b`` (int64[n]) and one mask value per window,
+        ``m`` (int64[n / window]). The AP learns nothing."""
+        b_arr, m_arr = _int64_vector(b, "b"), _int64_vector(m, "m")
+        window, shift = _window(window, b_arr.size), _shift(shift)
+        if m_arr.size != b_arr.size // window:
+            raise GcInputError(f"m must have one entry per window ({b_arr.size // window} windows of {window}), "
+                               f"got {m_arr.size}")
+        self._call("maxpool_share_garbler", b_arr, m_arr, window, shift, _flag(relu_after, "relu_after"))
 
     @property
     def bytes_sent(self) -> int:

@@ -1,5 +1,5 @@
-// capc_circuits.h — CaPC's two 2PC computations, written once against the emp-shaped API (gc_compat.h) and
-// used by the command-line programs and the Python module.
+// capc_circuits.h — CaPC's 2PC computations, written once against the emp-shaped API (gc_compat.h) and used
+// by the command-line programs and the Python module.
 //
 //  argmax_share (step 1b): QP (BOB) inputs a, AP (ALICE) inputs b and a uniform mask m, all int64[C].
 //      v = a + b (mod 2^64, signed), k = argmax v (lowest index wins ties),
@@ -9,10 +9,27 @@
 //      h = W + M; answered = max(h) + eta_T >= T, revealed to both;
 //      if answered: label = argmax(h + eta_G) revealed to BOB only; otherwise nothing more is revealed.
 // Cost: about 260 AND gates per class for argmax_share and 330 for noisy_argmax.
+//
+// Non-linear layers of the HE + garbled-circuit hybrid (QP = BOB, AP = ALICE; see pool_share below):
+//  relu_share: QP inputs a[n]; AP inputs b[n] and a mask m[n]. v = a + b (mod 2^64, signed);
+//      y_i = round_shift(relu(v_i), t) - m_i (mod 2^64), revealed to BOB only.
+//  maxpool_share: QP inputs a[n]; AP inputs b[n] and m[k]; public window w with n = k*w (window j is
+//      v[j*w .. j*w+w-1]); y_j = round_shift(max(window j), t) - m_j, optionally relu'd before the shift.
+//  round_shift(x, t) = floor((x + 2^(t-1)) / 2^t) for a public t in 1..62 (round to nearest, halves up), x when
+//      t = 0. It is exact integer arithmetic on the 64-bit x, so |round_shift(x, t) - x/2^t| <= 1/2; when the
+//      caller's shares carry the usual +-1 of share rounding, the result is within 1/2 + 2^-t of the exact
+//      rescale of the exact value.
+// AND gates (counted with Backend::and_gates() in test_circuits, exactly):
+//      relu_share          189 per element (63 add a+b, 63 relu, 63 subtract m), + (64 - t) with a shift t >= 1;
+//      maxpool_share, w    63 w + 128 (w - 1) + 63 per window (w adds, w-1 compare+select, subtract m),
+//                          + 63 with relu_after, + (64 - t) with a shift t >= 1.
+//      XOR and NOT are free; the sign test and the shift are wire relabellings.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "gc_compat.h"
@@ -115,6 +132,118 @@ inline NoisyArgmaxResult noisy_argmax(int party, size_t classes, const std::vect
     if (bob) r.label = l;
   }
   return r;
+}
+
+// ---------------------------------------------------------------- ReLU and max-pool on shares
+
+/// Elements per round of pool_share: each round inputs, computes and reveals one chunk, so memory stays
+/// at a few tens of MB per party whatever n is (a label is 16 bytes, an element 64 of them per input).
+constexpr size_t kShareChunk = 4096;
+/// Largest rescale shift: the rounded result keeps at least one bit of magnitude.
+constexpr int kMaxShift = 62;
+
+/// relu(x) = x & !sign(x): the sign test is the top wire; 63 AND gates for 64 bits (the result's sign bit is
+/// the constant 0).
+inline gc::Integer relu(const gc::Integer& x) {
+  const int L = x.size();
+  gc::Integer r = x;
+  const gc::Bit positive = !x[L - 1];
+  for (int i = 0; i + 1 < L; ++i) r[i] = x[i] & positive;
+  r[L - 1] = gc::Bit(false, gc::PUBLIC);
+  return r;
+}
+
+/// floor((x + 2^(t-1)) / 2^t) for signed x and 1 <= t <= L-2, x for t = 0. The arithmetic shift x >> t is a
+/// relabelling of wires, and adding 2^(t-1) before it equals adding the dropped bit x[t-1] after it (the
+/// carry out of the low t bits). The increment runs over L+1-t bits, enough for the result range
+/// [-2^(L-1-t), 2^(L-1-t)], and is then sign-extended: L-t AND gates.
+inline gc::Integer round_shift(const gc::Integer& x, int t) {
+  if (t == 0) return x;
+  const int L = x.size();
+  const int w = L + 1 - t;
+  gc::Integer r = x;
+  gc::Bit carry = x[t - 1];
+  for (int i = 0; i < w; ++i) {
+    const gc::Bit& yi = x[std::min(i + t, L - 1)];
+    r[i] = yi ^ carry;
+    if (i + 1 < w) carry = yi & carry;
+  }
+  for (int i = w; i < L; ++i) r[i] = r[w - 1];
+  return r;
+}
+
+/// The core of relu_share and maxpool_share (relu_share is window 1 with relu): n values in windows of
+/// `window` consecutive values; per window y = round_shift(relu?(max(a + b)), shift) - m, revealed to BOB.
+/// BOB (QP) passes a[n] and no m; ALICE (AP) passes b[n] and m[n / window]. Returns y on BOB, {} on ALICE.
+/// The values go in chunks of `chunk` elements (one OT-extension round and one reveal each); a window may
+/// span chunks, its running maximum is carried over.
+inline std::vector<int64_t> pool_share(int party, size_t n, size_t window, bool relu_out, int shift,
+                                       const std::vector<int64_t>& a_or_b, const std::vector<int64_t>& m,
+                                       size_t chunk = kShareChunk) {
+  if (n == 0) throw std::invalid_argument("pool_share needs at least one value");
+  if (window == 0 || n % window != 0)
+    throw std::invalid_argument("the window (" + std::to_string(window) + ") must divide the number of values (" +
+                                std::to_string(n) + ")");
+  if (shift < 0 || shift > kMaxShift)
+    throw std::invalid_argument("shift must be in 0.." + std::to_string(kMaxShift) + ", got " + std::to_string(shift));
+  if (chunk == 0) throw std::invalid_argument("chunk must be positive");
+  const bool bob = party == gc::BOB;
+  const size_t k = n / window;
+  if (a_or_b.size() != n)
+    throw std::invalid_argument("expected " + std::to_string(n) + " shares, got " + std::to_string(a_or_b.size()));
+  if (!bob && m.size() != k)
+    throw std::invalid_argument("expected " + std::to_string(k) + " mask values, got " + std::to_string(m.size()));
+  std::vector<int64_t> y;
+  if (bob) y.reserve(k);
+  gc::Integer best;  // running maximum of the window in progress
+  for (size_t s = 0; s < n; s += chunk) {
+    const size_t e = std::min(n, s + chunk);
+    const size_t j_lo = s / window, j_hi = e / window;  // windows that end inside [s, e)
+    // BOB's inputs first: his OT-extension message then leaves at once, saving a round.
+    std::vector<int64_t> own;
+    if (bob) own.assign(a_or_b.begin() + static_cast<long>(s), a_or_b.begin() + static_cast<long>(e));
+    else own.assign(e - s, 0);
+    std::vector<gc::Integer> a = gc::input_integers(gc::BOB, 64, own);
+    own.assign(e - s + j_hi - j_lo, 0);
+    if (!bob) {
+      std::copy(a_or_b.begin() + static_cast<long>(s), a_or_b.begin() + static_cast<long>(e), own.begin());
+      std::copy(m.begin() + static_cast<long>(j_lo), m.begin() + static_cast<long>(j_hi),
+                own.begin() + static_cast<long>(e - s));
+    }
+    std::vector<gc::Integer> bm = gc::input_integers(gc::ALICE, 64, own);
+    std::vector<gc::Integer> out;
+    out.reserve(j_hi - j_lo);
+    for (size_t i = s; i < e; ++i) {
+      gc::Integer v = a[i - s] + bm[i - s];
+      if (i % window == 0)
+        best = v;
+      else
+        best = best.select(v > best, v);
+      if (i % window + 1 == window) {
+        gc::Integer r = relu_out ? relu(best) : best;
+        out.push_back(round_shift(r, shift) - bm[e - s + i / window - j_lo]);
+      }
+    }
+    if (out.empty()) continue;  // both parties know it: n, window and chunk are public
+    std::vector<int64_t> got = gc::reveal_integers(gc::BOB, out);
+    if (bob) y.insert(y.end(), got.begin(), got.end());
+  }
+  return y;
+}
+
+/// ReLU on shares: BOB (QP) passes a[n]; ALICE (AP) passes b[n] and m[n]. Returns
+/// y = round_shift(relu(a + b), shift) - m on BOB, {} on ALICE.
+inline std::vector<int64_t> relu_share(int party, size_t n, const std::vector<int64_t>& a_or_b,
+                                       const std::vector<int64_t>& m, int shift = 0, size_t chunk = kShareChunk) {
+  return pool_share(party, n, 1, true, shift, a_or_b, m, chunk);
+}
+
+/// Max-pool on shares: BOB (QP) passes a[n]; ALICE (AP) passes b[n] and m[n / window]. Returns
+/// y_j = round_shift(max(v[j*w .. j*w+w-1]), shift) - m_j (relu'd before the shift if relu_after) on BOB.
+inline std::vector<int64_t> maxpool_share(int party, size_t n, size_t window, const std::vector<int64_t>& a_or_b,
+                                          const std::vector<int64_t>& m, int shift = 0, bool relu_after = false,
+                                          size_t chunk = kShareChunk) {
+  return pool_share(party, n, window, relu_after, shift, a_or_b, m, chunk);
 }
 
 }  // namespace capc_programs

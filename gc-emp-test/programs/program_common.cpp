@@ -50,7 +50,7 @@ std::string trim(const std::string& s) {
 
 }  // namespace
 
-CliArgs parse_cli(int argc, char** argv, const char* usage) {
+CliArgs parse_cli(int argc, char** argv, const char* usage, unsigned options) {
   CliArgs a;
   std::vector<std::string> pos;
   for (int i = 1; i < argc; ++i) {
@@ -66,15 +66,29 @@ CliArgs parse_cli(int argc, char** argv, const char* usage) {
       return arg == f || arg.compare(0, f.size() + 1, f + "=") == 0;
     };
     if (arg == "-h" || arg == "--help") throw UsageError{usage};
+    auto allowed = [&](unsigned opt) { return (options & opt) != 0; };
     if (is("--host")) {
       a.host = value("--host");
       if (a.host.empty()) throw UsageError{"--host must not be empty"};
-    } else if (is("--classes")) {
+    } else if (allowed(kOptClasses) && is("--classes")) {
       long long c;
       std::string v = value("--classes");
       if (!parse_long(v, c) || c < 1 || c > (1 << 20))
         throw UsageError{"--classes must be an integer in 1..1048576, got '" + v + "'"};
       a.classes = static_cast<long>(c);
+    } else if (allowed(kOptWindow) && is("--window")) {
+      long long w;
+      std::string v = value("--window");
+      if (!parse_long(v, w) || w < 1 || w > (1 << 26))
+        throw UsageError{"--window must be an integer in 1..67108864, got '" + v + "'"};
+      a.window = static_cast<long>(w);
+    } else if (allowed(kOptShift) && is("--shift")) {
+      long long t;
+      std::string v = value("--shift");
+      if (!parse_long(v, t) || t < 0 || t > 62) throw UsageError{"--shift must be an integer in 0..62, got '" + v + "'"};
+      a.shift = static_cast<int>(t);
+    } else if (allowed(kOptReluAfter) && arg == "--relu-after") {
+      a.relu_after = true;
     } else if (is("--connect-timeout")) {
       std::string v = value("--connect-timeout");
       if (!parse_double(v, a.connect_timeout)) throw UsageError{"--connect-timeout must be a positive number of seconds"};

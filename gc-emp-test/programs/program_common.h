@@ -2,6 +2,7 @@
 //
 // Command line (the original's shape):  <program> <party 1|2> <port> <input file> [output file]
 //     [--host ADDR] [--classes C] [--connect-timeout S] [--io-timeout S]
+// plus, for the programs that take them, [--window W] [--shift T] [--relu-after].
 // Party 1 (ALICE, garbler: AP or PG) listens on --host:port (default 127.0.0.1); party 2 (BOB, evaluator:
 // QP) connects to it. Files hold one signed 64-bit decimal integer per line.
 #pragma once
@@ -20,6 +21,17 @@ struct CliArgs {
   long classes = -1;   // -1: derive from the input file
   double connect_timeout = 30;
   double io_timeout = 120;
+  long window = -1;    // -1: not given
+  int shift = 0;
+  bool relu_after = false;
+};
+
+/// Options a program accepts besides --host, --connect-timeout and --io-timeout (a bit mask).
+enum CliOption : unsigned {
+  kOptClasses = 1u << 0,
+  kOptWindow = 1u << 1,
+  kOptShift = 1u << 2,
+  kOptReluAfter = 1u << 3,
 };
 
 /// Bad command line or input file: exit status 2.
@@ -27,7 +39,8 @@ struct UsageError {
   std::string message;
 };
 
-CliArgs parse_cli(int argc, char** argv, const char* usage);
+/// Parse the command line; an option outside `options` is reported as unknown.
+CliArgs parse_cli(int argc, char** argv, const char* usage, unsigned options = kOptClasses);
 /// Read one signed integer per line; blank lines only at the end; errors name the file and line.
 std::vector<int64_t> read_int_file(const std::string& path);
 /// Write one integer per line to path via a temporary file in the same directory and rename(2), so a

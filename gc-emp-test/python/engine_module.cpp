@@ -1,10 +1,11 @@
-// engine_module.cpp — pybind11 module capc.gc._engine: CaPC's two circuits over a Python byte stream.
+// engine_module.cpp — pybind11 module capc.gc._engine: CaPC's circuits over a Python byte stream.
 //
 // A Session wraps any Python object with sendall(bytes-like) and recv_into(buffer) -> int (a socket or an
 // ssl.SSLSocket) and keeps the engine state of one party across queries: the handshake and the base OTs
-// run once, at the first query; each query starts with a header (operation, classes, sequence number) that
-// both sides check, so mismatched calls fail with ProtocolError instead of desynchronising. The GIL is
-// released while computing and re-acquired only inside the I/O callbacks.
+// run once, at the first query; each query starts with a header (operation, size, sequence number and the
+// operation's public parameters such as window and shift) that both sides check, so mismatched calls fail
+// with ProtocolError instead of desynchronising. The GIL is released while computing and re-acquired only
+// inside the I/O callbacks.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -23,15 +24,20 @@ using namespace capc_gc;
 
 namespace {
 
-enum Op : uint32_t { kOpArgmaxShare = 1, kOpNoisyArgmax = 2 };
+enum Op : uint32_t { kOpArgmaxShare = 1, kOpNoisyArgmax = 2, kOpReluShare = 3, kOpMaxpoolShare = 4 };
 
 const char* op_name(uint32_t op) {
   switch (op) {
     case kOpArgmaxShare: return "argmax_share";
     case kOpNoisyArgmax: return "noisy_argmax";
+    case kOpReluShare: return "relu_share";
+    case kOpMaxpoolShare: return "maxpool_share";
     default: return "an unknown operation";
   }
 }
+
+/// Most values one relu_share / maxpool_share call accepts (memory per round is bounded by chunking).
+constexpr size_t kMaxValues = size_t{1} << 26;
 
 /// IOChannel over a Python stream object; every call into Python holds the GIL.
 class PyIO : public IOChannel {
@@ -70,6 +76,12 @@ std::vector<int64_t> to_vec(const I64Array& a, const char* name) {
   return std::vector<int64_t>(a.data(), a.data() + a.shape(0));
 }
 
+py::array_t<int64_t> to_array(const std::vector<int64_t>& v) {
+  py::array_t<int64_t> out(static_cast<py::ssize_t>(v.size()));
+  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(int64_t));
+  return out;
+}
+
 class Session {
  public:
   Session(py::object stream, const std::string& role) {
@@ -90,9 +102,7 @@ class Session {
     std::vector<int64_t> a = to_vec(a_in, "a"), w;
     check_classes(a.size());
     run(kOpArgmaxShare, a.size(), [&] { w = capc_programs::argmax_share(BOB, a.size(), a, {}); });
-    py::array_t<int64_t> out(static_cast<py::ssize_t>(w.size()));
-    std::memcpy(out.mutable_data(), w.data(), w.size() * sizeof(int64_t));
-    return out;
+    return to_array(w);
   }
 
   void argmax_share_garbler(const I64Array& b_in, const I64Array& m_in) {
@@ -124,6 +134,48 @@ class Session {
     return r.answered;
   }
 
+  py::array_t<int64_t> relu_share_evaluator(const I64Array& a_in, int shift) {
+    need(BOB, "relu_share_evaluator");
+    std::vector<int64_t> a = to_vec(a_in, "a"), y;
+    check_values(a.size(), 1, shift);
+    run(kOpReluShare, a.size(), "values", {{"shift", static_cast<uint32_t>(shift)}},
+        [&] { y = capc_programs::relu_share(BOB, a.size(), a, {}, shift); });
+    return to_array(y);
+  }
+
+  void relu_share_garbler(const I64Array& b_in, const I64Array& m_in, int shift) {
+    need(ALICE, "relu_share_garbler");
+    std::vector<int64_t> b = to_vec(b_in, "b"), m = to_vec(m_in, "m");
+    check_values(b.size(), 1, shift);
+    if (m.size() != b.size())
+      throw InputError("m has " + std::to_string(m.size()) + " entries but b has " + std::to_string(b.size()));
+    run(kOpReluShare, b.size(), "values", {{"shift", static_cast<uint32_t>(shift)}},
+        [&] { capc_programs::relu_share(ALICE, b.size(), b, m, shift); });
+  }
+
+  py::array_t<int64_t> maxpool_share_evaluator(const I64Array& a_in, int64_t window, int shift, bool relu_after) {
+    need(BOB, "maxpool_share_evaluator");
+    std::vector<int64_t> a = to_vec(a_in, "a"), y;
+    check_values(a.size(), window, shift);
+    const auto w = static_cast<size_t>(window);
+    run(kOpMaxpoolShare, a.size(), "values", pool_params(w, shift, relu_after),
+        [&] { y = capc_programs::maxpool_share(BOB, a.size(), w, a, {}, shift, relu_after); });
+    return to_array(y);
+  }
+
+  void maxpool_share_garbler(const I64Array& b_in, const I64Array& m_in, int64_t window, int shift,
+                             bool relu_after) {
+    need(ALICE, "maxpool_share_garbler");
+    std::vector<int64_t> b = to_vec(b_in, "b"), m = to_vec(m_in, "m");
+    check_values(b.size(), window, shift);
+    const auto w = static_cast<size_t>(window);
+    if (m.size() != b.size() / w)
+      throw InputError("m has " + std::to_string(m.size()) + " entries but b has " + std::to_string(b.size() / w) +
+                       " windows of " + std::to_string(w));
+    run(kOpMaxpoolShare, b.size(), "values", pool_params(w, shift, relu_after),
+        [&] { capc_programs::maxpool_share(ALICE, b.size(), w, b, m, shift, relu_after); });
+  }
+
   uint64_t bytes_sent() const { return io_ ? io_->bytes_sent() : closed_sent_; }
   uint64_t bytes_received() const { return io_ ? io_->bytes_received() : closed_received_; }
   uint64_t queries() const { return seq_; }
@@ -152,14 +204,38 @@ class Session {
     if (c > (size_t{1} << 20)) throw InputError("too many classes: " + std::to_string(c) + " (at most 1048576)");
   }
 
+  /// n values in windows of `window`, rescale shift: the checks the Python layer also makes, repeated so
+  /// that the module is safe to call directly.
+  static void check_values(size_t n, int64_t window, int shift) {
+    if (n == 0) throw InputError("need at least one value, got an empty array");
+    if (n > kMaxValues) throw InputError("too many values: " + std::to_string(n) + " (at most " +
+                                         std::to_string(kMaxValues) + " per call)");
+    if (window < 1) throw InputError("window must be at least 1, got " + std::to_string(window));
+    if (n % static_cast<uint64_t>(window) != 0)
+      throw InputError("window " + std::to_string(window) + " does not divide the number of values " +
+                       std::to_string(n));
+    if (shift < 0 || shift > capc_programs::kMaxShift)
+      throw InputError("shift must be in 0.." + std::to_string(capc_programs::kMaxShift) + ", got " +
+                       std::to_string(shift));
+  }
+  static std::vector<QueryParam> pool_params(size_t window, int shift, bool relu_after) {
+    return {{"window", static_cast<uint32_t>(window)}, {"shift", static_cast<uint32_t>(shift)},
+            {"relu_after", relu_after ? 1u : 0u}};
+  }
+
   void run(uint32_t op, size_t classes, const std::function<void()>& circuit) {
+    run(op, classes, "classes", {}, circuit);
+  }
+
+  void run(uint32_t op, size_t size, const char* unit, const std::vector<QueryParam>& params,
+           const std::function<void()>& circuit) {
     try {
       py::gil_scoped_release nogil;
       if (!party_obj_) {
         block sid = handshake(*io_, party_, kProgSession, 0);
         party_obj_ = make_party(party_, *io_, sid);
       }
-      exchange_query_header(*io_, op, static_cast<uint32_t>(classes), seq_, op_name);
+      exchange_query_header(*io_, op, static_cast<uint32_t>(size), seq_, op_name, unit, params);
       ScopedBackend scope(party_obj_.get());
       party_obj_->begin_query();
       circuit();
@@ -182,7 +258,8 @@ class Session {
 }  // namespace
 
 PYBIND11_MODULE(_engine, m) {
-  m.doc() = "capc's garbled-circuit engine: CaPC's argmax_share and noisy_argmax over a Python byte stream";
+  m.doc() = "capc's garbled-circuit engine: argmax_share, noisy_argmax, relu_share and maxpool_share over a "
+            "Python byte stream";
   // Engine errors become the Python classes of capc.gc.errors (looked up when first needed).
   py::register_exception_translator([](std::exception_ptr p) {
     auto raise = [](const char* cls, const char* what) {
@@ -208,6 +285,12 @@ PYBIND11_MODULE(_engine, m) {
       .def("noisy_argmax_evaluator", &Session::noisy_argmax_evaluator, py::arg("W"))
       .def("noisy_argmax_garbler", &Session::noisy_argmax_garbler, py::arg("M"), py::arg("eta_G"), py::arg("eta_T"),
            py::arg("threshold"))
+      .def("relu_share_evaluator", &Session::relu_share_evaluator, py::arg("a"), py::arg("shift") = 0)
+      .def("relu_share_garbler", &Session::relu_share_garbler, py::arg("b"), py::arg("m"), py::arg("shift") = 0)
+      .def("maxpool_share_evaluator", &Session::maxpool_share_evaluator, py::arg("a"), py::arg("window"),
+           py::arg("shift") = 0, py::arg("relu_after") = false)
+      .def("maxpool_share_garbler", &Session::maxpool_share_garbler, py::arg("b"), py::arg("m"), py::arg("window"),
+           py::arg("shift") = 0, py::arg("relu_after") = false)
       .def_property_readonly("bytes_sent", &Session::bytes_sent)
       .def_property_readonly("bytes_received", &Session::bytes_received)
       .def_property_readonly("queries", &Session::queries)

@@ -106,20 +106,34 @@ Integer Integer::select(const Bit& sel, const Integer& o) const {
   return r;
 }
 
-int64_t Integer::reveal_i64(int party) const {
-  if (bits.empty() || bits.size() > 64)
-    throw InputError("Integer::reveal supports 1..64 bits, this Integer has " + std::to_string(bits.size()));
-  bool out[64] = {};
-  std::vector<block> labels(bits.size());
-  for (size_t i = 0; i < bits.size(); ++i) labels[i] = bits[i].label;
-  backend().reveal(out, party, labels.data(), labels.size());
+int64_t Integer::reveal_i64(int party) const { return reveal_integers(party, {*this})[0]; }
+
+std::vector<int64_t> reveal_integers(int party, const std::vector<Integer>& values) {
+  size_t total = 0;
+  for (const Integer& x : values) {
+    if (x.bits.empty() || x.bits.size() > 64)
+      throw InputError("Integer::reveal supports 1..64 bits, this Integer has " + std::to_string(x.bits.size()));
+    total += x.bits.size();
+  }
+  std::vector<block> labels;
+  labels.reserve(total);
+  for (const Integer& x : values)
+    for (const Bit& b : x.bits) labels.push_back(b.label);
+  std::vector<uint8_t> out(total, 0);  // uint8_t, not vector<bool>, so it can be passed as bool*
+  backend().reveal(reinterpret_cast<bool*>(out.data()), party, labels.data(), total);
+  std::vector<int64_t> result(values.size(), 0);
   const bool learnt = party == PUBLIC || party == backend().party();
-  if (!learnt) return 0;
-  uint64_t v = 0;
-  for (size_t i = 0; i < bits.size(); ++i) v |= static_cast<uint64_t>(out[i]) << i;
-  const size_t n = bits.size();
-  if (n < 64 && out[n - 1]) v |= ~uint64_t{0} << n;  // sign-extend
-  return static_cast<int64_t>(v);
+  if (!learnt) return result;
+  size_t off = 0;
+  for (size_t k = 0; k < values.size(); ++k) {
+    const size_t n = values[k].bits.size();
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; ++i) v |= static_cast<uint64_t>(out[off + i]) << i;
+    if (n < 64 && out[off + n - 1]) v |= ~uint64_t{0} << n;  // sign-extend
+    result[k] = static_cast<int64_t>(v);
+    off += n;
+  }
+  return result;
 }
 
 std::vector<Integer> input_integers(int party, int length, const std::vector<int64_t>& values) {

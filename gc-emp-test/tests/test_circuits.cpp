@@ -1,6 +1,8 @@
-// test_circuits — garbled adders, subtractors, signed comparators, equality, mux and the two CaPC circuits
-// against plain C++ on random and edge inputs (INT64_MIN/MAX, negatives, ties; C = 1, 2, 10, 100, 1000).
-// Both parties run in two threads over a socketpair with real garbling, OT and decoding.
+// test_circuits — garbled adders, subtractors, signed comparators, equality, mux and the CaPC circuits against
+// plain C++ on random and edge inputs (INT64_MIN/MAX, negatives, ties; C = 1, 2, 10, 100, 1000), ReLU and
+// max-pool on shares (rounding boundaries of the shift, windows spanning chunks) and their exact AND-gate
+// counts. Both parties run in two threads over a socketpair with real garbling, OT and decoding.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -192,6 +194,163 @@ void test_noisy_argmax() {
   }
 }
 
+// ---------------------------------------------------------------- ReLU and max-pool on shares
+
+constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+
+/// floor((x + 2^(t-1)) / 2^t) in 128-bit arithmetic (g++ shifts signed __int128 arithmetically).
+int64_t ref_round_shift(int64_t x, int t) {
+  if (t == 0) return x;
+  const __int128 v = static_cast<__int128>(x) + (static_cast<__int128>(1) << (t - 1));
+  return static_cast<int64_t>(v >> t);
+}
+
+int64_t ref_pool(const std::vector<int64_t>& v, size_t j, size_t w, bool relu, int t) {
+  int64_t mx = *std::max_element(v.begin() + static_cast<long>(j * w), v.begin() + static_cast<long>((j + 1) * w));
+  if (relu) mx = std::max<int64_t>(mx, 0);
+  return ref_round_shift(mx, t);
+}
+
+/// Values that sit on the decision boundaries: sign changes, the extremes, and the rounding ties of shift t.
+std::vector<int64_t> boundary_values(int t) {
+  std::vector<int64_t> out = {0, 1, -1, 2, -2, kMax, kMin, kMax - 1, kMin + 1, 1LL << 40, -(1LL << 40)};
+  if (t > 0) {
+    const int64_t unit = int64_t{1} << t, half = int64_t{1} << (t - 1);
+    for (int64_t k = -3; k <= 3; ++k)
+      for (int64_t d = -1; d <= 1; ++d) out.push_back(k * unit + half + d);
+    out.push_back(kMax - half);
+    out.push_back(kMax - half + 1);
+    out.push_back(kMin + half);
+  }
+  return out;
+}
+
+struct PoolRun {
+  std::vector<int64_t> y, y_alice;
+  uint64_t and_gates = 0;
+};
+
+/// Share v as a + b (b uniform), run pool_share in two threads, and count the garbler's AND gates.
+PoolRun run_pool(const std::vector<int64_t>& v, size_t window, bool relu, int shift, const std::vector<int64_t>& m,
+                 size_t chunk = capc_programs::kShareChunk) {
+  const size_t n = v.size();
+  std::vector<int64_t> a(n), b(n);
+  for (size_t i = 0; i < n; ++i) {
+    b[i] = static_cast<int64_t>(rnd64());
+    a[i] = wrap_sub(v[i], b[i]);
+  }
+  PoolRun r;
+  r.y_alice = {42};
+  const uint32_t prog = window == 1 && relu ? kProgReluShare : kProgMaxpoolShare;
+  test::run_pair(
+      [&](IOChannel& io) {
+        block sid = handshake(io, ALICE, prog, static_cast<uint32_t>(n));
+        setup_semi_honest(&io, ALICE, sid);
+        const uint64_t before = backend().and_gates();
+        r.y_alice = capc_programs::pool_share(ALICE, n, window, relu, shift, b, m, chunk);
+        r.and_gates = backend().and_gates() - before;
+        finalize_semi_honest();
+      },
+      [&](IOChannel& io) {
+        block sid = handshake(io, BOB, prog, static_cast<uint32_t>(n));
+        setup_semi_honest(&io, BOB, sid);
+        r.y = capc_programs::pool_share(BOB, n, window, relu, shift, a, {}, chunk);
+        finalize_semi_honest();
+      });
+  return r;
+}
+
+/// Check y + m against the plain computation; returns the number of wrong outputs.
+int check_pool(const std::vector<int64_t>& v, size_t w, bool relu, int t, const std::vector<int64_t>& m,
+               const PoolRun& r) {
+  CHECK(r.y_alice.empty());  // the AP learns nothing
+  CHECK_EQ(r.y.size(), v.size() / w);
+  int bad = 0;
+  for (size_t j = 0; j < r.y.size() && j < m.size(); ++j) {
+    const int64_t want = ref_pool(v, j, w, relu, t);
+    if (wrap_add(r.y[j], m[j]) != want) {
+      if (bad < 5)
+        std::fprintf(stderr, "pool w=%zu relu=%d t=%d window %zu: got %lld want %lld\n", w, relu, t, j,
+                     static_cast<long long>(wrap_add(r.y[j], m[j])), static_cast<long long>(want));
+      ++bad;
+    }
+  }
+  return bad;
+}
+
+std::vector<int64_t> random_masks(size_t k) {
+  std::vector<int64_t> m(k);
+  for (auto& x : m) x = static_cast<int64_t>(rnd64());
+  return m;
+}
+
+void test_relu_share() {
+  for (int t : {0, 1, 8, 31, 62}) {
+    std::vector<int64_t> v = boundary_values(t);
+    for (size_t i = 0; i < (quick ? 40u : 200u); ++i) v.push_back(edge_or_random(11 * 11 + i));
+    const std::vector<int64_t> m = random_masks(v.size());
+    // A chunk of 7 elements exercises the chunk boundaries; the default chunk takes everything at once.
+    for (size_t chunk : {size_t{7}, capc_programs::kShareChunk}) {
+      PoolRun r = run_pool(v, 1, true, t, m, chunk);
+      CHECK_EQ(check_pool(v, 1, true, t, m, r), 0);
+      CHECK_EQ(r.and_gates, v.size() * (189u + (t > 0 ? 64u - static_cast<unsigned>(t) : 0u)));
+    }
+  }
+  // n = 1 and the masks zero: y is the plain relu.
+  PoolRun r = run_pool({-5}, 1, true, 0, {0});
+  CHECK(r.y.size() == 1 && r.y[0] == 0);
+  r = run_pool({12345}, 1, true, 4, {0});
+  CHECK(r.y.size() == 1 && r.y[0] == (12345 + 8) >> 4);
+}
+
+void test_maxpool_share() {
+  for (size_t w : {size_t{1}, size_t{2}, size_t{4}, size_t{9}}) {
+    for (bool relu : {false, true}) {
+      for (int t : {0, 8}) {
+        const size_t k = quick ? 12 : 40;
+        std::vector<int64_t> v(k * w);
+        for (size_t j = 0; j < k; ++j) {
+          for (size_t i = 0; i < w; ++i) {
+            int64_t& x = v[j * w + i];
+            switch (j % 6) {
+              case 0: x = static_cast<int64_t>(rnd64()); break;                          // full range
+              case 1: x = 7; break;                                                      // all tied
+              case 2: x = static_cast<int64_t>(rnd64() % 5) - 2; break;                  // ties around 0
+              case 3: x = i % 2 ? kMax : kMin; break;                                    // extremes
+              case 4: x = -static_cast<int64_t>(rnd64() % 1000) - 1; break;               // all negative
+              default: x = boundary_values(t)[(j * w + i) % boundary_values(t).size()]; break;
+            }
+          }
+        }
+        const std::vector<int64_t> m = random_masks(k);
+        // chunk 4 < 9: a window spans chunks; chunk 5 cuts windows of 2 and 4 unevenly.
+        for (size_t chunk : {size_t{4}, size_t{5}, capc_programs::kShareChunk}) {
+          PoolRun r = run_pool(v, w, relu, t, m, chunk);
+          CHECK_EQ(check_pool(v, w, relu, t, m, r), 0);
+          const uint64_t per_window =
+              63 * w + 128 * (w - 1) + 63 + (relu ? 63 : 0) + (t > 0 ? 64 - static_cast<uint64_t>(t) : 0);
+          CHECK_EQ(r.and_gates, k * per_window);
+        }
+      }
+    }
+  }
+}
+
+void test_pool_bad_arguments() {
+  test::run_circuit([&](int party) {
+    using capc_programs::pool_share;
+    test::check_throws<std::invalid_argument>([&] { pool_share(party, 0, 1, true, 0, {}, {}); }, "n = 0");
+    test::check_throws<std::invalid_argument>([&] { pool_share(party, 6, 4, false, 0, std::vector<int64_t>(6), {0}); },
+                                              "window does not divide n");
+    test::check_throws<std::invalid_argument>([&] { pool_share(party, 2, 1, true, 63, {0, 0}, {0, 0}); }, "shift 63");
+    test::check_throws<std::invalid_argument>([&] { pool_share(party, 2, 1, true, 0, {0}, {0, 0}); }, "short shares");
+    if (party == ALICE)
+      test::check_throws<std::invalid_argument>([&] { pool_share(party, 4, 2, false, 0, {0, 0, 0, 0}, {0}); },
+                                                "short mask");
+  });
+}
+
 }  // namespace
 
 // Half-gates: exactly two ciphertexts (32 bytes) per AND gate, nothing for XOR/NOT.
@@ -219,5 +378,8 @@ int main(int argc, char** argv) {
   test_gate_cost();
   test_argmax_share();
   test_noisy_argmax();
+  test_relu_share();
+  test_maxpool_share();
+  test_pool_bad_arguments();
   return test::finish("test_circuits");
 }

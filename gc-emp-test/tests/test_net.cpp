@@ -1,11 +1,15 @@
 // test_net — TCP transport and handshake failures: wrong role, wrong program, wrong size, a socket
-// connected to itself, connect deadline, peer closing; all must raise, none may hang.
+// connected to itself, connect deadline, peer closing; query headers with mismatched parameters or
+// operations; all must raise, none may hang.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "test_util.h"
 
@@ -61,6 +65,25 @@ Outcome tcp_handshake(int pa, uint32_t proga, uint32_t sa, int pb, uint32_t prog
   return o;
 }
 
+const char* test_op_name(uint32_t op) { return op == 7 ? "op7" : op == 8 ? "op8" : "unknown"; }
+
+// Exchange query headers over a socketpair; returns the ProtocolError messages of ALICE and BOB ("" = none).
+std::pair<std::string, std::string> header_pair(uint32_t op_a, const std::vector<QueryParam>& pa, uint32_t op_b,
+                                                const std::vector<QueryParam>& pb) {
+  std::string ea, eb;
+  auto side = [](uint32_t op, const std::vector<QueryParam>& p, std::string& err) {
+    return [op, &p, &err](IOChannel& io) {
+      try {
+        exchange_query_header(io, op, 16, 0, test_op_name, "values", p);
+      } catch (const ProtocolError& e) {
+        err = e.what();
+      }
+    };
+  };
+  test::run_pair(side(op_a, pa, ea), side(op_b, pb, eb));
+  return {ea, eb};
+}
+
 }  // namespace
 
 int main() {
@@ -80,6 +103,18 @@ int main() {
   {  // different class counts
     Outcome o = tcp_handshake(ALICE, kProgArgmaxShare, 10, BOB, kProgArgmaxShare, 11);
     CHECK(o.alice_threw && o.bob_threw);
+  }
+  {  // query headers: equal parameters pass; a different value is named on both sides
+    auto ok = header_pair(7, {{"window", 4}, {"shift", 8}}, 7, {{"window", 4}, {"shift", 8}});
+    CHECK(ok.first.empty() && ok.second.empty());
+    auto bad = header_pair(7, {{"window", 4}, {"shift", 8}}, 7, {{"window", 4}, {"shift", 0}});
+    CHECK(bad.first.find("parameter mismatch in op7") != std::string::npos);
+    CHECK(bad.first.find("shift = 8, the peer has shift = 0") != std::string::npos);
+    CHECK(bad.second.find("shift = 0, the peer has shift = 8") != std::string::npos);
+    // Other operations with other parameter counts: the operation mismatch is reported, nothing hangs.
+    auto other = header_pair(7, {{"window", 4}, {"shift", 8}, {"relu_after", 1}}, 8, {});
+    CHECK(other.first.find("query mismatch") != std::string::npos);
+    CHECK(other.second.find("query mismatch") != std::string::npos);
   }
   {  // a stream that loops back to its own sender is detected
     int sv[2];

@@ -15,12 +15,14 @@ def gc_built() -> Path:
     """Ensure the programs and the Python module exist (build them if not); return the build dir."""
     from capc.gc import engine_available, program_path
     from capc.gc.errors import GcEngineMissing
+    from capc.gc.programs import load_engine
 
     bdir = build_dir()
     try:
-        for name in ("argmax_share", "noisy_argmax"):
+        for name in ("argmax_share", "noisy_argmax", "relu_share", "maxpool_share"):
             program_path(name)
-        ok = engine_available()
+        # A module built before relu_share/maxpool_share existed is stale: rebuild it.
+        ok = engine_available() and hasattr(load_engine().Session, "relu_share_evaluator")
     except GcEngineMissing:
         ok = False
     if not ok:

@@ -1,4 +1,5 @@
-"""Helpers for the garbled-circuit tests: running a program pair, a recording TCP relay, int files."""
+"""Helpers for the garbled-circuit tests: running a program pair, a recording TCP relay, int files, a peer
+thread over a socketpair."""
 
 from __future__ import annotations
 
@@ -142,6 +143,36 @@ class Relay:
         self._thread.join(TIMEOUT)
         self.listener.close()
         return bytes(self.captured["to_alice"]) + bytes(self.captured["to_bob"])
+
+
+def in_thread(fn, timeout: float = TIMEOUT):
+    """Run fn in a thread; return a join() that re-raises its exception or returns its result."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # re-raised in the test thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+
+    def join():
+        t.join(timeout)
+        assert not t.is_alive(), "peer thread hung"
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+    return join
+
+
+def socket_pair(timeout: float = 30) -> tuple[socket.socket, socket.socket]:
+    """A connected pair of stream sockets, both with a timeout so a missing peer fails instead of hanging."""
+    a, b = socket.socketpair()
+    a.settimeout(timeout)
+    b.settimeout(timeout)
+    return a, b
 
 
 def wrap(v) -> np.ndarray:

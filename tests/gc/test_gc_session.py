@@ -7,46 +7,24 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from capc.gc import GcInputError, GcNetworkError, GcProtocolError, GcSession
-from gc_helpers import onehot
+from gc_helpers import in_thread, onehot, socket_pair
 
 pytestmark = pytest.mark.usefixtures("gc_built")
 TIMEOUT = 30
 
 
 def _in_thread(fn):
-    """Run fn in a thread; return a join() that re-raises its exception or returns its result."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # re-raised in the test thread
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-
-    def join():
-        t.join(TIMEOUT)
-        assert not t.is_alive(), "peer thread hung"
-        if "error" in box:
-            raise box["error"]
-        return box.get("result")
-    return join
+    return in_thread(fn, TIMEOUT)
 
 
 def _pair():
-    a, b = socket.socketpair()
-    a.settimeout(TIMEOUT)
-    b.settimeout(TIMEOUT)
-    return a, b
+    return socket_pair(TIMEOUT)
 
 
 def _queries(qp_sock, ap_sock, n_queries=4, C=10, seed=0):

@@ -1,13 +1,14 @@
 // handshake.h — the first bytes on every connection: magic, version, program id, role, size, nonce.
 //
 // Both parties send their hello and then read the peer's, so the exchange costs one one-way latency. A peer
-// that runs another program, plays the same role, disagrees on the number of classes, or is this very
-// process (a socket connected to itself) is rejected with ProtocolError instead of hanging mid-protocol.
+// that runs another program, plays the same role, disagrees on the size (classes or values), or is this
+// very process (a socket connected to itself) is rejected with ProtocolError instead of hanging mid-protocol.
 // Templated on the channel type so that the same code runs over emp-tool's NetIO (emp backend).
 #pragma once
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "capc_gc/errors.h"
 #include "capc_gc/hash.h"
@@ -24,6 +25,8 @@ enum ProgramId : uint32_t {
   kProgArgmaxShare = 2,   ///< step 1b
   kProgNoisyArgmax = 3,   ///< step 3 (Confident-GNMax)
   kProgBench = 4,         ///< benchmark / test circuits
+  kProgReluShare = 5,     ///< ReLU on additive shares (HE + garbled-circuit hybrid)
+  kProgMaxpoolShare = 6,  ///< max-pool on additive shares
 };
 
 inline const char* program_name(uint32_t id) {
@@ -32,9 +35,22 @@ inline const char* program_name(uint32_t id) {
     case kProgArgmaxShare: return "argmax_share";
     case kProgNoisyArgmax: return "noisy_argmax";
     case kProgBench: return "bench";
+    case kProgReluShare: return "relu_share";
+    case kProgMaxpoolShare: return "maxpool_share";
     default: return "unknown";
   }
 }
+
+/// What a program's size parameter counts, for error messages.
+inline const char* program_size_unit(uint32_t id) {
+  return id == kProgReluShare || id == kProgMaxpoolShare ? "values" : "classes";
+}
+
+/// A public parameter of a query (window, shift, ...) that both parties must agree on.
+struct QueryParam {
+  const char* name;
+  uint32_t value;
+};
 
 namespace detail {
 /// Little-endian fixed-width fields of the handshake messages.
@@ -86,8 +102,8 @@ block handshake(IO& io, int party, uint32_t program, uint32_t size) {
                         " (one must be 1 = garbler/ALICE, the other 2 = evaluator/BOB)");
   if (prole != 1 && prole != 2) throw ProtocolError("peer sent an invalid role " + std::to_string(prole));
   if (psize != size)
-    throw ProtocolError("size mismatch: this party has " + std::to_string(size) + " classes, the peer has " +
-                        std::to_string(psize));
+    throw ProtocolError("size mismatch: this party has " + std::to_string(size) + " " + program_size_unit(program) +
+                        ", the peer has " + std::to_string(psize));
   Sha256 h;
   h.update("capc-gc session", 15);
   const uint8_t* alice = party == 1 ? mine : theirs;
@@ -96,30 +112,50 @@ block handshake(IO& io, int party, uint32_t program, uint32_t size) {
   return h.finish_block();
 }
 
-/// Per-query header inside a session: operation code, size and sequence number must match on both sides.
+/// Per-query header inside a session: operation code, size and sequence number must match on both sides,
+/// and so must the operation's public parameters (sent in the same message, so they cost no extra round).
+/// The parameters are compared only once the operation matches, because only then do both sides send the
+/// same number of them. Programs call it once after the handshake to agree on their parameters.
 template <typename IO>
-void exchange_query_header(IO& io, uint32_t op, uint32_t size, uint64_t seq,
-                           const char* (*op_name)(uint32_t)) {
-  uint8_t mine[20], theirs[20];
-  std::memcpy(mine, "CQRY", 4);
-  detail::put_u32(mine + 4, op);
-  detail::put_u32(mine + 8, size);
-  detail::put_u64(mine + 12, seq);
-  io.send_data(mine, 20);
+void exchange_query_header(IO& io, uint32_t op, uint32_t size, uint64_t seq, const char* (*op_name)(uint32_t),
+                           const char* size_unit = "classes", const std::vector<QueryParam>& params = {}) {
+  const size_t len = 20 + 4 * params.size();
+  std::vector<uint8_t> mine(len), theirs(len);
+  std::memcpy(mine.data(), "CQRY", 4);
+  detail::put_u32(mine.data() + 4, op);
+  detail::put_u32(mine.data() + 8, size);
+  detail::put_u64(mine.data() + 12, seq);
+  size_t off = 20;
+  for (const QueryParam& p : params) {
+    detail::put_u32(mine.data() + off, p.value);
+    off += 4;
+  }
+  io.send_data(mine.data(), len);
   io.flush();
-  io.recv_data(theirs, 20);
-  if (std::memcmp(theirs, "CQRY", 4) != 0) throw ProtocolError("peer sent no query header (stream out of sync)");
-  uint32_t pop = detail::get_u32(theirs + 4), psize = detail::get_u32(theirs + 8);
-  uint64_t pseq = detail::get_u64(theirs + 12);
+  io.recv_data(theirs.data(), 20);
+  if (std::memcmp(theirs.data(), "CQRY", 4) != 0) throw ProtocolError("peer sent no query header (stream out of sync)");
+  uint32_t pop = detail::get_u32(theirs.data() + 4), psize = detail::get_u32(theirs.data() + 8);
+  uint64_t pseq = detail::get_u64(theirs.data() + 12);
   if (pop != op)
     throw ProtocolError(std::string("query mismatch: this party called ") + op_name(op) + ", the peer called " +
                         op_name(pop));
   if (psize != size)
     throw ProtocolError("size mismatch in " + std::string(op_name(op)) + ": this party has " +
-                        std::to_string(size) + " classes, the peer has " + std::to_string(psize));
+                        std::to_string(size) + " " + size_unit + ", the peer has " + std::to_string(psize));
   if (pseq != seq)
     throw ProtocolError("query sequence mismatch: this party is at query " + std::to_string(seq) +
                         ", the peer at " + std::to_string(pseq));
+  if (params.size() == 0) return;
+  io.recv_data(theirs.data() + 20, len - 20);
+  off = 20;
+  for (const QueryParam& p : params) {
+    const uint32_t theirs_v = detail::get_u32(theirs.data() + off);
+    off += 4;
+    if (theirs_v != p.value)
+      throw ProtocolError("parameter mismatch in " + std::string(op_name(op)) + ": this party has " + p.name +
+                          " = " + std::to_string(p.value) + ", the peer has " + p.name + " = " +
+                          std::to_string(theirs_v));
+  }
 }
 
 }  // namespace capc_gc

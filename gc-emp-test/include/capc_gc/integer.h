@@ -52,4 +52,8 @@ class Integer {
 /// does not own them, only values.size() is used.
 std::vector<Integer> input_integers(int party, int length, const std::vector<int64_t>& values);
 
+/// Reveal many integers (1..64 bits each) to ALICE, BOB or PUBLIC in one message instead of one per
+/// Integer. Returns the sign-extended values where they are learnt, zeros elsewhere.
+std::vector<int64_t> reveal_integers(int party, const std::vector<Integer>& values);
+
 }  // namespace capc_gc
