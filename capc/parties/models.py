@@ -35,26 +35,87 @@ def he_setup(public_plan: Any, cfg: RunConfig) -> Any:
                          logit_bound=p.logit_bound, frac_bits=p.frac_bits)
 
 
+#: Bumped when what :func:`plan_facts` stores changes.
+_FACTS_FORMAT = 1
+
+
+def _compiler_digest() -> str:
+    """Changes whenever the code that turns a model into a plan or a bound changes."""
+    import hashlib
+
+    import capc.he as he
+
+    h = hashlib.sha256(str(_FACTS_FORMAT).encode())
+    for name in ("compiler.py", "plan.py", "bounds.py", "layout.py"):
+        h.update((Path(he.__file__).parent / name).read_bytes())
+    return h.hexdigest()
+
+
+def plan_facts(model_path: str, cfg: RunConfig) -> tuple[Any, float]:
+    """What the preflight needs of an answering party's model, without its weights: the public plan
+    (what the AP sends the QP anyway) and the sound logit bound over the input domain.
+
+    Compiling a Keras model means importing TensorFlow (seconds), so the facts are kept in
+    ``$CAPC_CACHE_DIR/plans/`` (default ``~/.cache/capc/plans``) under the SHA-256 of the model file and
+    of capc's compiler: a model checked once is checked again in well under a second, and a changed
+    file or compiler is compiled afresh. The AP itself always compiles its model."""
+    import base64
+    import hashlib
+    import json
+    import os
+
+    from capc.he import PublicPlan
+    from capc.learning.default_models import cache_models_dir
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise ConfigError(f"model file {path} does not exist")
+    key = hashlib.sha256(path.read_bytes() + _compiler_digest().encode()).hexdigest()
+    cache = cache_models_dir().parent / "plans" / f"{key}.json"
+    facts = None
+    try:
+        facts = json.loads(cache.read_text())
+        pub, bound = PublicPlan.from_bytes(base64.b64decode(facts["public_plan"])), float(facts["logit_bound"])
+    except (OSError, ValueError, KeyError, TypeError, CapcError):
+        facts = None
+    if facts is None:
+        from capc.he.bounds import derive_logit_bound
+
+        plan = load_plan(model_path, cfg)
+        pub, bound = plan.public_plan, derive_logit_bound(plan)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"model": str(path), "public_plan": base64.b64encode(pub.to_bytes()).decode(),
+                                       "logit_bound": bound}))
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only cache only costs the next check its speed
+    if pub.num_classes != cfg.protocol.num_classes:
+        raise ConfigError(f"model {path} has {pub.num_classes} outputs, the run has "
+                          f"{cfg.protocol.num_classes} classes (--num_classes)")
+    return pub, bound
+
+
 def preflight(cfg: RunConfig) -> list[Any]:
     """Check, before any party process starts, what each answering party would refuse minutes later:
     its model file compiles to an HE plan with the run's number of classes, the run's CKKS
-    parameters serve that plan with the requested mask and packing, and the mask sized by the plan's
-    sound logit bound keeps enough hiding bits.  Returns the validated
+    parameters serve that plan with the requested mask and packing (levels, slots, headroom, noise),
+    and the mask sized by the plan's sound logit bound keeps enough hiding bits.  Returns the validated
     :class:`~capc.he.params.HESetup` per distinct model; raises :class:`~capc.errors.CapcError`
     naming the party and what is wrong."""
+    from capc.he.params import mask_sizing
+
     setups, seen = [], {}
+    p = cfg.protocol
     for ap in cfg.answering_parties:
         if ap.model is None or ap.model in seen:
             continue
         try:
-            plan = load_plan(ap.model, cfg)
-            seen[ap.model] = he_setup(plan.public_plan, cfg)
+            pub, bound = plan_facts(ap.model, cfg)
+            seen[ap.model] = he_setup(pub, cfg)
             # the AP sizes its mask by the sound bound over the input domain: refuse now what it would
-            from capc.he.bounds import derive_logit_bound
-            from capc.he.params import mask_sizing
-
-            p = cfg.protocol
-            mask_sizing(p.logit_bound, derive_logit_bound(plan), p.frac_bits, requested=p.hiding_bits)
+            mask_sizing(p.logit_bound, bound, p.frac_bits, requested=p.hiding_bits)
         except CapcError as exc:
             raise type(exc)(f"{ap.name}: {exc}") from None
         setups.append(seen[ap.model])
