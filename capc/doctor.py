@@ -29,7 +29,12 @@ class Check:
 
 def _module_version(module: str, dist: str | None = None) -> Check:
     try:
-        mod = importlib.import_module(module)
+        if module == "tensorflow":
+            from capc._tf import import_tensorflow
+
+            mod = import_tensorflow()
+        else:
+            mod = importlib.import_module(module)
     except Exception as exc:  # an import can fail with anything, not only ImportError
         return Check(dist or module, False, f"not importable: {type(exc).__name__}: {exc}".splitlines()[0])
     version = getattr(mod, "__version__", None)

@@ -559,6 +559,9 @@ def compile_model(model: Any, input_shape: Shape | None = None) -> Plan:
         if path.endswith(".pb"):
             return _compile_graphdef(path, input_shape)
         if path.endswith((".keras", ".h5")):
+            from capc._tf import import_tensorflow
+
+            import_tensorflow()
             import keras
 
             import capc.he.layers  # noqa: F401  (registers Square / Polynomial for loading)
