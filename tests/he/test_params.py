@@ -84,3 +84,29 @@ def test_proposed_parameters_for_10_json_keep_shares_within_one(plan):
         blob, b = ev.evaluate_masked(keys.encrypt(x), 3)
         total = fixedpoint.to_signed(fixedpoint.reconstruct(fixedpoint.encode(keys.decrypt_logits(blob), 3), b))
         assert np.abs(total - fixedpoint.to_signed(fixedpoint.encode(plan.forward(x), 3))).max() <= 1
+
+
+@pytest.mark.slow
+def test_proposal_for_10_json_on_200_default_model_queries():
+    """The issue's check at full size: the parameters proposed for config/10.json keep the shares of the
+    default digits model within +-1 on 200 single-packing queries (3 fraction bits)."""
+    import ast
+
+    from capc import fixedpoint
+    from capc.config import he_params_from_dict
+    from capc.he import ModelEvaluator, PublicPlan, QueryKeys
+    from capc.learning.datasets import load_dataset
+
+    plan = compile_model(str(config_dir().parent / "models" / "digits" / "party-1.keras"))
+    with pytest.raises(ParameterError) as err:
+        choose_params(plan, load_he_params(config_dir() / "10.json"))
+    he = he_params_from_dict(ast.literal_eval(str(err.value).split("parameters that work: ", 1)[1]))
+    pub = PublicPlan.from_bytes(plan.public_plan.to_bytes())
+    keys = QueryKeys(pub, choose_params(pub, he), packing="single")
+    ev = ModelEvaluator(plan, keys.public_context())
+    worst = 0
+    for x in load_dataset("digits").x_query[:200]:
+        blob, b = ev.evaluate_masked(keys.encrypt(x), 3)
+        total = fixedpoint.to_signed(fixedpoint.reconstruct(fixedpoint.encode(keys.decrypt_logits(blob), 3), b))
+        worst = max(worst, int(np.abs(total - fixedpoint.to_signed(fixedpoint.encode(plan.forward(x), 3))).max()))
+    assert worst <= 1
