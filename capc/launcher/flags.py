@@ -29,8 +29,6 @@ PROTOCOL_FLAGS: dict[str, pp.Param] = {
     "sigma_threshold": pp.SIGMA_THRESHOLD, "threshold": pp.THRESHOLD, "vote_scale_exp": pp.VOTE_SCALE_EXP,
     "budget_eps": pp.BUDGET_EPS, "delta": pp.DELTA, "timeout": pp.TIMEOUT,
 }
-#: Ports a run reserves from ``--start_port``: an HE/2PC listening port pair per AP and for the PG.
-PORTS_PER_PARTY = 2
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _MODEL_TYPE_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9.:_\[\]-]+$")
@@ -92,8 +90,7 @@ class ExperimentConfig:
         """The fixed ports reserved for this run, or ``[]`` when ``--start_port 0`` (OS-chosen)."""
         if self.start_port == 0:
             return []
-        count = PORTS_PER_PARTY * (self.n_parties + 1)
-        return list(range(self.start_port, self.start_port + count))
+        return list(range(self.start_port, self.start_port + self.n_parties + 2))
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as JSON-ready values (paths as strings)."""
@@ -139,9 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     orig.add_argument("--session", type=str, default="capc", help="tmux session name")
     orig.add_argument(
         "--start_port", type=int, default=0,
-        help=f"first of {PORTS_PER_PARTY}*(n_parties+1) consecutive ports the parties listen on; "
-             "capc default 0 = each party binds a free port chosen by the OS and reports it to "
-             "the launcher (the original's fixed ports collided between runs)",
+        help="first of n_parties+2 consecutive ports, one per party (the QP, ap-1..ap-N, the PG), "
+             "each party listening on its own; capc default 0 = the launcher picks ports the OS reports "
+             "free just before the run (the original's fixed ports collided between runs)",
     )
     orig.add_argument("--qp_id", type=int, default=0,
                       help="querying party id; the PG keeps one privacy budget per QP id")
@@ -241,12 +238,12 @@ def validate(ns: argparse.Namespace) -> ExperimentConfig:
     _need(bool(_HOST_RE.match(ns.host)), "--host", f"is not a host name or address: {ns.host!r}")
     # Fixed ports: all of them must be unprivileged and below 65536.
     if ns.start_port != 0:
-        last = ns.start_port + PORTS_PER_PARTY * (ns.n_parties + 1) - 1
+        last = ns.start_port + ns.n_parties + 1
         _need(1024 <= ns.start_port <= 65535, "--start_port",
               f"must be 0 (OS-chosen) or in 1024..65535, got {ns.start_port}")
         _need(last <= 65535, "--start_port",
-              f"{ns.start_port} leaves no room for {PORTS_PER_PARTY * (ns.n_parties + 1)} ports "
-              f"for {ns.n_parties} APs and the PG (last would be {last})")
+              f"{ns.start_port} leaves no room for {ns.n_parties + 2} ports "
+              f"for the QP, {ns.n_parties} APs and the PG (last would be {last})")
 
     enc = _existing_file(ns.encryption_params, "--encryption_params")
     if enc is not None:

@@ -61,6 +61,9 @@ class PrivacyGuardian:
         self._noise = PrivacyGuardianNoise(self.params)
         self._noise_lock = threading.Lock()
         self._shares: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        # queries refused for missing shares: their late shares are dropped, not kept forever (query
+        # ids are never reused, so nothing can aggregate them any more)
+        self._refused: set[tuple[str, int]] = set()
         self._cond = threading.Condition()
 
     # ------------------------------------------------------------------ protocol steps
@@ -72,6 +75,10 @@ class PrivacyGuardian:
                             f"{self.cfg.protocol.num_classes} classes")
         with self._cond:
             for qid, row in zip(msg.query_ids.tolist(), msg.shares):
+                if (msg.qp_id, qid) in self._refused:
+                    self.ctx.log.info("%s: dropped a late vote share for refused query %d of %s", ap, qid,
+                                      msg.qp_id)
+                    continue
                 shares = self._shares.setdefault((msg.qp_id, qid), {})
                 if ap in shares:
                     raise CapcError(f"{ap} sent a second vote share for query {qid} of {msg.qp_id}")
@@ -114,6 +121,10 @@ class PrivacyGuardian:
                 Ms.append(self._aggregate(qp, qid, n, deadline))
             except CapcError as exc:  # this query and the ones after it are refused
                 reason, code = str(exc), ErrorCode.REFUSED.value
+                with self._cond:
+                    for later in ids[len(Ms):]:
+                        self._shares.pop((qp, later), None)
+                        self._refused.add((qp, later))
                 break
         res = self.ledger.reserve_many(qp, [str(q) for q in ids[:len(Ms)]], self.params.worst_case_events())
         if res.refusal is not None:

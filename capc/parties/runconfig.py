@@ -35,7 +35,7 @@ class PartyEntry:
 
     name: str  # qp-<i>, ap-<i> or pg
     host: str = "127.0.0.1"
-    port: int = 0  # 0 = the party picks a free port and reports it to the launcher
+    port: int = 0  # where the party listens; 0 only where no peer connects to it (in-process runs)
     model: str | None = None  # the AP's own model (or the QP's, for retraining)
 
     @property

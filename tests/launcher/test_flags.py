@@ -31,7 +31,7 @@ def test_original_command_line(tmp_path):
             "--dp_noise_scale", "4", "--start_port", "37000", "--cpu", "--debug")
     assert c.n_parties == 3 and c.ignore_parties and c.encryption_params == params.resolve()
     assert c.hiding_bits == 30 and c.fraction_bits == 8 and c.sigma_gnmax == 4.0
-    assert c.ports() == list(range(37000, 37008)) and c.cpu and c.debug
+    assert c.ports() == list(range(37000, 37000 + c.n_parties + 2)) and c.cpu and c.debug  # one per party
 
 
 def test_ignore_parties_can_be_switched_off():
@@ -72,7 +72,7 @@ def test_hiding_bits_alias_and_tmux_switch():
     (["--host", "bad host"], "--host"),
     (["--start_port", "80"], "--start_port"),
     (["--start_port", "70000"], "--start_port"),
-    (["--start_port", "65530", "--n_parties", "3"], "--start_port"),
+    (["--start_port", "65532", "--n_parties", "3"], "--start_port"),
     (["--model_type", "a/b"], "--model_type"),
     (["--encryption_params", "/nonexistent/capc/10.json"], "--encryption_params"),
     (["--checkpoint_dir", "/nonexistent/capc/models"], "--checkpoint_dir"),

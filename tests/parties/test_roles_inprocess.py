@@ -192,6 +192,13 @@ def test_pg_refuses_when_vote_shares_are_missing(tmp_path: Path) -> None:
     res = run.run_querying_party()
     assert [q["status"] for q in res["queries"]] == ["refused", "refused"]
     assert "vote shares arrived before the deadline" in res["queries"][0]["error"]
+    # regression: the shares ap-2 sent for the refused queries were kept forever; now they are dropped,
+    # and so is a share that arrives late for a refused query
+    assert run.pg._shares == {}
+    ids = [q["wire_id"] for q in res["queries"]]
+    late = VoteShare(qp_id="qp-0", query_ids=ids[:1], num_classes=C, shares=np.zeros((1, C), dtype=np.uint64))
+    run.pg.step_2("ap-1", late)
+    assert run.pg._shares == {}
 
 
 def test_the_label_reaches_only_the_qp(tmp_path: Path) -> None:
