@@ -64,8 +64,10 @@ def test_failed_party_stops_others_and_is_named(run_dir, dummy, alive):
 def test_crash_without_report(run_dir, dummy, alive):
     with make(run_dir) as launcher:
         launcher.start_parties([launcher.spec("qp", "qp", dummy("hang"))])
-        launcher.start_parties([launcher.spec("ap0", "ap", dummy("crash"))])
         with pytest.raises(PartyFailed) as info:
+            # The exit watcher and the control reader are separate threads, so the crash may be
+            # seen before or after the "ready" it sent: either wait must report it.
+            launcher.start_parties([launcher.spec("ap0", "ap", dummy("crash"))])
             launcher.wait_done(["ap0"])
         assert info.value.party == "ap0"
         assert "exited with code 5" in info.value.reason
