@@ -342,8 +342,9 @@ def _check_chain(model: Any, layers: list[Any]) -> None:
 def _finish(chain: _Chain, source: str) -> Plan:
     if len(chain.shape) != 1 and int(np.prod(chain.shape[:-1])) != 1:
         raise UnsupportedModelError(f"the model output has shape {chain.shape}; expected a vector of logits")
-    stages = normalise(chain.ops, int(np.prod(chain.input_shape)))
-    return Plan(stages, chain.input_shape, chain.layers, source)
+    from capc.he.hybrid import build_plan
+
+    return build_plan(chain.ops, chain.input_shape, chain.layers, source)
 
 
 # ----------------------------------------------------------------------------- GraphDef
