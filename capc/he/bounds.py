@@ -89,14 +89,19 @@ PIXELS = InputDomain(0.0, 1.0, "pixels scaled to [0, 1]")
 def interval_logits(plan: Any, domain: InputDomain) -> tuple[np.ndarray, np.ndarray]:
     """Per-logit lower and upper bounds of ``plan.forward(x)`` over all ``x`` in the box (before
     margins)."""
-    from capc.he.plan import LinearStage, SquareStage
-
     stages = getattr(plan, "stages", None)
     if stages is None:
         raise HEError("deriving a logit bound needs the full Plan (with weights)")
     n = plan.input_size
-    c = np.full(n, (domain.lo + domain.hi) / 2.0)
-    r = np.full(n, (domain.hi - domain.lo) / 2.0)
+    return interval_stages(stages, np.full(n, float(domain.lo)), np.full(n, float(domain.hi)))
+
+
+def interval_stages(stages: Any, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output bounds of a plan's stages over the box ``[lo, hi]`` (per-input vectors)."""
+    from capc.he.plan import LinearStage, SquareStage
+
+    c = (np.asarray(lo, np.float64) + np.asarray(hi, np.float64)) / 2.0
+    r = (np.asarray(hi, np.float64) - np.asarray(lo, np.float64)) / 2.0
     for st in stages:
         if isinstance(st, LinearStage):
             c = st.weight @ c + st.bias
@@ -127,3 +132,41 @@ def derive_logit_bound(plan: Any, domain: InputDomain = PIXELS) -> float:
         raise HEError("the logit bound over the input domain overflows float64; the model's weights "
                       "are too large to mask")
     return raw * (1.0 + REL_MARGIN) + ABS_MARGIN
+
+
+#: Widening of a hidden layer's interval where it crosses a garbled-circuit layer: the activations
+#: carry the fixed-point rounding of the shares and the CKKS error, well below this for f >= 2.
+GC_ABS_MARGIN = 2.0 ** -2
+
+
+def _widen(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pad = np.maximum(np.abs(lo), np.abs(hi)) * REL_MARGIN + GC_ABS_MARGIN
+    return lo - pad, hi + pad
+
+
+def segment_bounds(plan: Any, domain: InputDomain = PIXELS) -> list[float]:
+    """Sound bounds on the outputs of each CKKS segment of ``plan`` over ``domain``: one bound (the
+    logit bound of :func:`derive_logit_bound`) for a plain plan; for a
+    :class:`~capc.he.hybrid.HybridPlan` the bound on each segment's pre-activations, the intervals
+    passing exactly through each ReLU / max (monotone) and widened by :data:`GC_ABS_MARGIN` for the
+    error the shared activations carry.
+
+    Raises:
+        HEError: for a plan without weights or a bound that is not finite.
+    """
+    from capc.he.hybrid import HybridPlan
+
+    if not isinstance(plan, HybridPlan):
+        return [derive_logit_bound(plan, domain)]
+    out: list[float] = []
+    n = plan.input_size
+    lo, hi = np.full(n, float(domain.lo)), np.full(n, float(domain.hi))
+    for k, seg in enumerate(plan.segments):
+        lo, hi = interval_stages(seg.stages, lo, hi)
+        raw = float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
+        if not math.isfinite(raw):
+            raise HEError(f"segment {k}'s outputs have no finite bound over the input domain")
+        out.append(raw * (1.0 + REL_MARGIN) + ABS_MARGIN + (GC_ABS_MARGIN if k else 0.0))
+        if k < len(plan.gc_layers):
+            lo, hi = plan.gc_layers[k].interval(*_widen(lo, hi))
+    return out

@@ -22,12 +22,15 @@ import tenseal.sealapi as seal
 from capc import fixedpoint
 from capc.he import raw, residue_wire
 from capc.he.batch import BatchEngine, default_workers
-from capc.he.bounds import derive_logit_bound
+from capc.he.bounds import segment_bounds
 from capc.he.errors import HEError
 from capc.he.layout import DiagSpec, batch_layout, single_layout
-from capc.he.mask import draw_flood, draw_mask, flood_std, grid_smoothing_bits, hiding_report
+from capc.he.mask import (draw_flood, draw_mask, draw_share_mask, flood_std, grid_smoothing_bits,
+                          hiding_report)
 from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, MIN_HIDING_BITS, mask_sizing,
                             needed_output_bits)
+from capc.he.hybrid import HybridPlan, segments_of
+from capc.he.layout import query_vectors
 from capc.he.plan import LinearStage, Plan, SquareStage
 from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, make_context,
                           unframe)
@@ -49,11 +52,29 @@ def _diagonals(w: np.ndarray, spec: DiagSpec, slots: int) -> np.ndarray:
     return np.tile(d, (1, slots // period))
 
 
+class _Segment:
+    """One CKKS segment of the plan: its layout, pre-encoded weights, level schedule and batch engine."""
+
+    def __init__(self, plan: Plan, layout: Any, bound: float) -> None:
+        self.plan = plan
+        self.layout = layout
+        #: sound bound on this segment's outputs over the model's input domain (mask sizing)
+        self.bound = bound
+        self.single: list[dict[str, Any]] = []
+        self.schedule: list[tuple[int, float]] = []  # (input level, input scale) per stage
+        self.engine: BatchEngine | None = None
+
+
 class ModelEvaluator:
     """Evaluates ``plan`` on queries encrypted under ``public_context`` (which has no secret key).
 
+    A :class:`~capc.he.hybrid.HybridPlan` is evaluated one segment per call: the query's header
+    names the segment, and the activations entering segment ``k > 0`` arrive masked with the mask
+    this party drew in the garbled-circuit layer before (``unmask`` of :meth:`evaluate_masked`).
+
     Args:
-        plan: the answering party's compiled :class:`~capc.he.plan.Plan` (with weights).
+        plan: the answering party's compiled :class:`~capc.he.plan.Plan` or
+            :class:`~capc.he.hybrid.HybridPlan` (with weights).
         public_context: bytes from :meth:`capc.he.keys.QueryKeys.public_context`.
         hiding_bits: s, statistical hiding per logit for :meth:`evaluate_masked` (default 40).
         logit_bound: B, the assumed bound on |logit| (default 16).
@@ -72,15 +93,16 @@ class ModelEvaluator:
     def __init__(self, plan: Plan, public_context: bytes, *, hiding_bits: int = DEFAULT_HIDING_BITS,
                  logit_bound: float = DEFAULT_LOGIT_BOUND, workers: int | None = None,
                  fast_batch: bool = True) -> None:
-        self._engine: BatchEngine | None = None
-        if not isinstance(plan, Plan):
+        self._segs: list[_Segment] = []
+        if not isinstance(plan, (Plan, HybridPlan)):
             raise HEError(f"ModelEvaluator needs the full Plan (with weights), got {type(plan).__name__}")
         self.plan = plan
         self.hiding_bits = int(hiding_bits)
         self.logit_bound = float(logit_bound)
         self.log2_bound = max(0, math.ceil(math.log2(self.logit_bound)))
+        bounds = segment_bounds(plan)
         #: sound |logit| bound over the declared input domain: what the hiding report is honest about
-        self.derived_bound = derive_logit_bound(plan)
+        self.derived_bound = bounds[-1]
         #: the AP refuses to mask with fewer hiding bits than this
         self.min_hiding_bits = MIN_HIDING_BITS
         header, sections = unframe(public_context, CONTEXT_MAGIC, "public context")
@@ -125,33 +147,47 @@ class ModelEvaluator:
             cd = cd.next_context_data()
         if len(self.levels) - 1 < plan.depth:
             raise HEError(f"the context has {len(self.levels) - 1} levels but the model needs {plan.depth}")
-        if self.packing == "single":
-            self.layout: Any = single_layout(plan.public_plan, self.slots)
-        else:
-            self.layout = batch_layout(plan.public_plan, self.slots)
-        missing = set(self.layout.rotation_steps) - set(header.get("rotation_steps", []))
-        if missing or (self.layout.rotation_steps and self.galois is None):
+        make_layout = single_layout if self.packing == "single" else batch_layout
+        self._segs = [_Segment(seg, make_layout(seg.public_plan, self.slots), bound)
+                      for seg, bound in zip(segments_of(plan), bounds)]
+        steps = {r for seg in self._segs for r in seg.layout.rotation_steps}
+        missing = steps - set(header.get("rotation_steps", []))
+        if missing or (steps and self.galois is None):
             raise HEError(f"public context lacks Galois keys for rotations {sorted(missing)[:8]}")
         self.encoder = seal.CKKSEncoder(self.ctx)
         self.ev = seal.Evaluator(self.ctx)
-        self.output_level = plan.depth
-        self.output_modulus_bits = self.levels[self.output_level][2]
-        self._prepare()
+        for seg in self._segs:
+            self._prepare(seg)
         if workers is None:
             workers = default_workers()
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise HEError(f"workers must be a positive integer, got {workers!r}")
         self.workers = workers
         if self.packing == "batch" and fast_batch and raw.supported():
-            w_scales = {i: p["w_scale"] for i, p in enumerate(self._single) if "w_scale" in p}
-            self._engine = BatchEngine(plan, self._schedule, w_scales, self.ctx, data[b"P"], data[b"R"],
-                                       int(header.get("security_level", 128)), self.scale, workers)
+            for seg in self._segs:
+                w_scales = {i: p["w_scale"] for i, p in enumerate(seg.single) if "w_scale" in p}
+                seg.engine = BatchEngine(seg.plan, seg.schedule, w_scales, self.ctx, data[b"P"], data[b"R"],
+                                         int(header.get("security_level", 128)), self.scale, workers)
+
+    @property
+    def segments(self) -> int:
+        """Number of CKKS segments (1 for a plain plan)."""
+        return len(self._segs)
+
+    @property
+    def _engine(self) -> BatchEngine | None:
+        return self._segs[0].engine if self._segs else None
+
+    @property
+    def _single(self) -> list[dict[str, Any]]:
+        return self._segs[0].single
 
     def close(self) -> None:
         """Stop the batch worker processes, if any (idempotent; the evaluator can still be used and
         restarts them on demand)."""
-        if self._engine is not None:
-            self._engine.close()
+        for seg in getattr(self, "_segs", []):
+            if seg.engine is not None:
+                seg.engine.close()
 
     def __enter__(self) -> "ModelEvaluator":
         return self
@@ -160,9 +196,7 @@ class ModelEvaluator:
         self.close()
 
     def __del__(self) -> None:
-        engine = getattr(self, "_engine", None)
-        if engine is not None:
-            engine.close()
+        self.close()
 
     # ------------------------------------------------------------------ preparation
     def _encode(self, values: np.ndarray | float, level: int, scale: float) -> seal.Plaintext:
@@ -171,29 +205,27 @@ class ModelEvaluator:
         self.encoder.encode(v, self.levels[level][0], scale, pt)
         return pt
 
-    def _prepare(self) -> None:
-        """Pre-encode the single-query weight plaintexts at their levels (server set-up, done once)."""
-        self._single: list[dict[str, Any]] = []
+    def _prepare(self, seg: _Segment) -> None:
+        """Pre-encode a segment's single-query weight plaintexts at their levels (server set-up, done
+        once); every segment starts at the top level, on a fresh ciphertext."""
         level, scale = 0, self.scale
-        self._schedule: list[tuple[int, float]] = []  # (input level, input scale) per stage
-        for idx, st in enumerate(self.plan.stages):
-            self._schedule.append((level, scale))
+        for idx, st in enumerate(seg.plan.stages):
+            seg.schedule.append((level, scale))
             q = self.levels[level][1]
             if isinstance(st, SquareStage):
                 scale = scale * scale / q
                 level += 1
-                self._single.append({})
+                seg.single.append({})
                 continue
             w_scale = q * self.scale / scale
             prep: dict[str, Any] = {"w_scale": w_scale}
             if self.packing == "single":
-                prep.update(self._prepare_linear(idx, st, level, w_scale))
-            self._single.append(prep)
+                prep.update(self._prepare_linear(seg.layout, idx, st, level, w_scale))
+            seg.single.append(prep)
             level += 1
             scale = self.scale
 
-    def _prepare_linear(self, idx: int, st: LinearStage, level: int, w_scale: float) -> dict[str, Any]:
-        lay = self.layout
+    def _prepare_linear(self, lay: Any, idx: int, st: LinearStage, level: int, w_scale: float) -> dict[str, Any]:
         m = st.shape[0]
         if idx == 0 and lay.gather is not None:
             g = lay.gather
@@ -228,9 +260,13 @@ class ModelEvaluator:
                 "folds": spec.fold_steps}
 
     # ------------------------------------------------------------------ query I/O
-    def _read_query(self, blob: bytes) -> tuple[dict[str, Any], list[tuple[bytes, Any]]]:
+    def _read_query(self, blob: bytes) -> tuple[dict[str, Any], list[tuple[bytes, Any]], _Segment]:
         """Unframe a query and check its header against this context and plan."""
         header, sections = unframe(blob, QUERY_MAGIC, "query")
+        k = header.get("segment", 0)
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self._segs):
+            raise HEError(f"the query names segment {k!r}; this plan has {len(self._segs)}")
+        seg = self._segs[k]
         if header.get("key_id") != self.key_id:
             raise HEError("the query was encrypted under a different key than this public context")
         if header.get("plan") != self.plan.fingerprint or header.get("packing") != self.packing:
@@ -242,14 +278,14 @@ class ModelEvaluator:
             raise HEError(f"the query uses an unknown encoding {encoding!r}")
         if encoding != "seal" and self.packing != "batch":
             raise HEError("only batch queries may be residue-encoded")
-        want = self.layout.query_cts
+        want = seg.layout.query_cts
         if encoding == "seal" and (len(sections) != want or any(t != b"C" for t, _ in sections)):
             raise HEError(f"the query has {len(sections)} ciphertexts; this plan expects {want}")
-        return header, sections
+        return header, sections, seg
 
-    def _query_residues(self, header: dict[str, Any], sections: list[tuple[bytes, Any]]) -> np.ndarray:
+    def _query_residues(self, header: dict[str, Any], sections: list[tuple[bytes, Any]], seg: _Segment) -> np.ndarray:
         """The query's ciphertexts as residues ``[n, 2, L, N]`` (validated)."""
-        n = self.layout.query_cts
+        n = seg.layout.query_cts
         primes = [m.value() for m in self.ctx.first_context_data().parms().coeff_modulus()]
         if header.get("encoding", "seal") == residue_wire.ENCODING:
             return residue_wire.unpack(sections, primes, n, self.N)
@@ -258,11 +294,12 @@ class ModelEvaluator:
             x[j] = raw.residues(self._load_ciphertext(data))
         return x
 
-    def _query_ciphertexts(self, header: dict[str, Any], sections: list[tuple[bytes, Any]]) -> list[seal.Ciphertext]:
+    def _query_ciphertexts(self, header: dict[str, Any], sections: list[tuple[bytes, Any]],
+                           seg: _Segment) -> list[seal.Ciphertext]:
         """The query's ciphertexts as SEAL objects (validated)."""
         if header.get("encoding", "seal") == "seal":
             return [self._load_ciphertext(data) for _, data in sections]
-        x = self._query_residues(header, sections)
+        x = self._query_residues(header, sections, seg)
         top = self.levels[0][0]
         try:
             return [raw.new_ciphertext(self.ctx, top, x[j], self.scale) for j in range(x.shape[0])]
@@ -281,7 +318,7 @@ class ModelEvaluator:
 
     def _result(self, cts: list[seal.Ciphertext], header: dict[str, Any], masked: bool) -> bytes:
         out = {"kind": "result", "packing": self.packing, "key_id": self.key_id,
-               "batch": header.get("batch", 0), "masked": masked}
+               "batch": header.get("batch", 0), "masked": masked, "segment": header.get("segment", 0)}
         return frame(RESULT_MAGIC, out, [(b"C", self._scratch.dump(ct)) for ct in cts])
 
     # ------------------------------------------------------------------ evaluation
@@ -338,10 +375,10 @@ class ModelEvaluator:
         self.ev.rescale_to_next_inplace(x)
         return x
 
-    def _run_single(self, cts: list[seal.Ciphertext]) -> list[seal.Ciphertext]:
+    def _run_single(self, cts: list[seal.Ciphertext], seg: _Segment) -> list[seal.Ciphertext]:
         x = None
-        for idx, st in enumerate(self.plan.stages):
-            prep = self._single[idx]
+        for idx, st in enumerate(seg.plan.stages):
+            prep = seg.single[idx]
             if isinstance(st, SquareStage):
                 x = self._square(x)
             elif "gather" in prep:
@@ -357,14 +394,14 @@ class ModelEvaluator:
                 x = self._linear_single(cts[0] if x is None else x, prep)
         return [x]
 
-    def _run_batch(self, cts: list[seal.Ciphertext]) -> list[seal.Ciphertext]:
+    def _run_batch(self, cts: list[seal.Ciphertext], seg: _Segment) -> list[seal.Ciphertext]:
         xs = cts
-        for idx, st in enumerate(self.plan.stages):
-            level, _ = self._schedule[idx]
+        for idx, st in enumerate(seg.plan.stages):
+            level, _ = seg.schedule[idx]
             if isinstance(st, SquareStage):
                 xs = [self._square(x) for x in xs]
                 continue
-            w_scale = self._single[idx]["w_scale"]
+            w_scale = seg.single[idx]["w_scale"]
             pid = self.levels[level][0]
             w = st.weight
             out = []
@@ -389,38 +426,76 @@ class ModelEvaluator:
             xs = out
         return xs
 
-    def _run_fast_batch(self, blob: bytes) -> tuple[list[seal.Ciphertext], dict[str, Any]]:
-        assert self._engine is not None
-        header, sections = self._read_query(blob)
-        box = [self._query_residues(header, sections)]  # the engine frees it after the first stage
+    def _unmask(self, cts: list[seal.Ciphertext], seg: _Segment, unmask: np.ndarray | None,
+                header: dict[str, Any], frac_bits: int) -> list[seal.Ciphertext]:
+        """Add back this party's mask ``m`` (fixed point, [B, n] or [n]) to the re-encrypted
+        activations ``Enc(y - m)`` entering a later segment, laid out as the querying party laid
+        out the query, so that they hold ``Enc(y)``."""
+        first = seg is self._segs[0]
+        if first:
+            if unmask is not None:
+                raise HEError("the model input carries no mask of this party; unmask must be None")
+            return cts
+        if unmask is None:
+            raise HEError("the activations entering a later segment arrive masked: unmask is required")
+        n = seg.plan.input_size
+        m = fixedpoint.decode(fixedpoint.as_ring(np.asarray(unmask)), frac_bits)
+        if self.packing == "single":
+            if m.size != n:
+                raise HEError(f"the mask has {m.size} values; segment input has {n}")
+            vecs = query_vectors(seg.layout, m.reshape(n))
+        else:
+            m = m.reshape(-1, n) if m.size % n == 0 else m
+            if m.ndim != 2 or m.shape[0] != int(header.get("batch", -1)):
+                raise HEError(f"the mask has shape {np.shape(unmask)}; expected [{header.get('batch')}, {n}]")
+            vecs = query_vectors(seg.layout, m)
+        if len(vecs) != len(cts):
+            raise HEError(f"the mask lays out into {len(vecs)} vectors for {len(cts)} ciphertexts")
+        pt = seal.Plaintext()
+        for ct, vec in zip(cts, vecs):
+            self.encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, pt)
+            self.ev.add_plain_inplace(ct, pt)
+        return cts
+
+    def _run_fast_batch(self, header: dict[str, Any], sections: list[tuple[bytes, Any]], seg: _Segment,
+                        unmask: np.ndarray | None, frac_bits: int) -> list[seal.Ciphertext]:
+        assert seg.engine is not None
+        if unmask is None and seg is self._segs[0]:
+            box = [self._query_residues(header, sections, seg)]  # the engine frees it after the first stage
+        else:
+            cts = self._unmask(self._query_ciphertexts(header, sections, seg), seg, unmask, header, frac_bits)
+            box = [np.stack([raw.residues(ct) for ct in cts])]
+            del cts
         del sections
         try:
-            return self._engine.run_owned(box), header
+            return seg.engine.run_owned(box)
         except raw.RawLayoutError as exc:
             raise HEError(f"batch evaluation failed: {exc}") from None
 
-    def _run(self, blob: bytes) -> tuple[list[seal.Ciphertext], dict[str, Any]]:
-        if self._engine is not None:
-            try:
-                return self._run_fast_batch(blob)
-            except (RuntimeError, ValueError) as exc:
-                raise HEError(f"SEAL refused the evaluation: {exc}") from None
-        header, sections = self._read_query(blob)
-        cts = self._query_ciphertexts(header, sections)
+    def _run(self, blob: bytes, unmask: np.ndarray | None = None, frac_bits: int = 0
+             ) -> tuple[list[seal.Ciphertext], dict[str, Any], _Segment]:
+        header, sections, seg = self._read_query(blob)
         try:
-            res = self._run_single(cts) if self.packing == "single" else self._run_batch(cts)
+            if seg.engine is not None:
+                return self._run_fast_batch(header, sections, seg, unmask, frac_bits), header, seg
+            cts = self._unmask(self._query_ciphertexts(header, sections, seg), seg, unmask, header, frac_bits)
+            res = self._run_single(cts, seg) if self.packing == "single" else self._run_batch(cts, seg)
         except (RuntimeError, ValueError) as exc:
             raise HEError(f"SEAL refused the evaluation: {exc}") from None
-        return res, header
+        return res, header, seg
 
-    def evaluate(self, query: bytes) -> bytes:
+    def evaluate(self, query: bytes, unmask: np.ndarray | None = None, frac_bits: int = 0) -> bytes:
         """Enc(z), unmasked (for tests and benchmarks; the protocol uses :meth:`evaluate_masked`)."""
-        res, header = self._run(query)
+        res, header, _ = self._run(query, unmask, frac_bits)
         return self._result(res, header, masked=False)
 
-    def evaluate_masked(self, query: bytes, frac_bits: int) -> tuple[bytes, np.ndarray]:
+    def evaluate_masked(self, query: bytes, frac_bits: int, unmask: np.ndarray | None = None
+                        ) -> tuple[bytes, np.ndarray]:
         """Enc(z - r) and the answering party's share ``b = capc.fixedpoint.encode(r, frac_bits)``
-        (uint64 [C] for single packing, [B, C] for batch).  See :mod:`capc.he.mask`.
+        (uint64 [C] for single packing, [B, C] for batch), z being the outputs of the query's
+        segment.  See :mod:`capc.he.mask`.  For segment ``k > 0`` of a hybrid plan, ``unmask`` is the
+        mask this party put on the activations in the garbled-circuit layer before (fixed point with
+        ``frac_bits``, [n] or [B, n]).
 
         Raises:
             HEError: if frac_bits, the hiding bits and the logit bound exceed the decoding precision
@@ -429,17 +504,21 @@ class ModelEvaluator:
         if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)) or frac_bits < 0:
             raise HEError(f"frac_bits must be a non-negative integer, got {frac_bits!r}")
         f = int(frac_bits)
-        # the mask is sized by a bound that holds (the larger of the declared B and the sound bound
-        # derived from this plan over the input domain); s is lowered to fit the decoding precision
-        s_bits, log2_bound, bound = mask_sizing(self.logit_bound, self.derived_bound, f,
+        header, _, seg = self._read_query(query)
+        last = seg is self._segs[-1]
+        # the mask is sized by a bound that holds (for the logits the larger of the declared B and
+        # the sound bound derived from this plan over the input domain; for a hidden layer's
+        # pre-activations the derived bound); s is lowered to fit the decoding precision
+        s_bits, log2_bound, bound = mask_sizing(self.logit_bound if last else 0.0, seg.bound, f,
                                                 requested=self.hiding_bits, minimum=self.min_hiding_bits)
         need = needed_output_bits(math.log2(self.scale), s_bits, log2_bound)
-        if self.output_modulus_bits < need:
-            raise HEError(f"the parameters keep {self.output_modulus_bits} modulus bits at the output "
+        out_bits = self.levels[seg.plan.depth][2]
+        if out_bits < need:
+            raise HEError(f"the parameters keep {out_bits} modulus bits at the output "
                           f"level but the mask needs {need} (scale + {s_bits} hiding bits + "
-                          f"logit bound 2^{log2_bound}); refusing to return a weakly masked result")
-        res, header = self._run(query)
-        c = self.plan.num_classes
+                          f"value bound 2^{log2_bound}); refusing to return a weakly masked result")
+        res, header, seg = self._run(query, unmask, f)
+        c = seg.plan.num_classes
         shares = []
         std = flood_std(f)
         for ct in res:
@@ -459,11 +538,25 @@ class ModelEvaluator:
             b = fixedpoint.encode(np.stack([r[:batch] for r in shares], axis=1), f)
             secret = c * self.slots
         self.last_hiding = hiding_report(s_bits, bound, f, secret,
-                                         2 * self.slots * len(res) - secret, self.derived_bound)
+                                         2 * self.slots * len(res) - secret, seg.bound)
         self.last_hiding["flood_std"] = std
         self.last_hiding["grid_smoothing_bits"] = grid_smoothing_bits(std, s_bits, log2_bound,
                                                                       2 * self.slots * len(res))
         return self._result(res, header, masked=True), b
+
+    def activation_mask(self, segment: int, count: int, frac_bits: int) -> np.ndarray:
+        """A fresh mask m (uint64[count, n], fixed point with ``frac_bits``) for the outputs of the
+        garbled-circuit layer after ``segment`` of a hybrid plan: the circuit hands the querying
+        party ``y - m``, which it re-encrypts for the next segment, and :meth:`evaluate_masked`
+        removes m again (``unmask``).  ``|y|`` is at most the sound bound on the segment's outputs
+        (ReLU and max do not enlarge it), so ``y - m`` hides y to ``2^-s``, with s the hiding bits
+        that fit the float64 precision of the querying party's re-encoding (as for the logits)."""
+        gcs = getattr(self.plan, "gc_layers", ())
+        if isinstance(segment, bool) or not isinstance(segment, int) or not 0 <= segment < len(gcs):
+            raise HEError(f"there is no garbled-circuit layer after segment {segment!r}")
+        s_bits, log2_bound, _ = mask_sizing(0.0, self._segs[segment].bound, int(frac_bits),
+                                            requested=self.hiding_bits, minimum=self.min_hiding_bits)
+        return draw_share_mask((int(count), gcs[segment].size_out), s_bits, log2_bound, int(frac_bits))
 
     def _rerandomise(self, ct: seal.Ciphertext, std: float) -> None:
         """Circuit privacy: flood the evaluation error and replace the ciphertext's randomness.

@@ -17,7 +17,8 @@ from capc.config import HEParams
 from capc.he import raw, residue_wire
 from capc.he.bounds import PIXELS, InputDomain
 from capc.he.errors import HEError
-from capc.he.layout import batch_layout, single_layout
+from capc.he.hybrid import segments_of
+from capc.he.layout import batch_layout, query_vectors, single_layout
 from capc.he.params import HESetup, choose_params
 from capc.he.plan import as_public
 from capc.he.residue_wire import ResiduePacker
@@ -110,11 +111,11 @@ class QueryKeys:
         keygen = seal.KeyGenerator(self._ctx)
         self._sk = keygen.secret_key()
         self._scratch = _Scratch()
-        if packing == "single":
-            self._layout: Any = single_layout(self.plan, self.slots)
-        else:
-            self._layout = batch_layout(self.plan, self.slots)
-        steps = list(self._layout.rotation_steps)
+        #: the plan's CKKS segments (one for a plain plan; a hybrid plan's are joined by GC layers)
+        self.segments = segments_of(self.plan)
+        make_layout = single_layout if packing == "single" else batch_layout
+        self._layouts: list[Any] = [make_layout(seg, self.slots) for seg in self.segments]
+        steps = sorted({r for lay in self._layouts for r in lay.rotation_steps})
         parms_bytes = self._scratch.dump(parms)
         relin = self._scratch.dump(keygen.create_relin_keys())
         # the answering parties re-randomise every ciphertext they return with a fresh encryption of
@@ -152,26 +153,28 @@ class QueryKeys:
         secret key)."""
         return self._public
 
-    def _check_values(self, x: Any, batch: bool) -> np.ndarray:
+    def _check_values(self, x: Any, batch: bool, segment: int = 0) -> np.ndarray:
         try:
             arr = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError):
             raise HEError("the query must be a numeric array") from None
-        n = self.plan.input_size
+        seg = self.segments[segment]
+        n = seg.input_size
         if batch:
             if arr.ndim < 1 or arr.size % n or arr.size == 0:
-                raise HEError(f"a batch must have shape [B, {', '.join(map(str, self.plan.input_shape))}], "
+                raise HEError(f"a batch must have shape [B, {', '.join(map(str, seg.input_shape))}], "
                               f"got {arr.shape}")
             arr = arr.reshape(-1, n)
             if arr.shape[0] > self.slots:
                 raise HEError(f"batch of {arr.shape[0]} queries exceeds the {self.slots} slots")
         elif arr.size != n:
-            raise HEError(f"a query must have shape {self.plan.input_shape} ({n} values), got {arr.shape}")
+            raise HEError(f"a query must have shape {seg.input_shape} ({n} values), got {arr.shape}")
         else:
             arr = arr.reshape(n)
         if not np.all(np.isfinite(arr)):
             raise HEError("the query contains NaN or infinite values")
-        self.domain.check(arr)
+        if segment == 0:  # later segments carry masked activations, whose range the mask sets
+            self.domain.check(arr)
         return arr
 
     def _encrypt_vec(self, vec: np.ndarray) -> bytes:
@@ -259,39 +262,38 @@ class QueryKeys:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def encrypt(self, x: Any) -> bytes:
+    def encrypt(self, x: Any, segment: int = 0) -> bytes:
         """Encrypt one query (single packing, shape ``input_shape``) or a batch (batch packing,
-        shape [B, *input_shape] with B <= N/2).  Raises :class:`HEError` on NaN/inf, a value outside
-        the declared input domain, or a bad shape."""
+        shape [B, *input_shape] with B <= N/2) as the input of ``segment`` (0: the model input; in a
+        hybrid plan ``k > 0``: the masked activations entering segment k).  Raises :class:`HEError` on
+        NaN/inf, a value outside the declared input domain (segment 0), or a bad shape."""
+        if isinstance(segment, bool) or not isinstance(segment, int) or not 0 <= segment < len(self.segments):
+            raise HEError(f"segment must be in 0..{len(self.segments) - 1}, got {segment!r}")
         if self.packing == "single":
-            v = self._check_values(x, batch=False)
-            lay = self._layout
-            if lay.gather is not None:
-                tab = lay.gather.table
-                vals = np.where(tab >= 0, v[np.maximum(tab, 0)], 0.0)
-                vecs = vals.reshape(lay.gather.num_cts, self.slots)
-            else:
-                per = lay.input_period
-                vecs = np.tile(np.pad(v, (0, per - v.size)), self.slots // per)[None, :]
+            v = self._check_values(x, batch=False, segment=segment)
             count = 0
         else:
-            v = self._check_values(x, batch=True)
-            vecs = v.T
+            v = self._check_values(x, batch=True, segment=segment)
             count = v.shape[0]
+        vecs = query_vectors(self._layouts[segment], v)
         header = {"kind": "query", "packing": self.packing, "key_id": self.key_id,
-                  "plan": self.plan.fingerprint, "count": len(vecs), "batch": count}
+                  "plan": self.plan.fingerprint, "count": len(vecs), "batch": count, "segment": segment}
         if self.packing == "batch" and self.residue_encoding:
             header["encoding"] = residue_wire.ENCODING
             return self._encrypt_residues(np.asarray(vecs), header)
         return frame(QUERY_MAGIC, header, [(b"C", self._encrypt_vec(vec)) for vec in vecs])
 
     def decrypt_logits(self, blob: bytes) -> np.ndarray:
-        """Decrypt a result: float64 [C] (single) or [B, C] (batch).  Masked results decrypt to
-        ``z - r``; the querying party's share is ``capc.fixedpoint.encode(value, frac_bits)``."""
+        """Decrypt a result: float64 [C] (single) or [B, C] (batch), C being the outputs of the
+        result's segment (the logits for the last one).  Masked results decrypt to ``z - r``; the
+        querying party's share is ``capc.fixedpoint.encode(value, frac_bits)``."""
         header, sections = unframe(blob, RESULT_MAGIC, "result")
         if header.get("key_id") != self.key_id:
             raise HEError("the result was not computed under this querying party's key")
-        c = self.plan.num_classes
+        k = header.get("segment", 0)
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self.segments):
+            raise HEError(f"the result names segment {k!r}; this plan has {len(self.segments)}")
+        c = self.segments[k].num_classes
         expect = 1 if self.packing == "single" else c
         if header.get("packing") != self.packing or len(sections) != expect:
             raise HEError(f"result has {len(sections)} ciphertexts for {header.get('packing')!r} packing; "

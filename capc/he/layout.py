@@ -162,3 +162,20 @@ def single_layout(p: PublicPlan, slots: int) -> SingleLayout:
 def batch_layout(p: PublicPlan, slots: int) -> BatchLayout:
     """Batch layout: up to ``slots`` queries, ``input_size`` query ciphertexts, no rotations."""
     return BatchLayout(slots, slots, p.input_size, [])
+
+
+def query_vectors(layout: SingleLayout | BatchLayout, values: np.ndarray) -> np.ndarray:
+    """The slot vectors of a query: ``[query_cts, slots]`` for one input vector (single packing),
+    ``[input_size, B]`` for ``[B, input_size]`` inputs (batch packing, query ``q`` in slot ``q``).
+
+    The querying party encrypts these vectors; in the hybrid protocol the answering party lays its
+    own mask out the same way to remove it from a re-encrypted activation (the layout is linear)."""
+    if isinstance(layout, BatchLayout):
+        return np.ascontiguousarray(np.asarray(values, dtype=np.float64).T)
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if layout.gather is not None:
+        tab = layout.gather.table
+        vals = np.where(tab >= 0, v[np.maximum(tab, 0)], 0.0)
+        return vals.reshape(layout.gather.num_cts, layout.slots)
+    per = layout.input_period
+    return np.tile(np.pad(v, (0, per - v.size)), layout.slots // per)[None, :]

@@ -119,3 +119,23 @@ def hiding_report(hiding_bits: int, logit_bound: float, frac_bits: int, secret_c
     if derived_bound is not None:
         report["derived_logit_bound"] = float(derived_bound)
     return report
+
+
+def draw_share_mask(shape: tuple[int, ...], hiding_bits: int, log2_bound: int, frac_bits: int) -> np.ndarray:
+    """Fixed-point masks (uint64 ring elements with ``frac_bits`` fraction bits) for values of
+    magnitude at most ``2^log2_bound``: uniform integers in ``[-2^(s+b+f), 2^(s+b+f))`` from the OS's
+    CSPRNG, so that ``y - m`` is within statistical distance ``2^-s`` of ``-m`` for every such ``y``.
+
+    The hybrid protocol's answering party puts one on each activation a garbled-circuit layer hands
+    the querying party (:mod:`capc.parties.hybrid`).
+
+    Raises:
+        HEError: if ``s + b + f`` leaves no room in 62 bits.
+    """
+    bits = int(hiding_bits) + int(log2_bound) + int(frac_bits)
+    if bits > 61:
+        raise HEError(f"an activation mask of {bits} bits does not fit the 64-bit ring")
+    count = int(np.prod(shape))
+    raw = np.frombuffer(os.urandom(8 * count), dtype=np.uint64)
+    k = (raw >> np.uint64(64 - bits - 1)).astype(np.int64) - (1 << bits)
+    return k.view(np.uint64).reshape(shape)

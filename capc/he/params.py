@@ -29,6 +29,7 @@ from capc.config import HE_STANDARD_MAX_BITS, HEParams, he_params_from_dict
 from capc.errors import ConfigError
 from capc.he.errors import HEError, ParameterError
 from capc.he.layout import single_layout
+from capc.he.hybrid import segments_of
 from capc.he.plan import as_public
 
 #: Largest s + ceil(log2 B) + f for which float64 CKKS decoding keeps a + b within +-1.
@@ -77,8 +78,28 @@ class HESetup:
 NOISE_MARGIN_BITS = 28
 
 
-def min_scale_bits(frac_bits: int) -> int:
-    """Fewest scale bits for which CKKS's evaluation error keeps the shares within +-1 at ``frac_bits``."""
+#: The same margin for a plan without squares (the hybrid ReLU models: every CKKS segment is affine
+#: maps on a fresh ciphertext, so the error is the encryption and rescaling error times the weights,
+#: not amplified by squaring).  Measured in the tests on the cryptonets-relu digits models.
+LINEAR_NOISE_MARGIN_BITS = 14
+
+
+def has_square(plan: Any) -> bool:
+    """Whether any CKKS segment of ``plan`` (plain or hybrid, public or full) squares a ciphertext."""
+    return any(kind == "square" for seg in segments_of(as_public(plan)) for kind, _, _ in seg.stage_shapes)
+
+
+def needs_key_switching(plan: Any, packing: str, poly_modulus_degree: int) -> bool:
+    """Whether evaluating ``plan`` with ``packing`` uses key switching: relinearising a square, or
+    rotating (single packing's diagonal and gather layouts)."""
+    return has_square(plan) or (packing == "single" and bool(as_public(plan).rotations(packing, poly_modulus_degree)))
+
+
+def min_scale_bits(frac_bits: int, plan: Any = None) -> int:
+    """Fewest scale bits for which CKKS's evaluation error keeps the shares within +-1 at
+    ``frac_bits`` (for ``plan``; the stricter square-model margin when no plan is given)."""
+    if plan is not None and not has_square(plan):
+        return frac_bits + LINEAR_NOISE_MARGIN_BITS
     return frac_bits + NOISE_MARGIN_BITS
 
 
@@ -130,7 +151,8 @@ def recommend_params(plan: Any, *, packing: str = "single", hiding_bits: int = D
             continue
         if packing == "single":
             try:
-                single_layout(pub, n // 2)
+                for seg in segments_of(pub):
+                    single_layout(seg, n // 2)
             except ParameterError:
                 continue
         return he_params_from_dict({
@@ -169,12 +191,12 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
     if he_params is None:
         he_params = recommend_params(pub, packing=packing, hiding_bits=hiding_bits,
                                      logit_bound=logit_bound, frac_bits=frac_bits,
-                                     scale_bits=max(40, min_scale_bits(frac_bits)))
+                                     scale_bits=max(40, min_scale_bits(frac_bits, pub)))
     if not isinstance(he_params, HEParams):
         raise HEError(f"he_params must be capc.config.HEParams, got {type(he_params).__name__}")
     scale_bits = max(20, min(40, round(he_params.log2_scale)))
     problems: list[str] = []
-    if he_params.complex_packing:
+    if he_params.complex_packing and has_square(pub):
         problems.append("complex_packing=true is not supported: squaring a complex slot mixes the two "
                         "packed reals ((a+ib)^2 = a^2-b^2+2iab), so every square activation would need "
                         "an extra conjugation and level; set complex_packing to false")
@@ -185,13 +207,25 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
                         f"middle primes")
     if packing == "single":
         try:
-            single_layout(pub, he_params.slots)
+            for seg in segments_of(pub):
+                single_layout(seg, he_params.slots)
         except ParameterError as exc:
             problems.append(f"too few slots: {exc}")
-    if he_params.log2_scale < min_scale_bits(frac_bits):
+    special, data_max = he_params.coeff_modulus[-1], max(he_params.coeff_modulus[:-1])
+    if special < data_max and needs_key_switching(pub, packing, he_params.poly_modulus_degree):
+        problems.append(f"key switching would be unsound: the special prime has {special} bits, fewer than "
+                        f"the largest data prime ({data_max} bits), so every "
+                        f"{'relinearisation' if has_square(pub) else 'rotation'} adds noise about "
+                        f"2^{data_max - special} times the key-switching noise (the results come back "
+                        f"garbled); make the last prime at least {data_max} bits" +
+                        ("" if has_square(pub) else
+                         ", or use batch packing (--packing batch, or --batch_size > 1), which needs no "
+                         "key switching for a model without squares"))
+    if he_params.log2_scale < min_scale_bits(frac_bits, pub):
         problems.append(f"too noisy: scale 2^{he_params.log2_scale:g} leaves CKKS evaluation errors that "
                         f"move {frac_bits}-fraction-bit shares by more than 1 (measured: logit errors up to "
-                        f"0.27 at 2^24); the scale needs at least 2^{min_scale_bits(frac_bits)}")
+                        f"0.27 at 2^24 for a square model); the scale needs at least "
+                        f"2^{min_scale_bits(frac_bits, pub)}")
     out_bits = output_modulus_bits(he_params, min(pub.depth, levels))
     need = needed_output_bits(he_params.log2_scale, hiding_bits, log2_bound)
     if levels >= pub.depth and out_bits < need:
@@ -202,7 +236,7 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
         src = he_params.source or "the given parameters"
         raise ParameterError(f"{src} cannot serve this model: " + "; ".join(problems) +
                              _proposal(pub, packing, hiding_bits, logit_bound, frac_bits,
-                                       max(scale_bits, min_scale_bits(frac_bits), 40)))
+                                       max(scale_bits, min_scale_bits(frac_bits, pub), 40)))
     return HESetup(he_params, packing, hiding_bits, float(logit_bound), frac_bits, pub.depth,
                    out_bits, out_bits - need)
 

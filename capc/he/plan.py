@@ -288,10 +288,13 @@ class Plan:
                 f"depth={self.depth}, stages={[s[0] for s in self.public_plan.stage_shapes]})")
 
 
-def as_public(plan: Any) -> PublicPlan:
-    """Accept a :class:`Plan` or :class:`PublicPlan` and return the public part."""
-    if isinstance(plan, Plan):
+def as_public(plan: Any) -> Any:
+    """Accept a :class:`Plan` or :class:`PublicPlan` (or their hybrid counterparts from
+    :mod:`capc.he.hybrid`) and return the public part."""
+    from capc.he.hybrid import HybridPlan, PublicHybridPlan
+
+    if isinstance(plan, (Plan, HybridPlan)):
         return plan.public_plan
-    if isinstance(plan, PublicPlan):
+    if isinstance(plan, (PublicPlan, PublicHybridPlan)):
         return plan
     raise HEError(f"expected a capc.he Plan or PublicPlan, got {type(plan).__name__}")

@@ -75,6 +75,7 @@ class ExperimentConfig:
     models_dir: Path | None
     retrain: bool = False
     data_dir: Path | None = None
+    packing: str = "auto"
 
     @property
     def sigma_gnmax(self) -> float:
@@ -186,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="directory holding the dataset's standard files (MNIST / Fashion-MNIST idx "
                           "files, '.gz' allowed); default: where Keras caches them, and for Fashion-MNIST "
                           "also where Debian's dataset-fashion-mnist package installs them")
+    own.add_argument("--packing", choices=("auto", "single", "batch"), default="auto",
+                     help="how queries fill the CKKS slots: 'single' (one query spread over a ciphertext's "
+                          "slots, with rotations), 'batch' (one query per slot, no rotations: how "
+                          "he-transformer packed them); 'auto' (default) takes batch when --batch_size > 1 "
+                          "or when the CKKS file cannot key-switch (a special prime smaller than a data "
+                          "prime, as in config/10.json), else single")
     own.add_argument("--models_dir", "--models-dir", dest="models_dir", type=str, default=None,
                      help="where default models are stored and trained on first use "
                           "(created if missing; default: capc's models directory)")
@@ -308,7 +315,7 @@ def validate(ns: argparse.Namespace) -> ExperimentConfig:
         threshold=float(ns.threshold), vote_scale_exp=ns.vote_scale_exp,
         budget_eps=float(ns.budget_eps), delta=float(ns.delta), run_dir=run_dir, tmux=ns.tmux,
         host=ns.host, timeout=float(ns.timeout), models_dir=models_dir, retrain=bool(ns.retrain),
-        data_dir=data_dir,
+        data_dir=data_dir, packing=ns.packing,
     )
 
 

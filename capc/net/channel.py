@@ -151,6 +151,12 @@ class RawIO:
         """Send all queued bytes now."""
         self._ch._flush_raw(Deadline(self.timeout))
 
+    def unread(self, data: bytes) -> None:
+        """Put back bytes an engine read ahead of its protocol's end: the channel's next read (raw or
+        framed) returns them first, so a message the peer sent right after its last 2PC byte is not
+        lost in the engine's buffer."""
+        self._ch._pushback[:0] = bytes(data)
+
 
 class Channel:
     """Framed, typed messages over a connected stream socket, with deadlines and byte counters.
@@ -177,6 +183,7 @@ class Channel:
         self._broken: str | None = None
         self._closed = False
         self._raw_pending = bytearray()  # RawIO bytes not yet written
+        self._pushback = bytearray()  # bytes a 2PC engine read ahead and gave back (RawIO.unread)
 
     # -------------------------------------------------------------- public API
 
@@ -353,6 +360,11 @@ class Channel:
     def _recv_some(self, view: memoryview, deadline: Deadline, want: str, mid_frame: bool = True) -> int:
         """One ``recv_into`` bounded by the deadline; 0 means end of stream."""
         self._check_usable()
+        if self._pushback:  # bytes a 2PC engine read ahead and gave back (RawIO.unread)
+            n = min(len(view), len(self._pushback))
+            view[:n] = self._pushback[:n]
+            del self._pushback[:n]
+            return n
         while True:
             remaining = deadline.remaining()
             if remaining <= 0:

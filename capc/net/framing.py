@@ -26,7 +26,7 @@ from enum import IntEnum
 from capc.net.errors import ChannelClosed, ProtocolError
 
 MAGIC = b"CAPC"
-PROTOCOL_VERSION = 2  # 2: one query is a batch of one (every request carries a list of ids)
+PROTOCOL_VERSION = 3  # 2: one query is a batch of one (every request carries a list of ids); 3: hybrid segments
 HEADER = struct.Struct(">4sHHHQ")
 HEADER_SIZE = HEADER.size
 

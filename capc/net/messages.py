@@ -464,30 +464,36 @@ class PublicContext(Message):
 class QueryRequest(Message):
     """Step 1a, QP -> AP: the queries ``query_ids`` encrypted (one blob per query with single packing,
     one for all of them with batch packing), the number of classes C the AP must return and the logit
-    fixed-point scale 2^frac_bits."""
+    fixed-point scale 2^frac_bits.  With a ReLU / max-pool model (:mod:`capc.he.hybrid`) ``segment``
+    k > 0 carries the re-encrypted, AP-masked activations entering CKKS segment k."""
 
     TYPE: ClassVar[MessageType] = MessageType.QUERY_REQUEST
     query_ids: np.ndarray = spec(QUERY_IDS)
     ciphertexts: tuple[bytes, ...] = spec(Blobs())
     num_classes: int = spec(CLASSES)
     frac_bits: int = spec(Int(0, 62))
+    segment: int = spec(Int(0, 255), default=0)
 
 
 @_message
 class QueryResult(Message):
-    """Step 1a, AP -> QP: the masked encrypted logits Enc(z_j - r_j) of the request's queries."""
+    """Step 1a, AP -> QP: the masked encrypted logits Enc(z_j - r_j) of the request's queries (for
+    ``segment`` k before the last of a hybrid model: its masked pre-activations)."""
 
     TYPE: ClassVar[MessageType] = MessageType.QUERY_RESULT
     query_ids: np.ndarray = spec(QUERY_IDS)
     ciphertexts: tuple[bytes, ...] = spec(Blobs())
+    segment: int = spec(Int(0, 255), default=0)
 
 
 @_message
 class GcStart(Message):
     """Begins garbled-circuit 2PC runs of ``program`` for the queries ``query_ids``, in order (step 1b:
-    "argmax_share"). After this message the engine's own bytes flow over the same channel through
+    "argmax_share"; inside step 1a of a hybrid model, "relu_share" or "maxpool_share" for the GC
+    layer after segment ``options["segment"]``, all of the batch's activations in one run). After
+    this message the engine's own bytes flow over the same channel through
     :meth:`capc.net.channel.Channel.raw_io`; framed messages resume when the engine is done.
-    ``options`` carries small public parameters of the run (bit widths, scales)."""
+    ``options`` carries small public parameters (the segment)."""
 
     TYPE: ClassVar[MessageType] = MessageType.GC_START
     query_ids: np.ndarray = spec(QUERY_IDS)

@@ -5,6 +5,11 @@ Per request of B queries, over the channel the QP opened (docs/design.md §4.4):
 * **step 1a** — ``QueryRequest(Enc(x))`` arrives; the AP evaluates its model under CKKS and replies
   ``QueryResult(Enc(z - r))`` with a fresh mask ``r`` (cryptographic randomness, range 2^s times the
   logit bound); it keeps only its fixed-point shares ``b = round(2^f r)`` (uint64[B, C]).
+  A model with ReLU / max-pool layers (:mod:`capc.he.hybrid`) answers segment by segment: the
+  result of a hidden segment is its masked pre-activations; ``GcStart("relu_share" |
+  "maxpool_share")`` runs the layer on the shares and hands the QP ``y - m`` under a fresh mask m
+  (:meth:`AnsweringParty.step_1a_gc_layer`); the QP's next ``QueryRequest(segment=k+1)`` carries
+  ``Enc(y - m)``, from which the AP removes m homomorphically before evaluating segment k+1.
 * **step 1b** — ``GcStart("argmax_share")``: for each query the AP garbles argmax(a + b) with a fresh
   uniform ``m in Z_2^64^C`` so that the QP learns ``onehot(k) - m`` and the AP learns nothing.
 * **step 2** — the AP sends ``VoteShare(m)`` for the B queries to the privacy guardian, tells the QP
@@ -35,9 +40,11 @@ from capc.parties.transport import Link
 
 @dataclass
 class _Pending:
-    b: np.ndarray  # the AP's shares of the masked logits (uint64[B, C]), row k for query ids[k]
+    b: np.ndarray  # the AP's shares of the masked outputs of `segment` (uint64[B, n]), row k for ids[k]
     ids: list[int]
     started: float
+    segment: int = 0  # the CKKS segment b belongs to (the last one holds the logits)
+    mask: np.ndarray | None = None  # this AP's mask on the GC layer's outputs, until the next segment
 
 
 class Refusal(CapcError):
@@ -65,24 +72,57 @@ class AnsweringParty:
 
     # ------------------------------------------------------------------ protocol steps
 
-    def step_1a(self, evaluator: MaskedEvaluator, qp: str, req: QueryRequest) -> tuple[QueryResult, _Pending]:
-        """Evaluate the model on the encrypted queries and mask the results."""
+    def step_1a(self, evaluator: MaskedEvaluator, qp: str, req: QueryRequest,
+                pending: _Pending | None = None) -> tuple[QueryResult, _Pending]:
+        """Evaluate the model (segment ``req.segment`` of a hybrid model, after removing this AP's
+        mask from the re-encrypted activations) on the encrypted queries and mask the results."""
         p = self.cfg.protocol
         ids = req.query_ids.tolist()
+        k = req.segment
+        last = len(self.model.gc_layers)
         if req.num_classes != p.num_classes:
             raise Refusal(f"queries {ids[0]}..: the request has {req.num_classes} classes, the run has "
                           f"{p.num_classes}")
         if req.frac_bits != p.frac_bits:
             raise Refusal(f"queries {ids[0]}..: the request has {req.frac_bits} fraction bits, the run has "
                           f"{p.frac_bits}")
-        self._claim(qp, ids)
-        with self.ctx.timing.span("1a_he_inference", ids[0], batch=len(ids)):
-            result, b = evaluator.evaluate_masked(req.ciphertexts, len(ids), p.frac_bits)
-        if b.shape != (len(ids), p.num_classes):
+        if k > last:
+            raise Refusal(f"queries {ids[0]}..: segment {k} of a model with {last + 1}")
+        unmask = None
+        if k == 0:
+            self._claim(qp, ids)
+        elif pending is None or pending.ids != ids or pending.segment != k - 1 or pending.mask is None:
+            raise Refusal(f"queries {ids[0]}..: segment {k} does not follow the GC layer of these queries")
+        else:
+            unmask = pending.mask
+        with self.ctx.timing.span("1a_he_inference", ids[0], batch=len(ids), segment=k):
+            result, b = evaluator.evaluate_masked(req.ciphertexts, len(ids), p.frac_bits, unmask)
+        width = p.num_classes if k == last else self.model.gc_layers[k].size_in
+        if b.shape != (len(ids), width):
             raise Refusal(f"the model of {self.ctx.name} produced shares of shape {b.shape}, expected "
-                          f"({len(ids)}, {p.num_classes})")
-        self.ctx.timing.record("1a_hiding_bits", 0.0, ids[0], hiding_bits=evaluator.last_hiding)
-        return QueryResult(query_ids=req.query_ids, ciphertexts=result), _Pending(b, ids, time.time())
+                          f"({len(ids)}, {width})")
+        self.ctx.timing.record("1a_hiding_bits", 0.0, ids[0], hiding_bits=evaluator.last_hiding, segment=k)
+        started = time.time() if pending is None or k == 0 else pending.started
+        return (QueryResult(query_ids=req.query_ids, ciphertexts=result, segment=k),
+                _Pending(b, ids, started, k))
+
+    def step_1a_gc_layer(self, link: Link, evaluator: MaskedEvaluator, pending: _Pending) -> None:
+        """The GC layer after segment ``pending.segment``: garble ReLU / window max of a + b for all
+        of the batch's activations at once, handing the QP ``y - m`` under a fresh mask m, which this
+        AP keeps (``pending.mask``) to remove from the next segment's input."""
+        layer = self.model.gc_layers[pending.segment]
+        f = self.cfg.protocol.frac_bits
+        m = evaluator.activation_mask(pending.segment, len(pending.ids), f)
+        b = layer.gather(pending.b)
+        session = link.gc()
+        with self.ctx.timing.span("1a_gc_layer", pending.ids[0], batch=len(pending.ids), segment=pending.segment):
+            if layer.kind == "relu":
+                session.relu_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64))
+            else:
+                session.maxpool_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64),
+                                              layer.window, relu_after=layer.relu)
+        pending.b = np.empty((0, 0), dtype=np.uint64)  # the pre-activation shares are spent
+        pending.mask = m
 
     def step_1b(self, link: Link, pending: _Pending) -> np.ndarray:
         """Garble argmax(a + b) for each query; the QP gets onehot - m. Returns this AP's vote shares m."""
@@ -145,11 +185,23 @@ class AnsweringParty:
                     elif isinstance(msg, QueryRequest):
                         if evaluator is None:
                             raise Refusal("queries before the public context")
-                        reply, pending = self.step_1a(evaluator, qp, msg)
+                        reply, pending = self.step_1a(evaluator, qp, msg, pending if msg.segment else None)
                         chan.send(reply)
-                        log.info("%d queries: step 1a done (encrypted inference, masked)", len(pending.ids))
+                        log.info("%d queries: step 1a done%s (encrypted inference, masked)", len(pending.ids),
+                                 f" for segment {msg.segment}" if self.model.gc_layers else "")
+                    elif msg.program in ("relu_share", "maxpool_share"):
+                        k = msg.options.get("segment")
+                        if (evaluator is None or pending is None or msg.query_ids.tolist() != pending.ids
+                                or k != pending.segment or k >= len(self.model.gc_layers)
+                                or pending.mask is not None
+                                or self.model.gc_layers[k].kind + "_share" != msg.program):
+                            raise Refusal(f"unexpected 2PC start {msg.program!r} (segment {k}) for queries "
+                                          f"{msg.query_ids.tolist()[:4]}")
+                        chan.send(StepDone(query_id=pending.ids[0], step="gc_ready"))
+                        self.step_1a_gc_layer(link, evaluator, pending)
                     else:
-                        if msg.program != "argmax_share" or pending is None or msg.query_ids.tolist() != pending.ids:
+                        if (msg.program != "argmax_share" or pending is None or msg.query_ids.tolist() != pending.ids
+                                or pending.segment != len(self.model.gc_layers)):
                             raise Refusal(f"unexpected 2PC start {msg.program!r} for queries "
                                           f"{msg.query_ids.tolist()[:4]}")
                         chan.send(StepDone(query_id=pending.ids[0], step="gc_ready"))

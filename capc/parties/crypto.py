@@ -10,6 +10,10 @@ directly; they call these small interfaces, so that the same role code runs with
 
 A query is a batch of one: every call takes and returns ``B`` queries at once ([B, ...] inputs,
 uint64[B, C] shares); how the B queries are packed into ciphertexts stays inside :mod:`capc.he`.
+
+A model with ReLU / max-pool layers is a chain of CKKS segments joined by garbled-circuit layers
+(:mod:`capc.he.hybrid`): the ciphers and evaluators then take a ``segment`` (through the blobs'
+headers) and the AP's ``unmask``, and both sides read the public :attr:`gc_layers`.
 """
 
 from __future__ import annotations
@@ -28,15 +32,19 @@ class QueryCipher(Protocol):
     """The QP's keys for one model layout: encrypts queries, decrypts masked results into shares."""
 
     key_id: str
+    #: the public GC layers between the model's CKKS segments (empty for a plain model)
+    gc_layers: tuple
 
     def public_context(self) -> bytes:
         """What the AP needs to evaluate (no secret key)."""
 
-    def encrypt(self, xs: np.ndarray) -> tuple[bytes, ...]:
-        """Encrypt the queries ``xs`` [B, *input_shape] into the request's blobs."""
+    def encrypt(self, xs: np.ndarray, segment: int = 0) -> tuple[bytes, ...]:
+        """Encrypt the queries ``xs`` [B, *input_shape] (or the masked activations [B, n] entering
+        ``segment`` > 0) into the request's blobs."""
 
     def decrypt_shares(self, blobs: tuple[bytes, ...], count: int, frac_bits: int) -> np.ndarray:
-        """The QP's fixed-point shares a (uint64[count, C]) of the masked logits ``z - r``."""
+        """The QP's fixed-point shares a (uint64[count, C]) of the masked logits ``z - r`` (of the
+        masked outputs of the blobs' segment, [count, n])."""
 
     def close(self) -> None:
         """Release worker processes (idempotent)."""
@@ -60,15 +68,23 @@ class MaskedEvaluator(Protocol):
 
     last_hiding: dict | None
 
-    def evaluate_masked(self, blobs: tuple[bytes, ...], count: int, frac_bits: int
-                        ) -> tuple[tuple[bytes, ...], np.ndarray]:
-        """Enc(z - r) for the ``count`` queries in ``blobs`` and the AP's shares b (uint64[count, C])."""
+    def evaluate_masked(self, blobs: tuple[bytes, ...], count: int, frac_bits: int,
+                        unmask: np.ndarray | None = None) -> tuple[tuple[bytes, ...], np.ndarray]:
+        """Enc(z - r) for the ``count`` queries in ``blobs`` and the AP's shares b (uint64[count, C]);
+        for a later segment of a hybrid model, ``unmask`` (uint64[count, n]) is the mask this AP put
+        on the activations in the GC layer before."""
+
+    def activation_mask(self, segment: int, count: int, frac_bits: int) -> np.ndarray:
+        """A fresh mask (uint64[count, n_out]) for the outputs of the GC layer after ``segment``,
+        sized by the sound bound on them (statistical hiding)."""
 
 
 class AnswerModel(Protocol):
     """An AP's own model, as the HE provider loaded it."""
 
     num_classes: int
+    #: the public GC layers between the model's CKKS segments (empty for a plain model)
+    gc_layers: tuple
 
     def public_plan(self) -> bytes:
         """The public layout the QP needs to make keys (no weights)."""
@@ -99,6 +115,16 @@ class TwoPartySession(Protocol):
     def noisy_argmax_garbler(self, M: np.ndarray, eta_G: np.ndarray, eta_T: int, threshold: int) -> bool: ...
 
     def noisy_argmax_evaluator(self, W: np.ndarray) -> tuple[bool, int | None]: ...
+
+    def relu_share_garbler(self, b: np.ndarray, m: np.ndarray, shift: int = 0) -> None: ...
+
+    def relu_share_evaluator(self, a: np.ndarray, shift: int = 0) -> np.ndarray: ...
+
+    def maxpool_share_garbler(self, b: np.ndarray, m: np.ndarray, window: int, shift: int = 0,
+                              relu_after: bool = False) -> None: ...
+
+    def maxpool_share_evaluator(self, a: np.ndarray, window: int, shift: int = 0,
+                                relu_after: bool = False) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
@@ -135,14 +161,17 @@ class _RealCipher:
         self.packing = packing
         self.key_id = keys.key_id  # type: ignore[attr-defined]
         self.sizes = keys.sizes  # type: ignore[attr-defined]
+        from capc.he.hybrid import gc_layers_of
+
+        self.gc_layers = gc_layers_of(keys.plan)  # type: ignore[attr-defined]
 
     def public_context(self) -> bytes:
         return self.keys.public_context()  # type: ignore[attr-defined]
 
-    def encrypt(self, xs: np.ndarray) -> tuple[bytes, ...]:
+    def encrypt(self, xs: np.ndarray, segment: int = 0) -> tuple[bytes, ...]:
         if self.packing == "single":
-            return tuple(self.keys.encrypt(x) for x in xs)  # type: ignore[attr-defined]
-        return (self.keys.encrypt(xs),)  # type: ignore[attr-defined]
+            return tuple(self.keys.encrypt(x, segment) for x in xs)  # type: ignore[attr-defined]
+        return (self.keys.encrypt(xs, segment),)  # type: ignore[attr-defined]
 
     def decrypt_shares(self, blobs: tuple[bytes, ...], count: int, frac_bits: int) -> np.ndarray:
         expect = count if self.packing == "single" else 1
@@ -168,11 +197,12 @@ class _RealKeyRing:
         self._keys: dict[str, _RealCipher] = {}
 
     def for_plan(self, plan_bytes: bytes) -> QueryCipher:
-        from capc.he import PublicPlan, QueryKeys
+        from capc.he import QueryKeys
         from capc.he.batch import default_workers
+        from capc.he.hybrid import public_plan_from_bytes
         from capc.parties.models import he_setup
 
-        pub = PublicPlan.from_bytes(plan_bytes)
+        pub = public_plan_from_bytes(plan_bytes)
         if pub.num_classes != self.cfg.protocol.num_classes:
             raise CapcError(f"an answering party's model has {pub.num_classes} outputs, the run has "
                             f"{self.cfg.protocol.num_classes} classes")
@@ -199,15 +229,18 @@ class _RealEvaluator:
         self.packing = packing
         self.last_hiding: dict | None = None
 
-    def evaluate_masked(self, blobs: tuple[bytes, ...], count: int, frac_bits: int
-                        ) -> tuple[tuple[bytes, ...], np.ndarray]:
+    def evaluate_masked(self, blobs: tuple[bytes, ...], count: int, frac_bits: int,
+                        unmask: np.ndarray | None = None) -> tuple[tuple[bytes, ...], np.ndarray]:
         expect = count if self.packing == "single" else 1
         if len(blobs) != expect:
             raise CapcError(f"the request holds {len(blobs)} blobs for {count} queries; {self.packing} "
                             f"packing needs {expect}")
+        if unmask is not None and len(unmask) != count:
+            raise CapcError(f"the mask covers {len(unmask)} queries, the request {count}")
         results, shares = [], []
-        for blob in blobs:
-            res, b = self.ev.evaluate_masked(blob, frac_bits)  # type: ignore[attr-defined]
+        for i, blob in enumerate(blobs):
+            m = None if unmask is None else (unmask[i] if self.packing == "single" else unmask)
+            res, b = self.ev.evaluate_masked(blob, frac_bits, unmask=m)  # type: ignore[attr-defined]
             results.append(res)
             shares.append(np.asarray(b).reshape(-1, np.asarray(b).shape[-1]))
         b_all = fixedpoint.as_ring(np.concatenate(shares))
@@ -216,12 +249,18 @@ class _RealEvaluator:
         self.last_hiding = getattr(self.ev, "last_hiding", None)
         return tuple(results), b_all[:count]
 
+    def activation_mask(self, segment: int, count: int, frac_bits: int) -> np.ndarray:
+        return self.ev.activation_mask(segment, count, frac_bits)  # type: ignore[attr-defined]
+
 
 class _RealModel:
     def __init__(self, plan: object, cfg: RunConfig) -> None:
+        from capc.he.hybrid import gc_layers_of
+
         self.plan = plan
         self.cfg = cfg
         self.num_classes = plan.num_classes  # type: ignore[attr-defined]
+        self.gc_layers = gc_layers_of(plan)
 
     def public_plan(self) -> bytes:
         return self.plan.public_plan.to_bytes()  # type: ignore[attr-defined]

@@ -36,7 +36,7 @@ def he_setup(public_plan: Any, cfg: RunConfig) -> Any:
 
 
 #: Bumped when what :func:`plan_facts` stores changes.
-_FACTS_FORMAT = 1
+_FACTS_FORMAT = 2
 
 
 def _compiler_digest() -> str:
@@ -46,14 +46,15 @@ def _compiler_digest() -> str:
     import capc.he as he
 
     h = hashlib.sha256(str(_FACTS_FORMAT).encode())
-    for name in ("compiler.py", "plan.py", "bounds.py", "layout.py"):
+    for name in ("compiler.py", "plan.py", "hybrid.py", "bounds.py", "layout.py"):
         h.update((Path(he.__file__).parent / name).read_bytes())
     return h.hexdigest()
 
 
-def plan_facts(model_path: str, cfg: RunConfig) -> tuple[Any, float]:
+def plan_facts(model_path: str, cfg: RunConfig) -> tuple[Any, list[float]]:
     """What the preflight needs of an answering party's model, without its weights: the public plan
-    (what the AP sends the QP anyway) and the sound logit bound over the input domain.
+    (what the AP sends the QP anyway) and the sound bound over the input domain on the outputs of
+    each CKKS segment (the logits last; one segment unless the model has ReLU / max-pool layers).
 
     Compiling a Keras model means importing TensorFlow (seconds), so the facts are kept in
     ``$CAPC_CACHE_DIR/plans/`` (default ``~/.cache/capc/plans``) under the SHA-256 of the model file and
@@ -64,7 +65,7 @@ def plan_facts(model_path: str, cfg: RunConfig) -> tuple[Any, float]:
     import json
     import os
 
-    from capc.he import PublicPlan
+    from capc.he.hybrid import public_plan_from_bytes
     from capc.learning.default_models import cache_models_dir
 
     path = Path(model_path)
@@ -75,26 +76,27 @@ def plan_facts(model_path: str, cfg: RunConfig) -> tuple[Any, float]:
     facts = None
     try:
         facts = json.loads(cache.read_text())
-        pub, bound = PublicPlan.from_bytes(base64.b64decode(facts["public_plan"])), float(facts["logit_bound"])
+        pub = public_plan_from_bytes(base64.b64decode(facts["public_plan"]))
+        bounds = [float(b) for b in facts["segment_bounds"]]
     except (OSError, ValueError, KeyError, TypeError, CapcError):
         facts = None
     if facts is None:
-        from capc.he.bounds import derive_logit_bound
+        from capc.he.bounds import segment_bounds
 
         plan = load_plan(model_path, cfg)
-        pub, bound = plan.public_plan, derive_logit_bound(plan)
+        pub, bounds = plan.public_plan, segment_bounds(plan)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"model": str(path), "public_plan": base64.b64encode(pub.to_bytes()).decode(),
-                                       "logit_bound": bound}))
+                                       "segment_bounds": bounds}))
             os.replace(tmp, cache)
         except OSError:
             pass  # a read-only cache only costs the next check its speed
     if pub.num_classes != cfg.protocol.num_classes:
         raise ConfigError(f"model {path} has {pub.num_classes} outputs, the run has "
                           f"{cfg.protocol.num_classes} classes (--num_classes)")
-    return pub, bound
+    return pub, bounds
 
 
 def preflight(cfg: RunConfig) -> list[Any]:
@@ -112,10 +114,13 @@ def preflight(cfg: RunConfig) -> list[Any]:
         if ap.model is None or ap.model in seen:
             continue
         try:
-            pub, bound = plan_facts(ap.model, cfg)
+            pub, bounds = plan_facts(ap.model, cfg)
             seen[ap.model] = he_setup(pub, cfg)
-            # the AP sizes its mask by the sound bound over the input domain: refuse now what it would
-            mask_sizing(p.logit_bound, bound, p.frac_bits, requested=p.hiding_bits)
+            # the AP sizes each mask by the sound bound over the input domain (the logits' also by the
+            # declared bound): refuse now what it would
+            for k, bound in enumerate(bounds):
+                last = k == len(bounds) - 1
+                mask_sizing(p.logit_bound if last else 0.0, bound, p.frac_bits, requested=p.hiding_bits)
         except CapcError as exc:
             raise type(exc)(f"{ap.name}: {exc}") from None
         setups.append(seen[ap.model])

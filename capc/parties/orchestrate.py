@@ -65,6 +65,29 @@ def _is_local(host: str) -> bool:
         return False
 
 
+def resolve_packing(config: Any) -> tuple[str, str]:
+    """The run's packing and, when ``--packing auto`` chose batch for the CKKS file, why."""
+    packing = getattr(config, "packing", "auto")
+    if packing != "auto":
+        return packing, ""
+    if config.batch_size > 1:
+        return "batch", ""
+    if config.encryption_params:
+        from capc.config import load_he_params
+
+        try:
+            he = load_he_params(str(config.encryption_params))
+        except CapcError:
+            return "single", ""  # the preflight names what is wrong with the file
+        special, data_max = he.coeff_modulus[-1], max(he.coeff_modulus[:-1])
+        if special < data_max:
+            return "batch", (f"{config.encryption_params}: its special prime ({special} bits) is smaller "
+                             f"than its largest data prime ({data_max} bits), so it cannot key-switch "
+                             "(rotate) soundly: queries go one per slot (batch packing, as he-transformer "
+                             "packed them); --packing single refuses this file")
+    return "single", ""
+
+
 def build_run_config(config: Any, run_dir: Path, models: Sequence[Path], ports: Sequence[int] | None = None
                      ) -> RunConfig:
     """The whole run's configuration from the flags, from which each party's own run file is cut
@@ -76,7 +99,7 @@ def build_run_config(config: Any, run_dir: Path, models: Sequence[Path], ports: 
         sigma_gnmax=config.dp_noise_scale, sigma_threshold=config.sigma_threshold,
         threshold=config.threshold, budget_eps=config.budget_eps, delta=config.delta,
         he_params=str(config.encryption_params) if config.encryption_params else None,
-        packing="batch" if config.batch_size > 1 else "single", batch_size=config.batch_size,
+        packing=resolve_packing(config)[0], batch_size=config.batch_size,
         sequential_batch_aps=config.batch_size > 1 and _is_local(config.host),
         plaintext=config.cpu, timeout=config.timeout)
     queries = range(config.start_batch, config.start_batch + config.n_queries)
@@ -100,6 +123,9 @@ def prepare_protocol(config: Any, say: Callable[[str], None]) -> Callable[[Any, 
 
         probe = build_run_config(config, Path("preflight"), models, ports=[0] * (config.n_parties + 2))
         load_queries(probe)
+        why = resolve_packing(config)[1]
+        if why:
+            say(why)
         say("checking every answering party's model against the CKKS parameters")
         preflight(probe)
     return lambda cfg, launcher: _run_checked(cfg, launcher, models)

@@ -16,6 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,29 +30,63 @@ Forward = Callable[[np.ndarray], np.ndarray]
 _PLAN_FORMAT = "capc-plaintext-plan-1"
 
 
-def keras_forward(path: str) -> tuple[Forward, tuple[int, ...], int]:
-    """Load a ``.keras`` or frozen ``.pb`` party model: (forward, input shape, classes)."""
+def keras_forward(path: str) -> tuple[Forward, tuple[int, ...], int] | Any:
+    """Load a ``.keras`` or frozen ``.pb`` party model: (forward, input shape, classes), or, for a
+    model with ReLU / max-pool layers, its :class:`~capc.he.hybrid.HybridPlan` (so that ``--cpu``
+    runs the hybrid protocol's message flow segment by segment, as a real run does)."""
     from capc.learning.models import load_model, predict_logits
 
+    try:
+        from capc.he import compile_model
+        from capc.he.hybrid import HybridPlan
+
+        plan = compile_model(path)
+        if isinstance(plan, HybridPlan):
+            return plan
+    except CapcError:
+        pass  # not an HE model (e.g. a VGG party): the whole model runs as one step
     model = load_model(path)
     shape = tuple(int(d) for d in (getattr(model, "input_shape", None) or (None, 28, 28, 1))[1:])
     classes = int((getattr(model, "output_shape", None) or (None, 10))[-1])
     return (lambda x: np.asarray(predict_logits(model, x), dtype=np.float64)), shape, classes
 
 
+def _blob(segment: int, data: bytes) -> bytes:
+    return bytes([segment]) + data  # the "ciphertext" names its segment, as a real query's header does
+
+
+def _unblob(blobs: tuple[bytes, ...]) -> tuple[int, bytes]:
+    segments = {b[:1] for b in blobs}
+    if len(segments) != 1 or not blobs[0]:
+        raise CapcError("the request's blobs name different segments")
+    return blobs[0][0], b"".join(b[1:] for b in blobs)
+
+
 class _PlainModel:
-    def __init__(self, forward: Forward, input_shape: tuple[int, ...], num_classes: int, path: str) -> None:
-        self.forward = forward
+    def __init__(self, forward: Forward, input_shape: tuple[int, ...], num_classes: int, path: str,
+                 plan: Any = None) -> None:
         self.input_shape = input_shape
         self.num_classes = num_classes
         self.path = path
+        #: per segment (input shape, forward); one segment unless the model is hybrid
+        self.segments: list[tuple[tuple[int, ...], Forward]] = [(input_shape, forward)]
+        self.gc_layers: tuple = ()
+        if plan is not None:
+            self.segments = [(seg.input_shape, seg.forward) for seg in plan.segments]
+            self.gc_layers = tuple(plan.gc_layers)
 
     def public_plan(self) -> bytes:
         return json.dumps({"format": _PLAN_FORMAT, "input_shape": list(self.input_shape),
-                           "num_classes": self.num_classes}).encode()
+                           "num_classes": self.num_classes,
+                           "segment_inputs": [list(shape) for shape, _ in self.segments],
+                           "gc_layers": [g.to_dict() for g in self.gc_layers]}).encode()
 
     def evaluator(self, context_bytes: bytes) -> MaskedEvaluator:
         return _PlainEvaluator(self, context_bytes.decode("ascii", "replace"))
+
+
+#: Plaintext activation masks: small enough that y - m stays exact in float64 (nothing is hidden here)
+_PLAIN_MASK_BITS = (20, 8)
 
 
 class _PlainEvaluator:
@@ -60,17 +95,29 @@ class _PlainEvaluator:
         self.key_id = key_id
         self.last_hiding: dict | None = None
 
-    def evaluate_masked(self, blobs: tuple[bytes, ...], count: int, frac_bits: int
-                        ) -> tuple[tuple[bytes, ...], np.ndarray]:
-        n = int(np.prod(self.model.input_shape))
-        raw = b"".join(blobs)
+    def evaluate_masked(self, blobs: tuple[bytes, ...], count: int, frac_bits: int,
+                        unmask: np.ndarray | None = None) -> tuple[tuple[bytes, ...], np.ndarray]:
+        k, raw = _unblob(blobs)
+        if k >= len(self.model.segments):
+            raise CapcError(f"the request names segment {k}; the model has {len(self.model.segments)}")
+        shape, forward = self.model.segments[k]
+        n = int(np.prod(shape))
         if len(raw) != 8 * n * count:
             raise CapcError(f"the request holds {len(raw)} bytes, expected {count} queries of {n} values")
-        xs = np.frombuffer(raw, dtype="<f8").reshape((count, *self.model.input_shape))
-        z = np.asarray(self.model.forward(xs), dtype=np.float64).reshape(count, -1)
+        xs = np.frombuffer(raw, dtype="<f8").reshape((count, *shape))
+        if (unmask is None) != (k == 0):
+            raise CapcError(f"segment {k}: the AP's mask is {'missing' if k else 'unexpected'}")
+        if unmask is not None:
+            xs = xs + fixedpoint.decode(unmask, frac_bits).reshape(xs.shape)
+        z = np.asarray(forward(xs), dtype=np.float64).reshape(count, -1)
         b = fixedpoint.random_ring(z.shape)  # the AP's share; the QP gets encode(z) - b
         a = fixedpoint.sub(fixedpoint.encode(z, frac_bits), b)
-        return (np.ascontiguousarray(a, dtype="<u8").tobytes(),), b
+        return (_blob(k, np.ascontiguousarray(a, dtype="<u8").tobytes()),), b
+
+    def activation_mask(self, segment: int, count: int, frac_bits: int) -> np.ndarray:
+        from capc.he.mask import draw_share_mask
+
+        return draw_share_mask((count, self.model.gc_layers[segment].size_out), *_PLAIN_MASK_BITS, frac_bits)
 
 
 class PlaintextHE:
@@ -83,11 +130,17 @@ class PlaintextHE:
         self.forward_for = forward_for
 
     def load_model(self, path: str, cfg: RunConfig) -> _PlainModel:
-        forward, shape, classes = self.forward_for(path)
+        loaded = self.forward_for(path)
+        plan = None
+        if isinstance(loaded, tuple):
+            forward, shape, classes = loaded
+        else:  # a hybrid plan: the model runs segment by segment
+            plan = loaded
+            forward, shape, classes = plan.forward, tuple(plan.input_shape), int(plan.num_classes)
         if classes != cfg.protocol.num_classes:
             raise ConfigError(f"model {path} has {classes} outputs, the run has "
                               f"{cfg.protocol.num_classes} classes (--num_classes)")
-        return _PlainModel(forward, shape, classes, path)
+        return _PlainModel(forward, shape, classes, path, plan)
 
     def keyring(self, cfg: RunConfig) -> KeyRing:
         return _PlainKeyRing(cfg)
@@ -95,26 +148,33 @@ class PlaintextHE:
 
 class _PlainCipher:
     def __init__(self, plan: dict, key_id: str) -> None:
+        from capc.he.hybrid import GcLayer
+
         self.input_shape = tuple(plan["input_shape"])
         self.num_classes = int(plan["num_classes"])
+        self.gc_layers = tuple(GcLayer.from_dict(g) for g in plan.get("gc_layers", []))
+        self.segment_inputs = [tuple(s) for s in plan.get("segment_inputs", [self.input_shape])]
         self.key_id = key_id
         self.sizes = {"public_context": len(key_id), "galois_key_count": 0}
 
     def public_context(self) -> bytes:
         return self.key_id.encode("ascii")
 
-    def encrypt(self, xs: np.ndarray) -> tuple[bytes, ...]:
+    def encrypt(self, xs: np.ndarray, segment: int = 0) -> tuple[bytes, ...]:
         xs = np.asarray(xs, dtype=np.float64)
-        if xs.shape[1:] != self.input_shape and xs.reshape(len(xs), -1).shape[1] != int(np.prod(self.input_shape)):
-            raise CapcError(f"queries of shape {xs.shape[1:]} do not fit the model's input {self.input_shape}")
+        shape = self.segment_inputs[segment]
+        if xs.shape[1:] != shape and xs.reshape(len(xs), -1).shape[1] != int(np.prod(shape)):
+            raise CapcError(f"queries of shape {xs.shape[1:]} do not fit the model's input {shape}")
         if not np.all(np.isfinite(xs)):
             raise CapcError("the query contains NaN or infinite values")
-        return tuple(np.ascontiguousarray(x, dtype="<f8").tobytes() for x in xs)
+        return tuple(_blob(segment, np.ascontiguousarray(x, dtype="<f8").tobytes()) for x in xs)
 
     def decrypt_shares(self, blobs: tuple[bytes, ...], count: int, frac_bits: int) -> np.ndarray:
-        if len(blobs) != 1 or len(blobs[0]) != 8 * count * self.num_classes:
-            raise CapcError(f"the result does not hold {count} x {self.num_classes} shares")
-        return np.frombuffer(blobs[0], dtype="<u8").astype(np.uint64).reshape(count, self.num_classes)
+        k, raw = _unblob(blobs)
+        width = self.num_classes if k == len(self.gc_layers) else self.gc_layers[k].size_in
+        if len(blobs) != 1 or len(raw) != 8 * count * width:
+            raise CapcError(f"the result does not hold {count} x {width} shares")
+        return np.frombuffer(raw, dtype="<u8").astype(np.uint64).reshape(count, width)
 
     def close(self) -> None:
         pass
@@ -180,6 +240,29 @@ class _PlainSession:
             onehot = np.zeros(a.size, dtype=np.int64)
             onehot[k] = 1
             return onehot - m
+
+    def relu_share_garbler(self, b: np.ndarray, m: np.ndarray, shift: int = 0) -> None:
+        self._send(np.asarray(b).view(np.int64), np.asarray(m).view(np.int64))
+
+    def relu_share_evaluator(self, a: np.ndarray, shift: int = 0) -> np.ndarray:
+        return self.maxpool_share_evaluator(a, 1, shift, relu_after=True)
+
+    def maxpool_share_garbler(self, b: np.ndarray, m: np.ndarray, window: int, shift: int = 0,
+                              relu_after: bool = False) -> None:
+        self._send(np.asarray(b).view(np.int64), np.asarray(m).view(np.int64))
+
+    def maxpool_share_evaluator(self, a: np.ndarray, window: int, shift: int = 0,
+                                relu_after: bool = False) -> np.ndarray:
+        a = np.asarray(a).view(np.int64)
+        got = self._recv(a.size + a.size // window)
+        b, m = got[:a.size], got[a.size:]
+        if shift:
+            raise CapcError("the plaintext circuits do not rescale (shift must be 0)")
+        with np.errstate(over="ignore"):
+            v = (a + b).reshape(-1, window).max(axis=1)
+            if relu_after:
+                v = np.maximum(v, 0)
+            return v - m
 
     def noisy_argmax_garbler(self, M: np.ndarray, eta_G: np.ndarray, eta_T: int, threshold: int) -> bool:
         self._send(np.asarray(M).view(np.int64), np.asarray(eta_G, dtype=np.int64),

@@ -144,17 +144,49 @@ class QueryingParty:
     # ------------------------------------------------------------------ protocol steps
 
     def step_1a(self, link: Link, ids: list[int], blobs: tuple[bytes, ...]) -> np.ndarray:
-        """Send the encrypted queries to one AP; return its decrypted shares a_j (uint64[B, C])."""
-        link.send(QueryRequest(query_ids=ids, ciphertexts=blobs, num_classes=self.p.num_classes,
-                               frac_bits=self.p.frac_bits))
-        res = link.expect(QueryResult, f"{link.name}'s encrypted logits")
-        if res.query_ids.tolist() != ids:
-            raise CapcError(f"{link.name} answered queries {res.query_ids.tolist()[:4]}..., expected {ids[:4]}...")
-        a = self.keys[link.name].decrypt_shares(res.ciphertexts, len(ids), self.p.frac_bits)
-        if a.shape != (len(ids), self.p.num_classes):
-            raise CapcError(f"{link.name} returned shares of shape {a.shape}, expected "
-                            f"({len(ids)}, {self.p.num_classes})")
-        return a
+        """Send the encrypted queries to one AP; return its decrypted shares a_j (uint64[B, C]).
+
+        With a ReLU / max-pool model the AP answers one CKKS segment at a time: each hidden
+        segment's masked pre-activations are decrypted into shares, a garbled-circuit layer
+        (:meth:`step_1a_gc_layer`) turns them into the layer's outputs under the AP's mask, and
+        those are encrypted afresh as the next segment's input."""
+        cipher = self.keys[link.name]
+        layers = cipher.gc_layers
+        for k in range(len(layers) + 1):
+            link.send(QueryRequest(query_ids=ids, ciphertexts=blobs, num_classes=self.p.num_classes,
+                                   frac_bits=self.p.frac_bits, segment=k))
+            what = f"{link.name}'s encrypted logits" if k == len(layers) else \
+                f"{link.name}'s masked pre-activations of segment {k}"
+            res = link.expect(QueryResult, what)
+            if res.query_ids.tolist() != ids or res.segment != k:
+                raise CapcError(f"{link.name} answered queries {res.query_ids.tolist()[:4]}... segment "
+                                f"{res.segment}, expected {ids[:4]}... segment {k}")
+            a = cipher.decrypt_shares(res.ciphertexts, len(ids), self.p.frac_bits)
+            width = self.p.num_classes if k == len(layers) else layers[k].size_in
+            if a.shape != (len(ids), width):
+                raise CapcError(f"{link.name} returned shares of shape {a.shape}, expected "
+                                f"({len(ids)}, {width})")
+            if k == len(layers):
+                return a
+            y = self.step_1a_gc_layer(link, ids, k, a)
+            blobs = cipher.encrypt(fixedpoint.decode(y, self.p.frac_bits), segment=k + 1)
+        raise AssertionError("unreachable")
+
+    def step_1a_gc_layer(self, link: Link, ids: list[int], k: int, a: np.ndarray) -> np.ndarray:
+        """The GC layer after segment k with one AP, for all of the batch's activations in one run:
+        from the shares a (uint64[B, n]) return the QP's share y - m (uint64[B, n_out]) of the layer's
+        outputs; the AP holds m."""
+        layer = self.keys[link.name].gc_layers[k]
+        link.send(GcStart(query_ids=ids, program=layer.kind + "_share", num_classes=self.p.num_classes,
+                          options={"segment": k}))
+        link.expect(StepDone, f"{link.name} starting the {layer.kind} layer after segment {k}")
+        session = link.gc()
+        flat = layer.gather(a).reshape(-1).view(np.int64)
+        if layer.kind == "relu":
+            y = session.relu_share_evaluator(flat)
+        else:
+            y = session.maxpool_share_evaluator(flat, layer.window, relu_after=layer.relu)
+        return fixedpoint.as_ring(np.asarray(y, dtype=np.int64)).reshape(len(ids), layer.size_out)
 
     def step_1b(self, link: Link, ids: list[int], a: np.ndarray) -> np.ndarray:
         """Evaluate one AP's argmax circuit for each query; return the QP's vote shares w_j

@@ -43,11 +43,24 @@ constexpr size_t kMaxValues = size_t{1} << 26;
 class PyIO : public IOChannel {
  public:
   explicit PyIO(py::object stream)
-      : stream_(std::move(stream)), sendall_(stream_.attr("sendall")), recv_into_(stream_.attr("recv_into")) {}
+      : stream_(std::move(stream)), sendall_(stream_.attr("sendall")), recv_into_(stream_.attr("recv_into")),
+        unread_(py::hasattr(stream_, "unread") ? stream_.attr("unread") : py::object()) {}
+
+  /// After a program: give the stream back what was read ahead of the circuit's last byte (the peer's
+  /// next framed message, say), when the stream can take it back; else it stays buffered here for the
+  /// next program, which is right for a stream only the engine reads.
+  void give_back_read_ahead() {
+    if (unread_.is_none() || !unread_) return;
+    std::vector<uint8_t> rest = take_read_ahead();
+    if (rest.empty()) return;
+    py::gil_scoped_acquire gil;
+    unread_(py::bytes(reinterpret_cast<const char*>(rest.data()), static_cast<py::ssize_t>(rest.size())));
+  }
   ~PyIO() override {
     py::gil_scoped_acquire gil;
     sendall_ = py::object();
     recv_into_ = py::object();
+    unread_ = py::object();
     stream_ = py::object();
   }
 
@@ -66,7 +79,7 @@ class PyIO : public IOChannel {
   }
 
  private:
-  py::object stream_, sendall_, recv_into_;
+  py::object stream_, sendall_, recv_into_, unread_;
 };
 
 using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
@@ -240,6 +253,7 @@ class Session {
       party_obj_->begin_query();
       circuit();
       io_->flush();
+      io_->give_back_read_ahead();
       ++seq_;
     } catch (...) {
       broken_ = true;

@@ -21,6 +21,12 @@ void IOChannel::send_data(const void* data, size_t n) {
   slen_ += n;
 }
 
+std::vector<uint8_t> IOChannel::take_read_ahead() {
+  std::vector<uint8_t> rest(rbuf_.begin() + static_cast<long>(rpos_), rbuf_.begin() + static_cast<long>(rlen_));
+  rpos_ = rlen_ = 0;
+  return rest;
+}
+
 void IOChannel::flush() {
   if (slen_ == 0) return;
   size_t len = slen_;

@@ -290,3 +290,37 @@ def test_parallel_sessions_in_one_process():
     for a, b in pairs:
         a.close()
         b.close()
+
+
+def test_message_right_after_a_circuit_is_not_swallowed():
+    """Regression: the engine reads ahead (256 KiB buffer), so a framed message the garbler sends right
+    after its last 2PC byte could land in the evaluator's engine buffer and be lost (the QP then timed
+    out waiting for the AP's StepDone after a hybrid model's GC layers). The engine now hands read-ahead
+    bytes back to the channel after every program."""
+    from capc.net.channel import channel_pair
+    from capc.net.messages import StepDone
+
+    qp, ap = channel_pair("qp-0", "ap-1")
+    rng = np.random.default_rng(5)
+    rounds = 12
+    a, b, m = (rng.integers(-1000, 1000, (rounds, 8)) for _ in range(3))
+
+    def garbler():
+        s = GcSession(ap.raw_io(), "garbler")
+        for i in range(rounds):
+            s.relu_share_garbler(b[i], m[i])
+            s.argmax_share_garbler(b[i][:4], m[i][:4])
+            ap.send(StepDone(query_id=i, step="vote_shares_sent"))  # at once, no round trip in between
+        s.close()
+
+    join = in_thread(garbler)
+    s = GcSession(qp.raw_io(), "evaluator")
+    for i in range(rounds):
+        y = s.relu_share_evaluator(a[i])
+        assert np.array_equal(y + m[i], np.maximum(a[i] + b[i], 0))
+        s.argmax_share_evaluator(a[i][:4])
+        assert qp.recv(StepDone, timeout=10).query_id == i
+    join()
+    s.close()
+    qp.close()
+    ap.close()

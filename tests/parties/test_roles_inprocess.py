@@ -74,10 +74,10 @@ def ap_requests(run: InProcessRun) -> list[tuple[str, list[int]]]:
     for name, ap in run.aps.items():
         original = ap.step_1a
 
-        def step_1a(evaluator, qp, req, _orig=original, _name=name):
+        def step_1a(evaluator, qp, req, pending=None, _orig=original, _name=name):
             with lock:
                 seen.append((_name, req.query_ids.tolist()))
-            return _orig(evaluator, qp, req)
+            return _orig(evaluator, qp, req, pending)
 
         ap.step_1a = step_1a
     return seen

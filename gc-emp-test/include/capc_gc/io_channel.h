@@ -25,6 +25,11 @@ class IOChannel {
   void send_block(const block* b, size_t n) { send_data(b, 16 * n); }
   void recv_block(block* b, size_t n) { recv_data(b, 16 * n); }
 
+  /// Bytes read ahead from the stream but not consumed yet, removed from the buffer. A transport that
+  /// shares its stream with other traffic hands them back after a program, so that nothing the peer
+  /// sent after the circuit's last byte is swallowed.
+  std::vector<uint8_t> take_read_ahead();
+
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
 
