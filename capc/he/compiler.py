@@ -1,8 +1,9 @@
-"""Model compiler: a tf.keras model or a frozen TensorFlow GraphDef (``.pb``) to a :class:`Plan`.
+"""Model compiler: a tf.keras model or a frozen TensorFlow GraphDef (``.pb``) to a plan.
 
 This plays the role of he-transformer's graph compiler.  Every supported layer is an affine map on
 the NHWC-flattened activation vector (built as a sparse matrix, so Flatten/Reshape are free and the
-flatten order is TensorFlow's) or an element-wise polynomial:
+flatten order is TensorFlow's), an element-wise polynomial, or one of the two non-polynomial layers
+that the hybrid protocol computes with garbled circuits (:mod:`capc.he.hybrid`):
 
 ======================  ===========================================================================
 Keras layer             GraphDef op
@@ -15,11 +16,16 @@ GlobalAveragePooling2D  Mean over H, W
 BatchNormalization      FusedBatchNorm* (inference), folded into the neighbouring affine map
 ZeroPadding2D           Pad / PadV2 with zeros
 Square, Polynomial      Mul(x, x), Square, Pow(x, 2), Mul(x, constant)
+ReLU, Activation relu,  Relu (plain ``max(x, 0)`` only: no cap, slope or threshold)
+activation='relu'
+MaxPooling2D            MaxPool (SAME / VALID padding, NHWC; a window is the real inputs it covers)
 Dropout, InputLayer     Identity, NoOp
 ======================  ===========================================================================
 
 A softmax on the very last layer is dropped (it does not change the argmax; the plan outputs logits).
-Anything else — ReLU, max pooling, sigmoid, Lambda, branches — raises
+Without ReLU or max pooling the result is a :class:`~capc.he.plan.Plan`; with them,
+:func:`~capc.he.hybrid.build_plan` splits the model into a :class:`~capc.he.hybrid.HybridPlan`.
+Anything else — ReLU6, leaky ReLU, sigmoid, tanh, Lambda, branches — raises
 :class:`~capc.he.errors.UnsupportedModelError` naming the layer and the reason.
 """
 
@@ -33,13 +39,23 @@ import numpy as np
 import scipy.sparse as sp
 
 from capc.he.errors import HEError, UnsupportedModelError
-from capc.he.plan import Plan, RawLinear, RawPoly, normalise
+from capc.he.hybrid import HybridPlan, RawMaxPool, RawOp, RawRelu, build_plan
+from capc.he.plan import Plan, RawLinear, RawPoly
 
 Shape = tuple[int, ...]
 
+# Searched in order by substring of the lower-cased layer class / op / activation name, so the
+# ReLU variants must come before "relu".
 _NONLINEAR_REASON = {
-    "relu": "ReLU is not a polynomial; it needs the 2PC (garbled circuit) path, not pure HE",
-    "maxpool": "max pooling needs comparisons, which CKKS cannot do; use average pooling",
+    "relu6": "ReLU6 (a ReLU capped at 6) is unsupported: the garbled-circuit layers compute only "
+             "max(x, 0); train with a plain ReLU",
+    "leaky": "leaky ReLU is unsupported: the garbled-circuit layers compute only max(x, 0); train "
+             "with a plain ReLU",
+    "prelu": "PReLU (learned negative slope) is unsupported: the garbled-circuit layers compute only "
+             "max(x, 0); train with a plain ReLU",
+    "relu": "only the plain ReLU max(x, 0) is supported (no max_value, negative_slope or threshold)",
+    "maxpool": "only 2-D max pooling over HxW windows with SAME or VALID padding (MaxPooling2D / "
+               "MaxPool, NHWC) is supported",
     "sigmoid": "sigmoid is not a polynomial; train with Square/Polynomial activations",
     "tanh": "tanh is not a polynomial; train with Square/Polynomial activations",
     "lambda": "a Lambda layer's Python code cannot be read reliably; use capc.he.layers.Square or Polynomial",
@@ -51,7 +67,8 @@ def _reason(kind: str) -> str:
     for key, why in _NONLINEAR_REASON.items():
         if key in k:
             return why
-    return "it is not an affine map or a polynomial activation that capc can evaluate under CKKS"
+    return ("it is not an affine map or a polynomial activation (evaluated under CKKS), nor a plain "
+            "ReLU or 2-D max pooling (evaluated by garbled circuits)")
 
 
 # ----------------------------------------------------------------------------- affine builders
@@ -121,6 +138,41 @@ def avgpool_matrix(in_shape: Shape, pool: tuple[int, int], strides: tuple[int, i
     return sp.csr_matrix((vals, (rows, cols)), shape=(ho * wo * c, h * w * c)), (ho, wo, c)
 
 
+def maxpool_windows(in_shape: Shape, pool: tuple[int, int], strides: tuple[int, int], padding: str
+                    ) -> tuple[np.ndarray, Shape]:
+    """The pooling windows of a 2-D max pooling (TF semantics, NHWC) as flat input indices.
+
+    Args:
+        in_shape: the layer input (H, W, C).
+        pool, strides: window and step (rows, columns).
+        padding: ``"SAME"`` or ``"VALID"`` (any case); SAME pads like TensorFlow (the odd extra row /
+            column at the bottom / right).
+
+    Returns:
+        ``(windows, out_shape)``: int64 ``[Ho * Wo * C, pool_h * pool_w]``, row ``(oy * Wo + ox) * C + c``
+        listing the NHWC-flat indices ``(iy * W + ix) * C + c`` the output takes the max of, and
+        ``(Ho, Wo, C)``.  A SAME window that hangs over the border holds only its real inputs, the
+        missing entries repeating one of them (TF pads max pooling with -inf; a repeat leaves the max
+        unchanged and keeps the array rectangular).
+    """
+    if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
+        raise HEError(f"max pooling padding must be 'SAME' or 'VALID', got {padding!r}")
+    h, w, c = in_shape
+    ph, pw = pool
+    ho, wo, pt, pl = _conv_geometry(h, w, ph, pw, strides, padding)
+    oy, ox, ky, kx = np.meshgrid(np.arange(ho), np.arange(wo), np.arange(ph), np.arange(pw), indexing="ij")
+    iy = (oy * strides[0] + ky - pt).reshape(ho * wo, ph * pw)
+    ix = (ox * strides[1] + kx - pl).reshape(ho * wo, ph * pw)
+    ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    if not ok.any(axis=1).all():  # cannot happen for SAME / VALID, but never emit an empty max
+        raise HEError(f"a {ph}x{pw} pooling window with strides {strides} covers no input of {h}x{w}")
+    pos = iy * w + ix
+    first = pos[np.arange(ho * wo), np.argmax(ok, axis=1)]
+    pos = np.where(ok, pos, first[:, None])
+    windows = (pos[:, None, :] * c + np.arange(c)[None, :, None]).reshape(ho * wo * c, ph * pw)
+    return windows.astype(np.int64), (ho, wo, c)
+
+
 def pad_matrix(in_shape: Shape, pads: tuple[tuple[int, int], tuple[int, int]]) -> tuple[sp.csr_matrix, Shape]:
     """Zero padding of an NHWC image as a 0/1 selection matrix."""
     h, w, c = in_shape
@@ -154,7 +206,7 @@ class _Chain:
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
         self.input_shape = shape
-        self.ops: list[RawLinear | RawPoly] = []
+        self.ops: list[RawOp] = []
         self.layers: list[str] = []
 
     @property
@@ -187,6 +239,17 @@ class _Chain:
 
     def poly(self, coeffs: tuple[float, ...], name: str) -> None:
         self.ops.append(RawPoly(coeffs, name))
+
+    def relu(self, name: str) -> None:
+        self.ops.append(RawRelu(name))
+
+    def maxpool(self, pool: tuple[int, int], strides: tuple[int, int], padding: Any, name: str) -> None:
+        if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
+            raise UnsupportedModelError(f"layer '{name}': max pooling padding {padding!r} is "
+                                        f"unsupported: {_reason('maxpool')}")
+        windows, shape = maxpool_windows(_image(self, name), pool, strides, padding)
+        self.ops.append(RawMaxPool(windows, name))
+        self.shape = shape
 
     def reshape(self, shape: Shape, name: str) -> None:
         shape = tuple(int(d) for d in shape)
@@ -222,6 +285,9 @@ def _keras_layer(chain: _Chain, layer: Any, is_last: bool) -> None:
         act = _activation_name(getattr(layer, "activation", None))
         if act in ("linear", "none"):
             return
+        if act == "relu":  # keras.activations.relu with its default arguments
+            chain.relu(name)
+            return
         if act == "softmax" and is_last:
             chain.layers.append(f"{name}: softmax dropped (argmax unchanged; the plan outputs logits)")
             return
@@ -254,6 +320,17 @@ def _keras_layer(chain: _Chain, layer: Any, is_last: bool) -> None:
         chain.reshape((chain.size,), name)
     elif isinstance(layer, L.Reshape):
         chain.reshape(tuple(cfg["target_shape"]), name)
+    elif isinstance(layer, L.ReLU):
+        extra = {k: cfg.get(k) for k in ("max_value", "negative_slope", "threshold")
+                 if cfg.get(k) not in (None, 0, 0.0)}
+        if extra:
+            what = "relu6" if cfg.get("max_value") == 6 and len(extra) == 1 else \
+                "leaky" if "negative_slope" in extra else "relu"
+            raise UnsupportedModelError(f"layer '{name}' (ReLU {extra}): {_reason(what)}")
+        chain.relu(name)
+    elif isinstance(layer, L.MaxPooling2D):
+        pool = tuple(cfg["pool_size"])
+        chain.maxpool(pool, tuple(cfg["strides"] or pool), cfg["padding"], name)
     elif isinstance(layer, L.AveragePooling2D):
         pool = tuple(cfg["pool_size"])
         strides = tuple(cfg["strides"] or pool)
@@ -280,7 +357,7 @@ def _keras_layer(chain: _Chain, layer: Any, is_last: bool) -> None:
         chain.linear(aff.weight, aff.bias, chain.shape, name)
     elif isinstance(layer, L.Activation):
         act = _activation_name(layer.activation)
-        if act == "linear" or (act == "softmax" and is_last):
+        if act in ("linear", "relu") or (act == "softmax" and is_last):
             check_activation()
         else:
             raise UnsupportedModelError(f"layer '{name}' (Activation '{act}'): {_reason(act)}")
@@ -289,7 +366,7 @@ def _keras_layer(chain: _Chain, layer: Any, is_last: bool) -> None:
     chain.layers.append(f"{name}: {cls} -> {chain.shape}")
 
 
-def _compile_keras(model: Any, input_shape: Shape | None, source: str) -> Plan:
+def _compile_keras(model: Any, input_shape: Shape | None, source: str) -> Plan | HybridPlan:
     import keras
 
     if not isinstance(model, keras.Model):
@@ -339,11 +416,9 @@ def _check_chain(model: Any, layers: list[Any]) -> None:
         prev = layer
 
 
-def _finish(chain: _Chain, source: str) -> Plan:
+def _finish(chain: _Chain, source: str) -> Plan | HybridPlan:
     if len(chain.shape) != 1 and int(np.prod(chain.shape[:-1])) != 1:
         raise UnsupportedModelError(f"the model output has shape {chain.shape}; expected a vector of logits")
-    from capc.he.hybrid import build_plan
-
     return build_plan(chain.ops, chain.input_shape, chain.layers, source)
 
 
@@ -352,7 +427,7 @@ def _tf_attr_list(node: Any, key: str) -> list[int]:
     return [int(v) for v in node.attr[key].list.i]
 
 
-def _compile_graphdef(path: str, input_shape: Shape | None) -> Plan:
+def _compile_graphdef(path: str, input_shape: Shape | None) -> Plan | HybridPlan:
     import tensorflow as tf
 
     graph = tf.compat.v1.GraphDef()
@@ -382,6 +457,14 @@ def _compile_graphdef(path: str, input_shape: Shape | None) -> Plan:
         node = nodes[name]
         if node.op not in _SHAPE_ONLY_OPS and any(i in data for i in inputs(node)):
             data.add(name)
+    # The model output is the one data-path node that no data-path node reads: a Keras export ends
+    # in an Identity, the original demo's graphs in 'output/BiasAdd'.  Shape-only readers do not count.
+    readers = {i for n in data for i in inputs(nodes[n])}
+    sinks = [n for n in order if n in data and n not in readers]
+    if len(sinks) > 1:
+        raise UnsupportedModelError(f"{path}: the graph has several outputs ({', '.join(sinks)}); only "
+                                    "a chain of operations with one output is supported")
+    output = sinks[0]
     needed = sorted({i for n in data for i in inputs(nodes[n]) if i not in data})
     consts = _evaluate_constants(graph, needed, ph.name, (1, *chain.shape))
     sym: dict[str, int] = {ph.name: 0}  # node name -> version of the chain it denotes
@@ -411,7 +494,7 @@ def _compile_graphdef(path: str, input_shape: Shape | None) -> Plan:
             if pos < 0:
                 raise UnsupportedModelError(f"node '{name}' (ExpandDims): cannot add a batch axis")
             chain.reshape((*chain.shape[:pos], 1, *chain.shape[pos:]), name)
-        elif op in ("Identity", "StopGradient", "Softmax" if _is_output(name, graph.node) else ""):
+        elif op in ("Identity", "StopGradient", "Softmax" if name == output else ""):
             if op == "Softmax":
                 chain.layers.append(f"{name}: softmax dropped (argmax unchanged; the plan outputs logits)")
         elif op in ("Mul", "Square", "Pow") and (op == "Square" or len(sym_in) == 2 or
@@ -455,6 +538,18 @@ def _compile_graphdef(path: str, input_shape: Shape | None) -> Plan:
         elif op == "Reshape":
             target = [int(d) for d in const_in[0]]
             chain.reshape(tuple(target[1:]) if len(target) > 1 else (chain.size,), name)
+        elif op == "Relu":
+            chain.relu(name)
+        elif op == "MaxPool":
+            fmt = node.attr["data_format"].s.decode() or "NHWC"
+            if fmt != "NHWC":
+                raise UnsupportedModelError(f"node '{name}' (MaxPool): data_format {fmt} is unsupported; "
+                                            "only NHWC")
+            ks, st = _tf_attr_list(node, "ksize"), _tf_attr_list(node, "strides")
+            if len(ks) != 4 or len(st) != 4 or ks[0] != 1 or ks[3] != 1 or st[0] != 1 or st[3] != 1:
+                raise UnsupportedModelError(f"node '{name}' (MaxPool): ksize {ks} / strides {st}: only "
+                                            "pooling over H and W is supported")
+            chain.maxpool((ks[1], ks[2]), (st[1], st[2]), node.attr["padding"].s.decode(), name)
         elif op == "AvgPool":
             ks, st = _tf_attr_list(node, "ksize"), _tf_attr_list(node, "strides")
             mat, shape = avgpool_matrix(_image(chain, name), (ks[1], ks[2]), (st[1], st[2]),
@@ -510,10 +605,6 @@ def _evaluate_constants(graph: Any, names: list[str], placeholder: str, feed_sha
     return {n: np.asarray(v) for n, v in zip(names, values)}
 
 
-def _is_output(name: str, all_nodes: Any) -> bool:
-    return not any(name == i.split(":")[0].lstrip("^") for n in all_nodes for i in n.input)
-
-
 def _topo_order(node_list: Any, nodes: dict[str, Any]) -> list[str]:
     order: list[str] = []
     state: dict[str, int] = {}
@@ -539,7 +630,7 @@ def _topo_order(node_list: Any, nodes: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- entry point
-def compile_model(model: Any, input_shape: Shape | None = None) -> Plan:
+def compile_model(model: Any, input_shape: Shape | None = None) -> Plan | HybridPlan:
     """Compile a Keras model (object or ``.keras``/``.h5`` path) or a frozen GraphDef ``.pb`` path.
 
     Args:
@@ -547,7 +638,8 @@ def compile_model(model: Any, input_shape: Shape | None = None) -> Plan:
         input_shape: the input shape without the batch axis, when the model does not fix it.
 
     Returns:
-        The normalised :class:`~capc.he.plan.Plan`.
+        The normalised :class:`~capc.he.plan.Plan`, or a :class:`~capc.he.hybrid.HybridPlan` (CKKS
+        segments joined by garbled-circuit layers) when the model has ReLU or max pooling.
 
     Raises:
         UnsupportedModelError: naming the first unsupported layer/op and why.
@@ -576,7 +668,7 @@ def compile_model(model: Any, input_shape: Shape | None = None) -> Plan:
     return _keras_with_source(model, input_shape, getattr(model, "name", "keras model"))
 
 
-def _keras_with_source(model: Any, input_shape: Shape | None, source: str) -> Plan:
+def _keras_with_source(model: Any, input_shape: Shape | None, source: str) -> Plan | HybridPlan:
     import keras
 
     if not isinstance(model, keras.Model):
@@ -590,4 +682,5 @@ def _keras_with_source(model: Any, input_shape: Shape | None, source: str) -> Pl
     return _compile_keras(model, tuple(shape), source)
 
 
-__all__ = ["compile_model", "conv2d_matrix", "avgpool_matrix", "dense_matrix", "pad_matrix"]
+__all__ = ["compile_model", "conv2d_matrix", "avgpool_matrix", "maxpool_windows", "dense_matrix",
+           "pad_matrix"]

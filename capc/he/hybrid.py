@@ -234,9 +234,11 @@ class HybridPlan:
         """Plaintext float64 reference: logits [C] for one input, [B, C] for a batch."""
         arr = np.asarray(x, dtype=np.float64)
         single = arr.size == self.input_size
-        v = self.segments[0].forward(arr.reshape(1 if single else -1, self.input_size))
+        n = 1 if single else arr.size // self.input_size
+        # Plan.forward returns [C] for a batch of one, so restore the batch axis after every segment.
+        v = self.segments[0].forward(arr.reshape(n, self.input_size)).reshape(n, -1)
         for gc, seg in zip(self.gc_layers, self.segments[1:]):
-            v = seg.forward(gc.apply(v))
+            v = seg.forward(gc.apply(v)).reshape(n, -1)
         return v[0] if single else v
 
     def describe(self) -> str:
