@@ -123,9 +123,15 @@ def derive_logit_bound(plan: Any, domain: InputDomain = PIXELS) -> float:
     """A sound bound ``B >= |z_i|`` for every logit ``z_i`` of ``plan`` on every input in ``domain``,
     widened for float64 rounding and CKKS error (see module docstring).
 
+    A :class:`~capc.he.hybrid.HybridPlan`'s logit bound is the last of :func:`segment_bounds`.
+
     Raises:
         HEError: if the plan is not a full :class:`~capc.he.plan.Plan` or the bound is not finite.
     """
+    from capc.he.hybrid import HybridPlan
+
+    if isinstance(plan, HybridPlan):
+        return segment_bounds(plan, domain)[-1]
     lo, hi = interval_logits(plan, domain)
     raw = float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
     if not math.isfinite(raw):

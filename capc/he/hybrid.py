@@ -17,6 +17,24 @@ affine and polynomial operations; :func:`build_plan` returns a plain :class:`~ca
 when there are none and a :class:`HybridPlan` otherwise.  :class:`PublicHybridPlan` is what the
 querying party (QP) may see: every segment's :class:`~capc.he.plan.PublicPlan` and the GC layers'
 shapes and pooling windows -- structure, never weights.
+
+**Fixed point and the error bound.** Every share lives in Z_2^64 with the run's ``f`` fraction bits.
+The products are all inside CKKS (each rescale is CKKS's own truncation), so the circuits only
+compare and select: ReLU and max are exact on the shares and 1-Lipschitz.  A segment's output as the
+shares hold it is off by at most ``2^-f`` (the querying party rounds ``z - r`` and the answering party
+``r`` to the grid) plus the CKKS error ``e`` of the segment; the next segment multiplies the incoming
+error by at most its weights' largest row sum ``L``.  :func:`logit_error_bound` composes this:
+``E_k = L_k E_(k-1) + e + 2^-f``, ``E_(-1) = 0`` -- a worst case, typically 10-100 times the
+observed error (the rounding errors are independent and partly cancel).
+
+**What each party sees, per GC layer** (semi-honest): the answering party sees only ciphertexts
+under the querying party's key and garbles without learning the circuit's outputs; the querying party
+sees the segment's pre-activations ``z - r`` with ``r`` uniform on a range ``2^s`` times the sound
+bound on ``|z|`` (statistical distance ``2^-s`` per value, s as reported in the run's hiding record),
+flooded with Gaussian noise and in a re-randomised ciphertext (circuit privacy, as for the logits),
+and the layer's outputs ``y - m``, ``m`` drawn the same way (``2^-s`` per value).  The pooling
+windows and layer sizes are public (they are the model's architecture, which the querying party needs
+to lay out its queries).
 """
 
 from __future__ import annotations
@@ -312,6 +330,29 @@ def build_plan(raw: Sequence[RawOp], input_shape: tuple[int, ...], layers: Seque
         if k < len(gcs):
             seg_in = gcs[k].size_out
     return HybridPlan(segments, gcs, input_shape, layers, source)
+
+
+def logit_error_bound(plan: Any, frac_bits: int, ckks_error: float) -> float:
+    """Worst-case ``|logit - plan.forward(x)|`` of the hybrid evaluation of a square-free ``plan``
+    (plain or hybrid, with weights) at ``frac_bits`` fraction bits, each CKKS segment erring by at
+    most ``ckks_error`` (see the module docstring; :func:`capc.he.params.ckks_error`).
+
+    Raises:
+        HEError: for a plan with squares (its error is not bounded by a row sum).
+    """
+    from capc.he.plan import LinearStage
+
+    q = 2.0 ** -int(frac_bits)
+    err = 0.0
+    for k, seg in enumerate(segments_of(plan)):
+        stages = getattr(seg, "stages", None)
+        if stages is None or not all(isinstance(st, LinearStage) for st in stages):
+            raise HEError(f"segment {k} squares its input (or has no weights): no row-sum error bound")
+        lip = 1.0
+        for st in stages:
+            lip *= float(np.max(np.asarray(abs(st.weight).sum(axis=1)))) if st.weight.nnz else 0.0
+        err = lip * err + float(ckks_error) + q
+    return err
 
 
 def size_of(shape: Sequence[int]) -> int:

@@ -79,9 +79,12 @@ NOISE_MARGIN_BITS = 28
 
 
 #: The same margin for a plan without squares (the hybrid ReLU models: every CKKS segment is affine
-#: maps on a fresh ciphertext, so the error is the encryption and rescaling error times the weights,
-#: not amplified by squaring).  Measured in the tests on the cryptonets-relu digits models.
-LINEAR_NOISE_MARGIN_BITS = 14
+#: maps on a fresh ciphertext, so the error is the encryption, rotation and rescaling error times the
+#: weights, not amplified by squaring), by packing.  Measured on the cryptonets-relu layout at scale
+#: 2^24 (tests/he/test_hybrid_accuracy.py): the error is about 2^-11 with batch packing (no rotations)
+#: and 2^-6.2 with single packing (the diagonal method's key-switched rotations), i.e. 2^-(scale
+#: bits - 13) and 2^-(scale bits - 18); one bit more than the share tolerance 2^-(f+1) needs, plus one.
+LINEAR_NOISE_MARGIN_BITS = {"batch": 15, "single": 20}
 
 
 def has_square(plan: Any) -> bool:
@@ -95,12 +98,19 @@ def needs_key_switching(plan: Any, packing: str, poly_modulus_degree: int) -> bo
     return has_square(plan) or (packing == "single" and bool(as_public(plan).rotations(packing, poly_modulus_degree)))
 
 
-def min_scale_bits(frac_bits: int, plan: Any = None) -> int:
+def min_scale_bits(frac_bits: int, plan: Any = None, packing: str = "single") -> int:
     """Fewest scale bits for which CKKS's evaluation error keeps the shares within +-1 at
-    ``frac_bits`` (for ``plan``; the stricter square-model margin when no plan is given)."""
+    ``frac_bits`` (for ``plan`` with ``packing``; the stricter square-model margin when no plan is
+    given)."""
     if plan is not None and not has_square(plan):
-        return frac_bits + LINEAR_NOISE_MARGIN_BITS
+        return frac_bits + LINEAR_NOISE_MARGIN_BITS.get(packing, max(LINEAR_NOISE_MARGIN_BITS.values()))
     return frac_bits + NOISE_MARGIN_BITS
+
+
+def ckks_error(log2_scale: float, plan: Any, packing: str) -> float:
+    """The measured CKKS evaluation error of one square-free segment (see
+    :data:`LINEAR_NOISE_MARGIN_BITS`), with the one bit of safety the margin keeps."""
+    return 2.0 ** -(log2_scale - LINEAR_NOISE_MARGIN_BITS.get(packing, 20) + 1)
 
 
 def output_modulus_bits(he: HEParams, depth: int) -> int:
@@ -191,7 +201,7 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
     if he_params is None:
         he_params = recommend_params(pub, packing=packing, hiding_bits=hiding_bits,
                                      logit_bound=logit_bound, frac_bits=frac_bits,
-                                     scale_bits=max(40, min_scale_bits(frac_bits, pub)))
+                                     scale_bits=max(40, min_scale_bits(frac_bits, pub, packing)))
     if not isinstance(he_params, HEParams):
         raise HEError(f"he_params must be capc.config.HEParams, got {type(he_params).__name__}")
     scale_bits = max(20, min(40, round(he_params.log2_scale)))
@@ -221,11 +231,11 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
                         ("" if has_square(pub) else
                          ", or use batch packing (--packing batch, or --batch_size > 1), which needs no "
                          "key switching for a model without squares"))
-    if he_params.log2_scale < min_scale_bits(frac_bits, pub):
+    if he_params.log2_scale < min_scale_bits(frac_bits, pub, packing):
         problems.append(f"too noisy: scale 2^{he_params.log2_scale:g} leaves CKKS evaluation errors that "
                         f"move {frac_bits}-fraction-bit shares by more than 1 (measured: logit errors up to "
                         f"0.27 at 2^24 for a square model); the scale needs at least "
-                        f"2^{min_scale_bits(frac_bits, pub)}")
+                        f"2^{min_scale_bits(frac_bits, pub, packing)}")
     out_bits = output_modulus_bits(he_params, min(pub.depth, levels))
     need = needed_output_bits(he_params.log2_scale, hiding_bits, log2_bound)
     if levels >= pub.depth and out_bits < need:
@@ -236,7 +246,7 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
         src = he_params.source or "the given parameters"
         raise ParameterError(f"{src} cannot serve this model: " + "; ".join(problems) +
                              _proposal(pub, packing, hiding_bits, logit_bound, frac_bits,
-                                       max(scale_bits, min_scale_bits(frac_bits, pub), 40)))
+                                       max(scale_bits, min_scale_bits(frac_bits, pub, packing), 40)))
     return HESetup(he_params, packing, hiding_bits, float(logit_bound), frac_bits, pub.depth,
                    out_bits, out_bits - need)
 

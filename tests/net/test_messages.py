@@ -184,13 +184,13 @@ def test_decode_rejects_duplicate_keys_nan_and_bad_blob_refs() -> None:
         decode_message(MessageType.PUBLIC_CONTEXT, struct.pack(">I", len(head)) + head + b"x")
     ids = {"dtype": "<u8", "shape": [1], "blob": 0}
     one = b"\1" + b"\0" * 7
-    fields = {"query_ids": ids, "ciphertexts": [{"blob": 1}, {"blob": 1}]}
+    fields = {"query_ids": ids, "ciphertexts": [{"blob": 1}, {"blob": 1}], "segment": 0}
     with pytest.raises(SchemaError, match="referenced twice"):
         decode_message(MessageType.QUERY_RESULT, _payload(fields, [one, b"x"]))
-    fields = {"query_ids": ids, "ciphertexts": [{"blob": 3}]}
+    fields = {"query_ids": ids, "ciphertexts": [{"blob": 3}], "segment": 0}
     with pytest.raises(SchemaError, match="out of range"):
         decode_message(MessageType.QUERY_RESULT, _payload(fields, [one, b"x"]))
-    fields = {"query_ids": {"dtype": "<u8", "shape": [2], "blob": 0}, "ciphertexts": [{"blob": 1}]}
+    fields = {"query_ids": {"dtype": "<u8", "shape": [2], "blob": 0}, "ciphertexts": [{"blob": 1}], "segment": 0}
     with pytest.raises(SchemaError, match="blob holds 8 bytes, expected 16"):
         decode_message(MessageType.QUERY_RESULT, _payload(fields, [one, b"x"]))
     with pytest.raises(ProtocolError, match="unknown message type code 99"):
