@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Train one cryptonets-style model per party and save it as .keras, frozen .pb and a model card.
+"""Train one model per party and save it as .keras, frozen .pb and a model card.
 
-By default the models are trained on scikit-learn's digits (always available); with ``--data_dir``
-pointing at MNIST files (``mnist.npz`` or the four IDX files) they are trained on MNIST. Output goes
-to ``<out_dir>/<set>/party-<i>.{keras,pb,card.json,card.md}``, where ``<set>`` is the dataset name for
-the 4-party IID default and ``<dataset>-<n>p-<scheme>`` otherwise.
+``--model_type`` picks the layout: ``cryptonets`` (square activations, the default),
+``cryptonets-relu`` or ``mlp`` (the original demo's ReLU layouts). By default the models are trained
+on scikit-learn's digits (always available); with ``--data_dir`` pointing at MNIST files
+(``mnist.npz`` or the four IDX files) they are trained on MNIST, the ReLU layouts then exactly as
+the original's 28x28 networks. Output goes to ``<out_dir>/<set>/party-<i>.{keras,pb,card.json,card.md}``,
+where ``<set>`` is ``<dataset>`` for the 4-party IID cryptonets default, ``<dataset>-<model_type>``
+for the other layouts, and ``<dataset>[-<model_type>]-<n>p-<scheme>`` for other partitions.
 
 Examples::
 
     python scripts/train_models.py                        # regenerates models/digits/ (4 parties)
+    python scripts/train_models.py --model_type mlp       # regenerates models/digits-mlp/
     python scripts/train_models.py --data_dir ~/data      # MNIST, 4 parties -> models/mnist/
     python scripts/train_models.py --n_parties 10 --partition weak --weak_classes 1,2
 """
@@ -24,6 +28,7 @@ if str(ROOT) not in sys.path:  # allow running from a source checkout without in
     sys.path.insert(0, str(ROOT))
 
 from capc.learning.argtypes import int_list  # noqa: E402
+from capc.learning.model_types import DEFAULT_MODEL_TYPE, MODEL_TYPES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("auto", "digits", "mnist"), default="auto",
                    help="auto: mnist if --data_dir holds MNIST files, else digits")
     p.add_argument("--data_dir", default=None, help="directory with mnist.npz or the four MNIST IDX files")
+    p.add_argument("--model_type", choices=MODEL_TYPES, default=DEFAULT_MODEL_TYPE,
+                   help="layout: cryptonets (square activations, pure CKKS), or the original demo's "
+                        "cryptonets-relu / mlp (ReLU, max-pool: need the garbled-circuit path)")
     p.add_argument("--num_query_pool", type=int, default=None,
                    help="test samples reserved as query pool (default: 300 digits, 9000 MNIST)")
     p.add_argument("--n_parties", type=int, default=4, help="number of parties (QP + APs), one model each")
@@ -46,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="default: 40")
     p.add_argument("--batch_size", type=int, default=None, help="default: 32")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 3e-3)")
-    p.add_argument("--hidden", type=int, default=None, help="units of the hidden Dense layer")
-    p.add_argument("--filters", type=int, default=None, help="convolution filters (default 5)")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="units of the hidden Dense layer (cryptonets only)")
+    p.add_argument("--filters", type=int, default=None, help="convolution filters (default 5; cryptonets only)")
     p.add_argument("--keras_verbose", type=int, default=0, choices=(0, 1, 2),
                    help="Keras fit output in addition to the tqdm bars")
     return p
@@ -76,16 +85,18 @@ def main(argv: list[str] | None = None) -> int:
                                        ("learning_rate", args.lr), ("hidden", args.hidden),
                                        ("filters", args.filters)) if v is not None}
         config = ModelConfig(**overrides)
-        out = Path(args.out_dir) / set_name(dataset, args.n_parties, args.partition)
+        out = Path(args.out_dir) / set_name(dataset, args.n_parties, args.partition, args.model_type)
         cards = train_model_set(dataset, args.n_parties, out, data_dir=args.data_dir,
                                 num_query_pool=args.num_query_pool, scheme=args.partition,
                                 weak_classes=args.weak_classes, weak_class_ratio=args.weak_class_ratio,
                                 num_querying_parties=args.num_querying_parties, parties=args.parties,
-                                seed=args.seed, config=config, verbose=args.keras_verbose, progress=True)
+                                seed=args.seed, config=config, verbose=args.keras_verbose, progress=True,
+                                model_type=args.model_type)
     except CapcError as exc:
         print(f"train_models: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{'party':>5} {'train':>6} {'eval acc':>9} {'bal acc':>8} {'max|logit|':>10}  files in {out}")
+    print(f"\n{args.model_type} on {dataset}, {args.n_parties} parties ({args.partition})")
+    print(f"{'party':>5} {'train':>6} {'eval acc':>9} {'bal acc':>8} {'max|logit|':>10}  files in {out}")
     for c in cards:
         ev = c["evaluation"]
         print(f"{c['party']:>5} {c['data']['num_train_samples']:>6} {ev['accuracy']:>9.4f} "

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import capc.protocol_params as pp
 from capc.launcher.errors import FlagError
+from capc.learning.model_types import DEFAULT_MODEL_TYPE, MODEL_TYPES
 from capc.protocol_params import MODEL_SUFFIXES
 
 #: Datasets the protocol's 28x28 / 8x8 models run on (``capc.learning.datasets`` reads them);
@@ -30,7 +31,6 @@ PROTOCOL_FLAGS: dict[str, pp.Param] = {
     "budget_eps": pp.BUDGET_EPS, "delta": pp.DELTA, "timeout": pp.TIMEOUT,
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_MODEL_TYPE_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9.:_\[\]-]+$")
 
 
@@ -151,8 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     orig.add_argument("--dataset_name", type=str, default="digits", choices=DATASETS,
                       help="dataset; digits ships with scikit-learn and needs no download, the others are "
                            "read from their standard files in --data_dir")
-    orig.add_argument("--model_type", type=str, default="cryptonets",
-                      help="architecture of the default models (HE needs polynomial activations)")
+    orig.add_argument(
+        "--model_type", type=str, default=DEFAULT_MODEL_TYPE,
+        help=f"layout of the default models, one of {', '.join(MODEL_TYPES)}: cryptonets (square "
+             "activations, pure CKKS; models/digits/) or the original demo's cryptonets-relu / mlp "
+             "(ReLU, max-pool: evaluated with garbled circuits; models/digits-cryptonets-relu/, "
+             "models/digits-mlp/). Ignored with --checkpoint_dir. capc default cryptonets (the "
+             "original's was cryptonets-relu)",
+    )
     orig.add_argument(
         "--log_timing_file", type=str, default=None,
         help="also append the per-step timing records (JSON lines) to this file; they are always "
@@ -240,8 +246,8 @@ def validate(ns: argparse.Namespace) -> ExperimentConfig:
         raise FlagError(flag, message) from None
     _need(bool(_NAME_RE.match(ns.session)), "--session",
           f"must be letters, digits, '_' or '-' (tmux reserves '.' and ':'), got {ns.session!r}")
-    _need(bool(_MODEL_TYPE_RE.match(ns.model_type)), "--model_type",
-          f"must be a plain name, got {ns.model_type!r}")
+    _need(ns.model_type in MODEL_TYPES, "--model_type",
+          f"must be one of {', '.join(MODEL_TYPES)}, got {ns.model_type!r}")
     _need(bool(_HOST_RE.match(ns.host)), "--host", f"is not a host name or address: {ns.host!r}")
     # Fixed ports: all of them must be unprivileged and below 65536.
     if ns.start_port != 0:

@@ -5,6 +5,7 @@ Modules (one job each):
 * :mod:`~capc.learning.datasets` — digits (scikit-learn) and MNIST (local files), query pool / evaluation cut;
 * :mod:`~capc.learning.partition` — IID and weak-class (non-IID) partitions among parties;
 * :mod:`~capc.learning.layers` — the ``Square`` / ``Polynomial`` activation layers;
+* :mod:`~capc.learning.model_types` — the model types (layouts) ``cryptonets``, ``cryptonets-relu``, ``mlp``;
 * :mod:`~capc.learning.models` — building, seeded training, prediction, saving and loading models;
 * :mod:`~capc.learning.export` — frozen ``.pb`` export (nodes ``input`` -> ``output``) and loading;
 * :mod:`~capc.learning.cards` — model cards (JSON + Markdown);
@@ -29,6 +30,7 @@ _EXPORTS = {
     "train_and_vote": "fanout", "FanoutResult": "fanout", "kcenter_greedy": "selection",
     "iid_partition": "partition", "weak_class_partition": "partition", "check_partition": "partition",
     "ModelConfig": "models", "build_cryptonets_model": "models", "train_party_model": "models",
+    "build_party_model": "models", "MODEL_TYPES": "model_types", "check_model_type": "model_types",
     "predict_logits": "models", "softmax": "models", "save_model": "models", "load_model": "models",
     "export_frozen_graph": "export", "FrozenModel": "export", "INPUT_NODE": "export", "OUTPUT_NODE": "export",
     "load_default_models": "default_models", "default_model_paths": "default_models",

@@ -33,6 +33,7 @@ import numpy as np
 from capc.learning.errors import ModelError
 from capc.learning.models import check_xy, keras, set_seed
 from capc.learning.layers import Square
+from capc.learning.model_types import MODEL_TYPES
 
 #: Convolution widths per VGG depth; "M" is a 2x2 max-pool. ``dense`` hidden layers follow.
 VGG_CONFIGS: dict[str, tuple[tuple[Any, ...], int]] = {
@@ -58,7 +59,7 @@ RESNET_BLOCKS: dict[str, tuple[int, ...]] = {
     "ResNet18": (2, 2, 2, 2),
 }
 
-CRYPTONETS_LAYOUTS = ("cryptonets", "cryptonets-relu", "mlp")
+CRYPTONETS_LAYOUTS = MODEL_TYPES  # ("cryptonets", "cryptonets-relu", "mlp")
 
 #: Every architecture name :func:`build_architecture` accepts.
 ARCHITECTURES: tuple[str, ...] = tuple(VGG_CONFIGS) + tuple(RESNET_BLOCKS) + CRYPTONETS_LAYOUTS
@@ -198,28 +199,62 @@ def build_resnet(name: str, input_shape: Sequence[int], num_classes: int = 10, w
 
 
 def build_cryptonets_layout(name: str, input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
-                            width: float = 1.0) -> Any:
+                            width: float = 1.0, *, conv_stride: int = 2, l2: float = 0.0,
+                            logit_l2: float = 0.0) -> Any:
     """The original demo's layouts (28x28x1 input; 'same' padding; logits out).
 
     * ``cryptonets``: Conv2D 5x5x5 s2 + bias -> x^2 -> flatten 980 -> Dense 100 + bias -> x^2 -> Dense C.
     * ``cryptonets-relu``: the same with both squares replaced by ReLU.
     * ``mlp``: Conv2D 5x5x5 s2 -> ReLU -> MaxPool 3x3 s3 'valid' -> Conv2D 5x5x50 s2 -> ReLU ->
       flatten 200 -> Dense 100 -> ReLU -> Dense C + bias (no biases where the original has none).
+
+    Args:
+        name: ``cryptonets``, ``cryptonets-relu`` or ``mlp``.
+        input_shape: (H, W, C).
+        num_classes: logits out.
+        width: scales every channel count (at least 1 channel).
+        conv_stride: stride of every convolution (the original's 2). The default models use 1 for
+            ``mlp`` on 8x8 digits, where stride 2 leaves a 1x1 map after the pool (see
+            ``models/README.md``).
+        l2: L2 penalty on every kernel (Keras ``L2(l2)``; 0 = none).
+        logit_l2: L2 activity penalty on the logits (0 = none). Neither penalty changes the
+            inference graph.
+
+    Raises:
+        ModelError: unknown name, bad shape, class count, width or stride, or an input too small
+            for the pooling window.
     """
     shape = _check_shape(input_shape, num_classes, width)
     name = canonical_name(name)
-    inputs = keras.Input(shape)
+    if name not in CRYPTONETS_LAYOUTS:
+        raise ModelError(f"{name!r} is not a CryptoNets layout; choose one of {', '.join(CRYPTONETS_LAYOUTS)}")
+    if isinstance(conv_stride, bool) or not isinstance(conv_stride, (int, np.integer)) or conv_stride < 1:
+        raise ModelError(f"conv_stride must be a positive integer, got {conv_stride!r}")
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    logit_reg = keras.regularizers.L2(logit_l2) if logit_l2 > 0 else None
+    inputs = keras.Input(shape, name="input")
     if name == "mlp":
-        h = keras.layers.Conv2D(_width(5, width), 5, strides=2, padding="same", use_bias=False)(inputs)
-        h = keras.layers.MaxPooling2D(3, strides=3, padding="valid")(keras.layers.ReLU()(h))
-        h = keras.layers.Conv2D(_width(50, width), 5, strides=2, padding="same", use_bias=False)(h)
-        h = keras.layers.Flatten()(keras.layers.ReLU()(h))
-        h = keras.layers.ReLU()(keras.layers.Dense(_width(100, width), use_bias=False)(h))
+        if -(-min(shape[:2]) // conv_stride) < 3:
+            raise ModelError(f"input {shape} with conv_stride {conv_stride} is too small for the 3x3 max-pool")
+        h = keras.layers.Conv2D(_width(5, width), 5, strides=conv_stride, padding="same", use_bias=False,
+                                kernel_regularizer=reg, name="conv_1")(inputs)
+        h = keras.layers.ReLU(name="relu_1")(h)
+        h = keras.layers.MaxPooling2D(3, strides=3, padding="valid", name="pool")(h)
+        h = keras.layers.Conv2D(_width(50, width), 5, strides=conv_stride, padding="same", use_bias=False,
+                                kernel_regularizer=reg, name="conv_2")(h)
+        h = keras.layers.Flatten(name="flatten")(keras.layers.ReLU(name="relu_2")(h))
+        h = keras.layers.Dense(_width(100, width), use_bias=False, kernel_regularizer=reg, name="dense")(h)
+        h = keras.layers.ReLU(name="relu_3")(h)
     else:
-        act = (lambda: Square()) if name == "cryptonets" else (lambda: keras.layers.ReLU())
-        h = act()(keras.layers.Conv2D(_width(5, width), 5, strides=2, padding="same")(inputs))
-        h = act()(keras.layers.Dense(_width(100, width))(keras.layers.Flatten()(h)))
-    outputs = keras.layers.Dense(num_classes, name="logits")(h)
+        def act(i: int) -> Any:
+            return Square(name=f"square_{i}") if name == "cryptonets" else keras.layers.ReLU(name=f"relu_{i}")
+
+        h = keras.layers.Conv2D(_width(5, width), 5, strides=conv_stride, padding="same",
+                                kernel_regularizer=reg, name="conv")(inputs)
+        h = keras.layers.Flatten(name="flatten")(act(1)(h))
+        h = act(2)(keras.layers.Dense(_width(100, width), kernel_regularizer=reg, name="dense")(h))
+    outputs = keras.layers.Dense(num_classes, kernel_regularizer=reg, activity_regularizer=logit_reg,
+                                 name="logits")(h)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -43,8 +43,14 @@ def sha256_of(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def evaluate_for_card(model: Any, dataset: Any, x_train: np.ndarray) -> dict[str, Any]:
-    """Accuracy on the evaluation split, and the max |logit| on the test split and the training data."""
+def evaluate_for_card(model: Any, dataset: Any, x_train: np.ndarray, model_type: str = "cryptonets"
+                      ) -> dict[str, Any]:
+    """Accuracy on the evaluation split, and the max |logit| on the test split and the training data.
+
+    ``derived_logit_bound`` is the sound bound of :mod:`capc.he.bounds`; it is ``None`` when the HE
+    stack is not installed, or for a ReLU layout (``model_type`` other than ``cryptonets``) that the
+    installed :mod:`capc.he` cannot compile or bound.
+    """
     from capc.learning.metrics import accuracy, balanced_accuracy, per_class_accuracy
     from capc.learning.models import predict_logits
 
@@ -62,19 +68,27 @@ def evaluate_for_card(model: Any, dataset: Any, x_train: np.ndarray) -> dict[str
                                 if dataset.num_query_pool else None),
         "max_abs_logit_test": round(float(np.abs(test_logits).max()), 4),
         "max_abs_logit_train": round(float(np.abs(train_logits).max()), 4),
-        "derived_logit_bound": (None if (bound := _derived_bound(model)) is None else round(bound, 4)),
+        "derived_logit_bound": (None if (bound := _derived_bound(model, model_type == "cryptonets")) is None
+                                else round(bound, 4)),
     }
 
 
-def _derived_bound(model: Any) -> float | None:
+def _derived_bound(model: Any, polynomial: bool = True) -> float | None:
     """The sound bound on |logit| over the declared input domain (what sizes the mask), or None
-    when the HE stack is not installed."""
+    when the HE stack is not installed or, for a non-polynomial model (ReLU, max-pool), when it
+    cannot compile or bound the model."""
     try:
         from capc.he import compile_model
         from capc.he.bounds import PIXELS, derive_logit_bound
+        from capc.he.errors import HEError
     except ImportError:
         return None
-    return derive_logit_bound(compile_model(model), PIXELS)
+    if polynomial:
+        return derive_logit_bound(compile_model(model), PIXELS)
+    try:
+        return derive_logit_bound(compile_model(model), PIXELS)
+    except HEError:
+        return None
 
 
 def _pixels() -> dict[str, Any]:
@@ -85,17 +99,27 @@ def _pixels() -> dict[str, Any]:
 
 def make_card(*, name: str, model: Any, dataset: Any, party: int, partition: dict[str, Any],
               train_labels: np.ndarray, seed: int, config: dict[str, Any], evaluation: dict[str, Any],
-              files: dict[str, Path]) -> dict[str, Any]:
-    """Assemble the card dictionary (see module docstring); ``files`` maps kind -> written path."""
+              files: dict[str, Path], model_type: str = "cryptonets") -> dict[str, Any]:
+    """Assemble the card dictionary (see module docstring); ``files`` maps kind -> written path,
+    ``model_type`` names the layout (see :mod:`capc.learning.model_types`)."""
     from capc.learning.export import INPUT_NODE, OUTPUT_NODE
+    from capc.learning.model_types import MODEL_FAMILIES, check_model_type
+
+    model_type = check_model_type(model_type)
+
+    import keras
 
     layers = []
     for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue  # functional models list their input; Sequential ones do not
         entry: dict[str, Any] = {"name": layer.name, "type": type(layer).__name__}
         cfg = layer.get_config()
-        for key in ("filters", "kernel_size", "strides", "padding", "units"):
+        for key in ("filters", "kernel_size", "pool_size", "strides", "padding", "units"):
             if key in cfg:
                 entry[key] = list(cfg[key]) if isinstance(cfg[key], (tuple, list)) else cfg[key]
+        if cfg.get("use_bias") is False:
+            entry["use_bias"] = False
         layers.append(entry)
     counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=dataset.num_classes)
     return {
@@ -103,7 +127,8 @@ def make_card(*, name: str, model: Any, dataset: Any, party: int, partition: dic
         "name": name,
         "party": int(party),
         "model": {
-            "family": "cryptonets (Conv -> Square -> Dense -> Square -> Dense, logits out)",
+            "model_type": model_type,
+            "family": MODEL_FAMILIES[model_type],
             "input_shape": [None, *dataset.input_shape],
             "num_classes": int(dataset.num_classes),
             "num_params": int(model.count_params()),
@@ -140,7 +165,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join([
         f"# {card['name']} (party {card['party']})",
         "",
-        f"- **Model**: {arch}; {mdl['num_params']} parameters; input {mdl['input_shape']} "
+        f"- **Model** (`{mdl.get('model_type', 'cryptonets')}`): {arch}; {mdl['num_params']} parameters; "
+        f"input {mdl['input_shape']} "
         f"({mdl['frozen_graph']['layout']}); frozen graph nodes `{mdl['frozen_graph']['input_node']}` -> "
         f"`{mdl['frozen_graph']['output_node']}`.",
         f"- **Data**: {data['dataset']}, {data['num_train_samples']} training samples, partition "
@@ -150,7 +176,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- **Logit bound**: max |logit| = {ev['max_abs_logit_test']} on the test split, "
         f"{ev['max_abs_logit_train']} on the training data"
         + (f"; sound bound over the input domain {ev['derived_logit_bound']}."
-           if ev.get("derived_logit_bound") is not None else "."),
+           if ev.get("derived_logit_bound") is not None
+           else "; no sound bound over the input domain recorded (capc.he could not bound this model "
+                "when the card was written)."),
         f"- **Training**: seed {tr['seed']}, {tr['epochs']} epochs, batch {tr['batch_size']}, "
         f"Adam lr {tr['learning_rate']}, L2 {tr['l2']}, logit L2 {tr['logit_l2']}.",
         f"- **Files**: {files}.",

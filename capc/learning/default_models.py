@@ -6,10 +6,13 @@ each saved as ``party-<i>.keras`` (Keras), ``party-<i>.pb`` (frozen graph, see
 
 The repository ships the default set ``models/digits/``: digits, 4 parties, IID partition, party
 ``i`` trained with seed ``DEFAULT_SEED + i``. Party 0 is the default querying party and parties 1..3
-the answering parties. :func:`load_default_models` serves up to 4 parties from it (re-training any
-missing file with the same seed and partition, which reproduces the same weights); for more parties
-it trains a whole new set on an ``n``-way partition, so that the parties' data stay disjoint, and
-caches it (``$CAPC_CACHE_DIR`` or ``~/.cache/capc``).
+the answering parties. Each set has one layout (*model type*, see :mod:`capc.learning.model_types`):
+``models/digits/`` is ``cryptonets``; ``models/digits-cryptonets-relu/`` and ``models/digits-mlp/``
+are the original demo's ReLU layouts, with the same data split, partition and seeds.
+:func:`load_default_models` serves up to 4 parties from the shipped set of a model type (re-training
+any missing file with the same seed and partition, which reproduces the same weights); for more
+parties it trains a whole new set on an ``n``-way partition, so that the parties' data stay
+disjoint, and caches it (``$CAPC_CACHE_DIR`` or ``~/.cache/capc``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from capc.learning.errors import ModelError
+from capc.learning.model_types import DEFAULT_MODEL_TYPE, MODEL_TYPES, check_model_type  # noqa: F401 (re-exported)
 
 SHIPPED_DATASET = "digits"
 SHIPPED_PARTIES = 4
@@ -32,11 +36,20 @@ def party_seed(base_seed: int, party: int) -> int:
     return int(base_seed) + int(party)
 
 
-def set_name(dataset: str, n_parties: int, scheme: str = "iid") -> str:
-    """Directory name of a model set: ``<dataset>`` for the 4-party IID default, else a longer name."""
+def set_name(dataset: str, n_parties: int, scheme: str = "iid", model_type: str = DEFAULT_MODEL_TYPE) -> str:
+    """Directory name of a model set: ``<dataset>`` for the 4-party IID ``cryptonets`` default,
+    ``<dataset>-<model_type>`` for the other layouts' 4-party IID sets, and
+    ``<dataset>[-<model_type>]-<n>p-<scheme>`` otherwise (``models/digits``, ``models/digits-mlp``,
+    ``digits-10p-weak``, ``digits-mlp-10p-weak``).
+
+    Raises:
+        ModelError: an unknown model type.
+    """
+    model_type = check_model_type(model_type)
+    prefix = dataset if model_type == DEFAULT_MODEL_TYPE else f"{dataset}-{model_type}"
     if n_parties == SHIPPED_PARTIES and scheme == "iid":
-        return dataset
-    return f"{dataset}-{n_parties}p-{scheme}"
+        return prefix
+    return f"{prefix}-{n_parties}p-{scheme}"
 
 
 def repo_models_dir() -> Path:
@@ -103,23 +116,34 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
 
 def train_and_save_party(dataset: Any, parts: Sequence[np.ndarray], partition_info: dict[str, Any],
                          party: int, out_dir: str | Path, *, seed: int, config: Any = None,
-                         verbose: int = 0, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train party ``party`` on its part of the training split and write its four files.
+                         verbose: int = 0, callbacks: Sequence[Any] = (),
+                         model_type: str = DEFAULT_MODEL_TYPE) -> dict[str, Any]:
+    """Train party ``party`` (layout ``model_type``) on its part of the training split and write its
+    four files.
 
     Returns:
         The model card (also written as ``party-<i>.card.json``/``.md``).
+
+    Raises:
+        ModelError: party out of range, unknown model type, or a config field the layout does not use.
     """
     from capc.learning.cards import evaluate_for_card, make_card, write_card
     from capc.learning.export import export_frozen_graph
-    from capc.learning.models import ModelConfig, save_model, train_party_model
+    from capc.learning.models import TRAINING_FIELDS, check_config_for, save_model, train_party_model
 
+    model_type = check_model_type(model_type)
     if not 0 <= party < len(parts):
         raise ModelError(f"party {party} is outside 0..{len(parts) - 1}")
-    cfg = (config or ModelConfig()).resolved(dataset.input_shape)
+    cfg = check_config_for(model_type, config)
+    if model_type == DEFAULT_MODEL_TYPE:
+        cfg = cfg.resolved(dataset.input_shape)
+        card_config = cfg.to_dict()
+    else:  # the layout is fixed: record only the training fields it uses
+        card_config = {k: v for k, v in cfg.to_dict().items() if k in TRAINING_FIELDS}
     idx = parts[party]
     x, y = dataset.x_train[idx], dataset.y_train[idx]
     model = train_party_model(x, y, num_classes=dataset.num_classes, seed=seed, config=cfg,
-                              verbose=verbose, callbacks=callbacks)
+                              verbose=verbose, callbacks=callbacks, model_type=model_type)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = model_paths(out, party)
@@ -129,45 +153,57 @@ def train_and_save_party(dataset: Any, parts: Sequence[np.ndarray], partition_in
     if partition_info.get("scheme") == "iid" and len(idx):
         info["index_range"] = [int(idx[0]), int(idx[-1]) + 1]
     card = make_card(name=f"{out.name}/party-{party}", model=model, dataset=dataset, party=party,
-                     partition=info, train_labels=y, seed=seed, config=cfg.to_dict(),
-                     evaluation=evaluate_for_card(model, dataset, x),
-                     files={"keras": paths["keras"], "pb": paths["pb"]})
+                     partition=info, train_labels=y, seed=seed, config=card_config,
+                     evaluation=evaluate_for_card(model, dataset, x, model_type),
+                     files={"keras": paths["keras"], "pb": paths["pb"]}, model_type=model_type)
     write_card(card, paths["card"])
     return card
 
 
-def _check_card(card: dict[str, Any], dataset: str, n_parties: int, party: int, path: Path) -> None:
+def card_model_type(card: dict[str, Any]) -> str:
+    """The layout a card describes (cards written before model types existed are ``cryptonets``)."""
+    return str(card.get("model", {}).get("model_type", DEFAULT_MODEL_TYPE))
+
+
+def _check_card(card: dict[str, Any], dataset: str, n_parties: int, party: int, path: Path,
+                model_type: str = DEFAULT_MODEL_TYPE) -> None:
     part = card.get("data", {}).get("partition", {})
-    found = (card.get("data", {}).get("dataset"), part.get("num_parties"), part.get("party"))
-    if found != (dataset, n_parties, party):
-        raise ModelError(f"{path} describes dataset/parties/party {found}, expected "
-                         f"{(dataset, n_parties, party)}; delete the set's files to retrain it")
+    found = (card.get("data", {}).get("dataset"), part.get("num_parties"), part.get("party"),
+             card_model_type(card))
+    want = (dataset, n_parties, party, model_type)
+    if found != want:
+        raise ModelError(f"{path} describes dataset/parties/party/model type {found}, expected "
+                         f"{want}; delete the set's files to retrain it")
 
 
 def default_model_paths(n_parties: int, models_dir: str | Path | None = None, *, train_missing: bool = True,
                         seed: int = DEFAULT_SEED, verbose: int = 0, dataset: str = SHIPPED_DATASET,
                         data_dir: str | Path | None = None,
-                        on_train: Callable[[str], None] | None = None) -> list[Path]:
+                        on_train: Callable[[str], None] | None = None,
+                        model_type: str = DEFAULT_MODEL_TYPE) -> list[Path]:
     """Paths of the ``.keras`` files of the default models of parties ``0..n_parties-1``.
 
-    ``dataset`` (default digits) selects the training data; only digits has a shipped set, other
+    ``dataset`` (default digits) selects the training data; only digits has shipped sets, other
     datasets are trained into the cache (or ``models_dir``) on first use, from the files in ``data_dir``;
     ``on_train`` is told before any training starts (and only then). ``n_parties`` counts every
     party holding a model: the querying party (party 0) and the answering
-    parties. Up to 4 parties come from the shipped ``models/digits`` set; more parties use a set
-    trained on an ``n_parties``-way partition under ``models_dir`` (default: the cache directory).
+    parties. ``model_type`` selects the layout (:data:`MODEL_TYPES`): up to 4 parties come from the
+    shipped ``models/digits`` (``cryptonets``), ``models/digits-cryptonets-relu`` or
+    ``models/digits-mlp`` set; more parties use a set trained on an ``n_parties``-way partition
+    under ``models_dir`` (default: the cache directory).
 
     Raises:
-        ModelError: bad ``n_parties``, a missing model with ``train_missing=False``, or a card that
-            does not match the set it sits in.
+        ModelError: bad ``n_parties``, an unknown model type, a missing model with
+            ``train_missing=False``, or a card that does not match the set it sits in.
     """
     from capc.learning.cards import read_card
 
     if isinstance(n_parties, bool) or not isinstance(n_parties, (int, np.integer)) or n_parties < 1:
         raise ModelError(f"n_parties must be a positive integer, got {n_parties!r}")
+    model_type = check_model_type(model_type)
     n_parties = int(n_parties)
     set_parties = max(n_parties, SHIPPED_PARTIES)
-    name = set_name(dataset, set_parties)
+    name = set_name(dataset, set_parties, model_type=model_type)
     if models_dir is not None:
         base = Path(models_dir)
     elif set_parties == SHIPPED_PARTIES and dataset == SHIPPED_DATASET:
@@ -186,23 +222,24 @@ def default_model_paths(n_parties: int, models_dir: str | Path | None = None, *,
             missing = [i for i in range(n_parties) if not model_paths(directory, i)["keras"].is_file()]
         if missing:
             if on_train is not None:
-                on_train(f"training the default {dataset} models of parties {missing} into {directory} "
-                         f"(first use only)")
+                on_train(f"training the default {dataset} {model_type} models of parties {missing} into "
+                         f"{directory} (first use only)")
             train_model_set(dataset, set_parties, directory, data_dir=data_dir, parties=missing, seed=seed,
-                            verbose=verbose)
+                            verbose=verbose, model_type=model_type)
     for i in range(n_parties):
         paths = model_paths(directory, i)
-        _check_card(read_card(paths["card"]), dataset, set_parties, i, paths["card"])
+        _check_card(read_card(paths["card"]), dataset, set_parties, i, paths["card"], model_type)
     return [model_paths(directory, i)["keras"] for i in range(n_parties)]
 
 
 def load_default_models(n_parties: int, models_dir: str | Path | None = None, *, train_missing: bool = True,
-                        seed: int = DEFAULT_SEED, verbose: int = 0) -> list[Any]:
+                        seed: int = DEFAULT_SEED, verbose: int = 0,
+                        model_type: str = DEFAULT_MODEL_TYPE) -> list[Any]:
     """Load the default Keras models of parties ``0..n_parties-1`` (see :func:`default_model_paths`)."""
     from capc.learning.models import load_model
 
     return [load_model(p) for p in default_model_paths(n_parties, models_dir, train_missing=train_missing,
-                                                       seed=seed, verbose=verbose)]
+                                                       seed=seed, verbose=verbose, model_type=model_type)]
 
 
 def train_model_set(dataset_name: str, n_parties: int, out_dir: str | Path, *, data_dir: str | Path | None = None,
@@ -210,17 +247,25 @@ def train_model_set(dataset_name: str, n_parties: int, out_dir: str | Path, *, d
                     scheme: str = "iid", weak_classes: Sequence[int] = (1, 2), weak_class_ratio: float = 0.1,
                     num_querying_parties: int = 1, parties: Sequence[int] | None = None,
                     seed: int = DEFAULT_SEED, config: Any = None, verbose: int = 0,
-                    progress: bool = False) -> list[dict[str, Any]]:
+                    progress: bool = False, model_type: str = DEFAULT_MODEL_TYPE) -> list[dict[str, Any]]:
     """Train (and save into ``out_dir``) the models of ``parties`` (default: all) of one set.
 
-    Party ``i`` is trained with seed ``party_seed(seed, i)``. With ``progress``, tqdm bars show the
-    parties and each party's epochs.
+    Party ``i`` is trained with seed ``party_seed(seed, i)``; every party has layout ``model_type``
+    (:data:`MODEL_TYPES`; the data split and partition do not depend on it). With ``progress``, tqdm
+    bars show the parties and each party's epochs.
 
     Returns:
         The cards of the trained parties, in order.
+
+    Raises:
+        ModelError: an unknown model type, parties out of range, or a config field the layout does
+            not use (checked before the data are loaded).
     """
     from capc.learning.datasets import load_dataset
+    from capc.learning.models import check_config_for
 
+    model_type = check_model_type(model_type)
+    check_config_for(model_type, config)
     dataset = load_dataset(dataset_name, data_dir, num_query_pool)
     parts, info = make_partition(dataset, n_parties, scheme, weak_classes=weak_classes,
                                  weak_class_ratio=weak_class_ratio, num_querying_parties=num_querying_parties)
@@ -235,11 +280,11 @@ def train_model_set(dataset_name: str, n_parties: int, out_dir: str | Path, *, d
         from capc.learning.models import ModelConfig, TqdmEpochs
 
         epochs = (config or ModelConfig()).epochs
-        bar = tqdm(todo, desc=f"{dataset.name}: parties", unit="party")
+        bar = tqdm(todo, desc=f"{dataset.name} {model_type}: parties", unit="party")
         for party in bar:
             cb = TqdmEpochs(epochs, desc=f"party {party}")
             card = train_and_save_party(dataset, parts, info, party, out_dir, seed=party_seed(seed, party),
-                                        config=config, verbose=verbose, callbacks=[cb])
+                                        config=config, verbose=verbose, callbacks=[cb], model_type=model_type)
             cb.close()
             bar.set_postfix(acc=card["evaluation"]["accuracy"],
                             max_logit=card["evaluation"]["max_abs_logit_test"])
@@ -247,5 +292,6 @@ def train_model_set(dataset_name: str, n_parties: int, out_dir: str | Path, *, d
     else:
         for party in todo:
             cards.append(train_and_save_party(dataset, parts, info, party, out_dir,
-                                              seed=party_seed(seed, party), config=config, verbose=verbose))
+                                              seed=party_seed(seed, party), config=config, verbose=verbose,
+                                              model_type=model_type))
     return cards

@@ -1,4 +1,5 @@
-"""Export a cryptonets-style Keras model to a frozen TensorFlow GraphDef (``.pb``) and read it back.
+"""Export a party model (cryptonets-style, or the ReLU layouts) to a frozen TensorFlow GraphDef (``.pb``)
+and read it back.
 
 The frozen graph is what the HE compiler (and the original he-transformer tooling) reads. Contract:
 
@@ -7,7 +8,8 @@ The frozen graph is what the HE compiler (and the original he-transformer toolin
 * output: an ``Identity`` named :data:`OUTPUT_NODE` (``"output"``, tensor ``output:0``), the logits
   (batch, num_classes);
 * ops: only :data:`ALLOWED_OPS` — Placeholder, Const, Identity, Conv2D, BiasAdd, Square, Mul,
-  Reshape (with a constant shape), MatMul, Add/AddV2.
+  Reshape (with a constant shape), MatMul, Add/AddV2, and for the ReLU layouts Relu and MaxPool
+  (which the HE side evaluates with garbled circuits, not CKKS).
 
 Keras' own traced graph is not used, because it computes Flatten's batch size at run time (Shape,
 StridedSlice, Pack). Instead the layers are re-expressed with plain TF ops in a ``tf.function`` whose
@@ -27,7 +29,7 @@ from capc.learning.errors import ExportError
 INPUT_NODE = "input"
 OUTPUT_NODE = "output"
 ALLOWED_OPS = frozenset({"Placeholder", "Const", "Identity", "Conv2D", "BiasAdd", "Square", "Mul",
-                         "Reshape", "MatMul", "Add", "AddV2"})
+                         "Reshape", "MatMul", "Add", "AddV2", "Relu", "MaxPool"})
 
 
 def _layer_steps(model: Any) -> list[tuple[str, Any, dict[str, Any]]]:
@@ -43,6 +45,27 @@ def _layer_steps(model: Any) -> list[tuple[str, Any, dict[str, Any]]]:
             continue  # no-ops at inference
         if isinstance(layer, Square):
             steps.append(("square", layer, {}))
+        elif isinstance(layer, keras.layers.ReLU):
+            cfg = layer.get_config()
+            if (cfg.get("max_value") is not None or float(cfg.get("negative_slope") or 0.0) != 0.0
+                    or float(cfg.get("threshold") or 0.0) != 0.0):
+                raise ExportError(f"{name}: only the plain ReLU max(x, 0) is supported (no max_value, "
+                                  "negative_slope or threshold)")
+            steps.append(("relu", layer, {}))
+        elif isinstance(layer, keras.layers.Activation):
+            act = layer.get_config().get("activation")
+            if act == "relu":
+                steps.append(("relu", layer, {}))
+            elif act != "linear":
+                raise ExportError(f"{name}: activation {act!r} is not supported (only relu)")
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            cfg = layer.get_config()
+            if cfg.get("data_format", "channels_last") != "channels_last":
+                raise ExportError(f"{name}: only channels_last (NHWC) is supported")
+            pool = tuple(cfg["pool_size"])
+            strides = tuple(cfg["strides"]) if cfg.get("strides") is not None else pool
+            steps.append(("maxpool", layer, {"pool": pool, "strides": strides,
+                                             "padding": str(cfg["padding"]).upper()}))
         elif isinstance(layer, Polynomial):
             raise ExportError(f"{name}: general polynomial activations are not part of the frozen-graph "
                               "contract (only Square); use the .keras file")
@@ -60,11 +83,11 @@ def _layer_steps(model: Any) -> list[tuple[str, Any, dict[str, Any]]]:
             steps.append(("flatten", layer, {}))
         elif isinstance(layer, keras.layers.Dense) and type(layer) is keras.layers.Dense:
             if layer.get_config().get("activation") not in ("linear", None):
-                raise ExportError(f"{name}: fused activation is not supported; use a separate Square layer")
+                raise ExportError(f"{name}: fused activation is not supported; use a separate Square or ReLU layer")
             steps.append(("dense", layer, {}))
         else:
-            raise ExportError(f"{name} cannot be exported: supported layers are Conv2D, Square, Flatten, "
-                              "Dense (and Dropout, skipped)")
+            raise ExportError(f"{name} cannot be exported: supported layers are Conv2D, Square, ReLU, "
+                              "MaxPooling2D, Flatten, Dense (and Dropout, skipped)")
     return steps
 
 
@@ -98,6 +121,12 @@ def freeze_model(model: Any) -> Any:
                     x = tf.nn.bias_add(x, bias)
             elif kind == "square":
                 x = tf.math.square(x)
+            elif kind == "relu":
+                x = tf.nn.relu(x)
+            elif kind == "maxpool":
+                p, s = params["pool"], params["strides"]
+                x = tf.nn.max_pool2d(x, ksize=[1, p[0], p[1], 1], strides=[1, s[0], s[1], 1],
+                                     padding=params["padding"])
             elif kind == "flatten":
                 x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
             elif kind == "dense":

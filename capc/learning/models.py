@@ -13,6 +13,10 @@ small enough for CKKS headroom: an L2 weight penalty on every kernel and an L2 *
 the logits (neither changes the inference graph). Training is seeded: :func:`set_seed` fixes
 Python's, NumPy's and TensorFlow's generators and turns on TensorFlow's deterministic ops, so the
 same seed gives the same weights on the same CPU and library versions.
+
+The same training (Adam, the same two penalties) also serves the original demo's ReLU layouts
+``cryptonets-relu`` and ``mlp`` (``model_type`` of :func:`train_party_model`, built by
+:func:`build_party_model` from :func:`capc.learning.architectures.build_cryptonets_layout`).
 """
 
 from __future__ import annotations
@@ -111,32 +115,93 @@ def build_cryptonets_model(input_shape: Sequence[int], num_classes: int = 10,
     ], name="cryptonets")
 
 
+#: ModelConfig fields that only the ``cryptonets`` builder reads (the other layouts are fixed).
+CRYPTONETS_ONLY_FIELDS = ("filters", "kernel", "stride", "hidden")
+#: The training fields every model type uses (what a card records for the ReLU layouts).
+TRAINING_FIELDS = ("l2", "logit_l2", "epochs", "batch_size", "learning_rate")
+
+
+def layout_conv_stride(model_type: str, input_shape: Sequence[int]) -> int:
+    """Convolution stride of the ``cryptonets-relu`` / ``mlp`` layouts for ``input_shape``: the
+    original's 2, except ``mlp`` on small images (min(H, W) < 16, e.g. 8x8 digits), which gets 1 so
+    that the 3x3/3 max-pool leaves a 2x2 map (with stride 2 it leaves 1x1; see ``models/README.md``)."""
+    small = min(int(input_shape[0]), int(input_shape[1])) < 16
+    return 1 if model_type == "mlp" and small else 2
+
+
+def check_config_for(model_type: str, config: ModelConfig | None) -> ModelConfig:
+    """``config`` (default :class:`ModelConfig`) checked against ``model_type``.
+
+    Raises:
+        ModelError: an unknown model type, or a ``cryptonets``-only field (filters, kernel, stride,
+            hidden) set for another layout.
+    """
+    from capc.learning.model_types import check_model_type
+
+    model_type = check_model_type(model_type)
+    cfg = config or ModelConfig()
+    if model_type != "cryptonets":
+        default = ModelConfig()
+        changed = [f for f in CRYPTONETS_ONLY_FIELDS if getattr(cfg, f) != getattr(default, f)]
+        if changed:
+            raise ModelError(f"{', '.join(changed)} only apply to model type 'cryptonets'; the "
+                             f"{model_type!r} layout is fixed")
+    return cfg
+
+
+def build_party_model(model_type: str, input_shape: Sequence[int], num_classes: int = 10,
+                      config: ModelConfig | None = None) -> Any:
+    """Build (uncompiled) a party model of layout ``model_type`` (see :mod:`capc.learning.model_types`).
+
+    ``cryptonets`` is :func:`build_cryptonets_model`; ``cryptonets-relu`` and ``mlp`` are
+    :func:`capc.learning.architectures.build_cryptonets_layout` with ``config``'s L2 penalties on
+    the kernels and the logits, and the stride of :func:`layout_conv_stride`.
+
+    Raises:
+        ModelError: unknown model type, a ``cryptonets``-only config field for another layout, or a
+            bad shape.
+    """
+    from capc.learning.model_types import check_model_type
+
+    model_type = check_model_type(model_type)
+    cfg = check_config_for(model_type, config)
+    if model_type == "cryptonets":
+        return build_cryptonets_model(input_shape, num_classes, cfg)
+    from capc.learning.architectures import build_cryptonets_layout
+
+    return build_cryptonets_layout(model_type, input_shape, num_classes,
+                                   conv_stride=layout_conv_stride(model_type, input_shape),
+                                   l2=cfg.l2, logit_l2=cfg.logit_l2)
+
+
 def train_party_model(x: np.ndarray, y: np.ndarray, *, num_classes: int = 10, seed: int = 0,
                       config: ModelConfig | None = None, verbose: int = 0,
                       validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-                      callbacks: Sequence[Any] = ()) -> Any:
-    """Train a fresh cryptonets-style model on one party's data, seeded and deterministic.
+                      callbacks: Sequence[Any] = (), model_type: str = "cryptonets") -> Any:
+    """Train a fresh party model on one party's data, seeded and deterministic.
 
     Args:
         x: images (N, H, W, C) float32 in [0, 1].
         y: integer labels (N,).
         num_classes: number of classes.
         seed: seed for initialisation and shuffling (see :func:`set_seed`).
-        config: architecture and hyper-parameters (defaults: :class:`ModelConfig`).
+        config: architecture and hyper-parameters (defaults: :class:`ModelConfig`); the ReLU
+            layouts use only its training fields (:data:`TRAINING_FIELDS`).
         verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
         validation_data: optional (x, y) reported per epoch (not used for model selection).
         callbacks: Keras callbacks, e.g. :class:`TqdmEpochs` for a progress bar.
+        model_type: ``cryptonets`` (default), ``cryptonets-relu`` or ``mlp`` (see :func:`build_party_model`).
 
     Returns:
         The trained Keras model (compiled with Adam and cross-entropy on logits).
 
     Raises:
-        ModelError: mismatched or empty arrays, labels out of range.
+        ModelError: mismatched or empty arrays, labels out of range, an unknown model type.
     """
     x, y = check_xy(x, y, num_classes)
-    cfg = (config or ModelConfig()).resolved(x.shape[1:])
+    cfg = check_config_for(model_type, config)
     set_seed(seed)
-    model = build_cryptonets_model(x.shape[1:], num_classes, cfg)
+    model = build_party_model(model_type, x.shape[1:], num_classes, cfg)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])

@@ -87,7 +87,7 @@ def evaluate_model(model: Any, x: np.ndarray, y: np.ndarray, num_classes: int = 
 def retrain_with_queries(x_private: np.ndarray, y_private: np.ndarray, x_queries: np.ndarray,
                          query_labels: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, *,
                          num_classes: int = 10, seeds: Sequence[int] = DEFAULT_SEEDS, config: Any = None,
-                         verbose: int = 0) -> RetrainResult:
+                         verbose: int = 0, model_type: str = "cryptonets") -> RetrainResult:
     """Train from scratch on private data + answered queries, once per seed, and evaluate.
 
     Args:
@@ -99,6 +99,7 @@ def retrain_with_queries(x_private: np.ndarray, y_private: np.ndarray, x_queries
         seeds: one from-scratch training per seed.
         config: :class:`~capc.learning.models.ModelConfig` (architecture and hyper-parameters).
         verbose: Keras fit verbosity.
+        model_type: layout of the retrained model (``cryptonets``, ``cryptonets-relu`` or ``mlp``).
 
     Raises:
         LearningError: mismatched shapes, labels out of range, or no seeds.
@@ -127,7 +128,7 @@ def retrain_with_queries(x_private: np.ndarray, y_private: np.ndarray, x_queries
     accs, baccs, per_class = [], [], []
     for seed in seeds:
         model = train_party_model(x_train, y_train, num_classes=num_classes, seed=seed, config=config,
-                                  verbose=verbose)
+                                  verbose=verbose, model_type=model_type)
         metrics = evaluate_model(model, x_eval, y_eval, num_classes)
         accs.append(metrics["accuracy"])
         baccs.append(metrics["balanced_accuracy"])

@@ -51,7 +51,7 @@ def _model_files(config: Any, say: Callable[[str], None] | None = None) -> list[
     from capc.learning.default_models import default_model_paths
 
     paths = default_model_paths(n + 1, config.models_dir, dataset=config.dataset_name,
-                                data_dir=config.data_dir, on_train=say)
+                                data_dir=config.data_dir, on_train=say, model_type=config.model_type)
     return [Path(p["keras"]) if isinstance(p, dict) else Path(p) for p in paths]
 
 

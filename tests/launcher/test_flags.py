@@ -187,3 +187,47 @@ def test_precision_bound_only_with_encryption():
     assert cfg("--rstar_exp", "50", "--cpu").hiding_bits == 50
     with pytest.raises(FlagError, match="exceeds 48"):
         cfg("--rstar_exp", "50")
+
+
+@pytest.mark.parametrize("model_type", ["cryptonets", "cryptonets-relu", "mlp"])
+def test_model_type_accepts_the_three_layouts(model_type):
+    assert cfg("--model_type", model_type).model_type == model_type
+    assert cfg().model_type == "cryptonets"  # capc's default (the original demo's was cryptonets-relu)
+
+
+@pytest.mark.parametrize("bad", ["resnet", "relu", "MLP ", "cryptonets_relu2", "a/b", ""])
+def test_model_type_refuses_others_naming_the_layouts(bad):
+    with pytest.raises(FlagError) as info:
+        cfg("--model_type", bad)
+    message = str(info.value)
+    assert message.startswith("--model_type: must be one of cryptonets, cryptonets-relu, mlp")
+    assert repr(bad) in message
+
+
+def test_bad_model_type_exits_before_anything_starts(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        parse_config(["--model_type", "vgg16", "--run_dir", str(run_dir)])
+    assert info.value.code == 2
+    assert "--model_type: must be one of cryptonets, cryptonets-relu, mlp, got 'vgg16'" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def test_help_names_the_model_types(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one of cryptonets, cryptonets-relu, mlp" in text and "models/digits-mlp/" in text
+
+
+@pytest.mark.parametrize("model_type, folder", [("cryptonets", "digits"), ("mlp", "digits-mlp"),
+                                                ("cryptonets-relu", "digits-cryptonets-relu")])
+def test_model_type_selects_the_run_s_default_models(model_type, folder, monkeypatch):
+    """--model_type reaches the run: the parties get the shipped set of that layout."""
+    pytest.importorskip("keras")
+    from capc.learning.default_models import repo_models_dir
+    from capc.parties.orchestrate import _model_files
+
+    monkeypatch.delenv("CAPC_MODELS_DIR", raising=False)
+    files = _model_files(cfg("--model_type", model_type, "--n_parties", "3"))
+    assert files == [repo_models_dir() / folder / f"party-{i}.keras" for i in range(4)]
