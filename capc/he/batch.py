@@ -140,6 +140,14 @@ class _Linear:
         self.shift = max(0, math.ceil(math.log2(top)) - WEIGHT_BITS)
         wh = w.copy()
         wh.data = np.round(wh.data / 2.0 ** self.shift)
+        # A row whose weights all round to zero (a unit an L2 penalty shrank to ~1e-8) would give an
+        # output ciphertext with c1 = 0, which SEAL refuses to use ("transparent"): keep its largest
+        # weight at one quantum, within the stated 2^-WEIGHT_BITS weight error.
+        for i in range(wh.shape[0]):
+            lo, hi = wh.indptr[i], wh.indptr[i + 1]
+            if hi > lo and not np.any(wh.data[lo:hi]):
+                j = lo + int(np.argmax(np.abs(w.data[lo:hi])))
+                wh.data[j] = 1.0 if w.data[j] > 0 else -1.0
         wh.eliminate_zeros()
         self.w: sp.csr_matrix | np.ndarray = wh.toarray() if wh.nnz > 0.1 * np.prod(wh.shape) else wh
         self.bits = raw.limb_bits(wh)

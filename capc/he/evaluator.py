@@ -245,8 +245,8 @@ class ModelEvaluator:
         diags = _diagonals(st.weight.toarray(), spec, self.slots)
         pts: dict[int, seal.Plaintext] = {}
         for k in range(spec.num_diags):
-            if not np.any(diags[k]):
-                continue
+            if not np.any(np.abs(diags[k]) * w_scale >= 0.5):
+                continue  # nothing survives encoding: multiplying by it would give a transparent result
             j = k // spec.baby
             pts[k] = self._encode(np.roll(diags[k], j * spec.baby), level, w_scale)
         bias = np.zeros(self.slots)
@@ -411,7 +411,11 @@ class ModelEvaluator:
                 if lo == hi:
                     raise HEError(f"stage {idx} row {i} has no weights; batch packing needs at least one")
                 acc = None
-                for j, wij in zip(w.indices[lo:hi], w.data[lo:hi]):
+                row = w.data[lo:hi]
+                keep = np.abs(row) * w_scale >= 0.5  # a weight that encodes to 0 contributes nothing,
+                keep[int(np.argmax(np.abs(row)))] = True  # but the row needs one product (not transparent)
+                for j, wij in zip(w.indices[lo:hi][keep], row[keep]):
+                    wij = np.sign(wij) * max(abs(float(wij)), 1.0 / w_scale)
                     self.encoder.encode(float(wij), pid, w_scale, pt)
                     t = self._mul(xs[j], pt)
                     if acc is None:

@@ -218,7 +218,8 @@ def retrain_querying_party(config: Any, result: Any, run_dir: Path) -> str:
     ids = [r.query_id for r in result.rows]
     labels = np.array([UNANSWERED if r.label is None else r.label for r in result.rows], dtype=np.int64)
     seeds = (11, 13, 17)
-    common = dict(x_eval=ds.x_eval, y_eval=ds.y_eval, num_classes=config.num_classes, seeds=seeds)
+    common = dict(x_eval=ds.x_eval, y_eval=ds.y_eval, num_classes=config.num_classes, seeds=seeds,
+                  model_type=config.model_type)
     before = retrain_with_queries(ds.x_train[own], ds.y_train[own], ds.x_query[:0], labels[:0], **common)
     after = retrain_with_queries(ds.x_train[own], ds.y_train[own], ds.x_query[ids], labels, **common)
     (run_dir / "retrain.json").write_text(json.dumps({"own_data_only": before.to_dict(),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,3 +71,27 @@ def test_unusable_parameters_are_refused_before_any_party_starts(tmp_path, args,
     # no party process was started: no run file, no certificates, no party log
     assert not (d / "parties").exists() and not (d / "pki").exists()
     assert not any((d / "logs").glob("ap-*.log")) if (d / "logs").exists() else True
+
+
+def test_original_command_with_cryptonets_relu_models(tmp_path):
+    """The original instructions' command (config/10.json) with the cryptonets-relu models: real
+    processes, TLS, CKKS segments and garbled-circuit ReLU layers; with the noise off the labels are
+    the plaintext plurality vote of the three answering parties' models."""
+    from capc.learning.datasets import load_dataset
+    from capc.learning.default_models import default_model_paths
+    from capc.learning.models import load_model, predict_logits
+    from tests.integration.protocol_harness import plurality
+
+    out = run(["--n_parties=3", "--ignore_parties", "--encryption_params=config/10.json",
+               "--model_type", "cryptonets-relu", "--n_queries", "3", "--dp_noise_scale", "0",
+               "--sigma_threshold", "0", "--budget_eps", "inf", "--run_dir", str(tmp_path / "r")])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "batch packing" in out.stdout  # config/10.json cannot rotate: said before launch
+    rows = json.loads((tmp_path / "r" / "results.json").read_text())["rows"]
+    ids = [r["query_id"] for r in rows]
+    x = load_dataset("digits").x_query[ids]
+    models = default_model_paths(4, model_type="cryptonets-relu")[1:]
+    preds = np.stack([np.argmax(predict_logits(load_model(m), x), axis=1) for m in models])
+    assert [r["label"] for r in rows] == plurality(preds)
+    logs = (tmp_path / "r" / "logs" / "ap-1.log").read_text()
+    assert "segment 2" in logs  # the AP answered segment by segment
