@@ -147,9 +147,10 @@ class ModelEvaluator:
             cd = cd.next_context_data()
         if len(self.levels) - 1 < plan.depth:
             raise HEError(f"the context has {len(self.levels) - 1} levels but the model needs {plan.depth}")
-        make_layout = single_layout if self.packing == "single" else batch_layout
-        self._segs = [_Segment(seg, make_layout(seg.public_plan, self.slots), bound)
-                      for seg, bound in zip(segments_of(plan), bounds)]
+        segs = segments_of(plan)
+        self._segs = [_Segment(seg, single_layout(seg.public_plan, self.slots, hidden=k < len(segs) - 1)
+                               if self.packing == "single" else batch_layout(seg.public_plan, self.slots), bound)
+                      for k, (seg, bound) in enumerate(zip(segs, bounds))]
         steps = {r for seg in self._segs for r in seg.layout.rotation_steps}
         missing = steps - set(header.get("rotation_steps", []))
         if missing or (steps and self.galois is None):
@@ -536,7 +537,8 @@ class ModelEvaluator:
         self.last_flood_std = std
         if self.packing == "single":
             b = fixedpoint.encode(shares[0][:c], f)
-            secret = c
+            # a hidden segment's layout may leave copies of its outputs in every slot: count them all
+            secret = c if last else self.slots
         else:
             batch = int(header["batch"])
             b = fixedpoint.encode(np.stack([r[:batch] for r in shares], axis=1), f)

@@ -190,7 +190,9 @@ class PublicHybridPlan:
 
     def rotations(self, packing: str, poly_modulus_degree: int) -> list[int]:
         """Every rotation step any segment's layout needs."""
-        return sorted({r for s in self.segments for r in s.rotations(packing, poly_modulus_degree)})
+        last = len(self.segments) - 1
+        return sorted({r for k, s in enumerate(self.segments)
+                       for r in s.rotations(packing, poly_modulus_degree, hidden=k < last)})
 
     def to_bytes(self) -> bytes:
         return json.dumps({"format": HYBRID_FORMAT,
@@ -350,7 +352,12 @@ def logit_error_bound(plan: Any, frac_bits: int, ckks_error: float) -> float:
             raise HEError(f"segment {k} squares its input (or has no weights): no row-sum error bound")
         lip = 1.0
         for st in stages:
-            lip *= float(np.max(np.asarray(abs(st.weight).sum(axis=1)))) if st.weight.nnz else 0.0
+            w = st.weight
+            # row sums of |W| from the data array: scipy's abs() would sort the matrix's indices in
+            # place, reordering the first layer the public layout was derived from
+            m = int(w.shape[0])
+            rows = np.bincount(np.repeat(np.arange(m), np.diff(w.indptr)), weights=np.abs(w.data), minlength=m)
+            lip *= float(np.max(rows)) if m else 0.0
         err = lip * err + float(ckks_error) + q
     return err
 

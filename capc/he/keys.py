@@ -113,8 +113,9 @@ class QueryKeys:
         self._scratch = _Scratch()
         #: the plan's CKKS segments (one for a plain plan; a hybrid plan's are joined by GC layers)
         self.segments = segments_of(self.plan)
-        make_layout = single_layout if packing == "single" else batch_layout
-        self._layouts: list[Any] = [make_layout(seg, self.slots) for seg in self.segments]
+        last = len(self.segments) - 1
+        self._layouts: list[Any] = [single_layout(seg, self.slots, hidden=k < last) if packing == "single"
+                                    else batch_layout(seg, self.slots) for k, seg in enumerate(self.segments)]
         steps = sorted({r for lay in self._layouts for r in lay.rotation_steps})
         parms_bytes = self._scratch.dump(parms)
         relin = self._scratch.dump(keygen.create_relin_keys())

@@ -121,8 +121,13 @@ def _gather_table(p: PublicPlan, m: int, m_pad: int, k_max: int, rows_total: int
     return table
 
 
-def single_layout(p: PublicPlan, slots: int) -> SingleLayout:
+def single_layout(p: PublicPlan, slots: int, hidden: bool = False) -> SingleLayout:
     """Compute the single-query layout of ``p`` for ``slots`` CKKS slots.
+
+    ``hidden``: ``p`` is a hybrid plan's segment before the last, whose outputs are pre-activations
+    masked in every slot, not logits: its last stage may then leave copies of its outputs in other
+    slots (a periodic result, found in slots ``0..m-1``), which allows the gather mode for a one-stage
+    segment and ``m'`` instead of ``n'`` diagonals for a shrinking last stage.
 
     Raises:
         ParameterError: if a layer does not fit the slots.
@@ -134,7 +139,7 @@ def single_layout(p: PublicPlan, slots: int) -> SingleLayout:
     k_max = int(counts.max()) if counts.size else 0
     m0_pad = next_pow2(m0)
     gather = None
-    if last > 0 and m0_pad <= slots and k_max > 0:
+    if (last > 0 or hidden) and m0_pad <= slots and k_max > 0:
         bpc = slots // m0_pad
         num_cts = -(-k_max // bpc)
         if num_cts <= MAX_GATHER_CIPHERTEXTS:
@@ -145,7 +150,7 @@ def single_layout(p: PublicPlan, slots: int) -> SingleLayout:
     for idx, (kind, m, n) in enumerate(stages):
         if kind != "linear" or (idx == 0 and gather is not None):
             continue
-        diags[idx] = _diag_spec(idx, m, n, slots, idx == last)
+        diags[idx] = _diag_spec(idx, m, n, slots, idx == last and not hidden)
     steps: set[int] = set()
     if gather is not None:
         steps.update(gather.fold_steps)

@@ -13,9 +13,15 @@ Constraints checked by :func:`choose_params` (each failure says which and propos
   ``a + b = round(2^f z) +- 1`` only if that error stays below ``2^-(f+1)``, which needs
   ``s + ceil(log2 B) + f <= PRECISION_BITS`` (= 48; measured: the error is about 2^(s + ceil(log2 B) - 50.7), from the encoder and decoder FFTs
   FFT rounding; measured in the tests).
-* **complex_packing** (he-transformer's flag for two reals per complex slot) is refused: a ciphertext
-  square multiplies complex slots, mixing the two packed values ((a + ib)^2 = a^2 - b^2 + 2iab), so a
-  square activation would need an extra conjugation and level per activation.
+* **complex_packing** (he-transformer's flag for two reals per complex slot) is refused for a plan
+  with squares: a ciphertext square multiplies complex slots, mixing the two packed values
+  ((a + ib)^2 = a^2 - b^2 + 2iab), so every square would need an extra conjugation and level.  A plan
+  without squares (the hybrid ReLU models) accepts it: its affine maps act on both parts alike.  capc
+  itself packs one real per slot either way.
+* **Key switching.** Rotations (single packing) and relinearisation (squares) are sound only with a
+  special prime at least as large as the largest data prime; the original ``config/10.json`` (30-bit
+  special prime, 47-bit first prime) garbles every rotation, so it serves only square-free models in
+  batch packing, and the refusal says so.
 """
 
 from __future__ import annotations
@@ -233,8 +239,10 @@ def choose_params(plan: Any, he_params: HEParams | None = None, *, packing: str 
                          "key switching for a model without squares"))
     if he_params.log2_scale < min_scale_bits(frac_bits, pub, packing):
         problems.append(f"too noisy: scale 2^{he_params.log2_scale:g} leaves CKKS evaluation errors that "
-                        f"move {frac_bits}-fraction-bit shares by more than 1 (measured: logit errors up to "
-                        f"0.27 at 2^24 for a square model); the scale needs at least "
+                        f"move {frac_bits}-fraction-bit shares by more than 1 (measured: "
+                        + ("logit errors up to 0.27 at 2^24 for a square model" if has_square(pub) else
+                           f"errors about 2^-(scale bits - {LINEAR_NOISE_MARGIN_BITS.get(packing, 20) - 2}) "
+                           f"with {packing} packing") + "); the scale needs at least "
                         f"2^{min_scale_bits(frac_bits, pub, packing)}")
     out_bits = output_modulus_bits(he_params, min(pub.depth, levels))
     need = needed_output_bits(he_params.log2_scale, hiding_bits, log2_bound)

@@ -168,12 +168,13 @@ class PublicPlan:
         h.update(np.ascontiguousarray(self.first_indices, dtype=np.int64).tobytes())
         return h.hexdigest()
 
-    def rotations(self, packing: str, poly_modulus_degree: int) -> list[int]:
-        """Left-rotation steps (slots) the evaluation needs for ``packing`` at ring degree N."""
+    def rotations(self, packing: str, poly_modulus_degree: int, hidden: bool = False) -> list[int]:
+        """Left-rotation steps (slots) the evaluation needs for ``packing`` at ring degree N
+        (``hidden``: as a hybrid plan's segment before the last, see :func:`capc.he.layout.single_layout`)."""
         from capc.he.layout import batch_layout, single_layout
 
         if packing == "single":
-            return single_layout(self, poly_modulus_degree // 2).rotation_steps
+            return single_layout(self, poly_modulus_degree // 2, hidden).rotation_steps
         if packing == "batch":
             return batch_layout(self, poly_modulus_degree // 2).rotation_steps
         raise HEError(f"unknown packing {packing!r} (use 'single' or 'batch')")

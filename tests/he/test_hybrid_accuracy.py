@@ -42,7 +42,7 @@ def demo_models(tmp_path_factory):
     return out
 
 
-def check(demo_models, layout: str, packing: str, n: int) -> None:
+def check(demo_models, layout: str, packing: str, n: int, every_query: bool = False) -> None:
     gd, plan = demo_models[layout]
     he = load_he_params(str(CONFIG_10)) if packing == "batch" and layout != "cryptonets" else None
     x = _inputs(n, seed=11).astype(np.float64)
@@ -62,6 +62,8 @@ def check(demo_models, layout: str, packing: str, n: int) -> None:
     clear = top2[:, 1] - top2[:, 0] > 2 * TOLERANCE
     assert clear.sum() >= (0.8 if n >= 50 else 0.5) * n  # the comparison below covers most queries
     assert np.array_equal(got[clear].argmax(axis=1), ref[clear].argmax(axis=1))
+    if every_query:  # the seeded queries' smallest margin is well above the observed error
+        assert np.array_equal(got.argmax(axis=1), ref.argmax(axis=1)), (err.max(), np.min(top2[:, 1] - top2[:, 0]))
 
 
 @pytest.mark.parametrize("layout,packing,n", [("cryptonets-relu", "batch", 8), ("mlp", "batch", 6),
@@ -74,7 +76,7 @@ def test_hybrid_logits_match_tensorflow(demo_models, layout, packing, n):
 @pytest.mark.parametrize("packing", ["batch", "single"])
 @pytest.mark.parametrize("layout", ["cryptonets", "cryptonets-relu", "mlp"])
 def test_hundred_queries_match_tensorflow(demo_models, layout, packing):
-    check(demo_models, layout, packing, 100)
+    check(demo_models, layout, packing, 100, every_query=True)
 
 
 def test_config_10_refuses_single_packing_naming_batch(demo_models):

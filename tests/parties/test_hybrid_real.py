@@ -58,7 +58,7 @@ def test_single_packing_needs_a_key_switching_prime(tmp_path: Path) -> None:
     he["coeff_modulus"] = [47, 24, 24, 24, 47]  # a special prime as large as the largest data prime
     path = tmp_path / "n8192-special47.json"
     path.write_text(json.dumps(he))
-    run, x = make_run(tmp_path, path, 3)
+    run, x = make_run(tmp_path, path, 3, frac_bits=3)  # scale 2^24 with rotations holds f <= 4
     try:
         res = run.run_querying_party()
     finally:
