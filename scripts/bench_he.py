@@ -2,6 +2,9 @@
 """Benchmark capc.he on the 28x28 CryptoNets network (random weights) and print a table.
 
 Network: conv 5x5 stride 2 SAME, 5 channels (980) -> square -> dense 100 -> square -> dense 10.
+``--model_type cryptonets-relu`` or ``mlp`` measures the original demo's ReLU layouts instead: one row
+per CKKS segment (the AP's masked evaluation, query and result bytes) for single packing and each
+``--batch`` size; the garbled-circuit layers between segments are measured by bench_protocol.py.
 Single-query packing is measured unless ``--no-single``; ``--batch B [B ...]`` also measures batch
 packing at each batch size (the cost per batch is the same up to N/2 queries, so the amortised cost
 is lowest at the largest batch), with ``--workers`` processes.  Times are medians over ``--repeat``
@@ -48,7 +51,11 @@ def main() -> None:
                     help="also measure batch packing with these batch sizes (e.g. 8192 1024)")
     ap.add_argument("--workers", type=int, default=None, help="batch worker processes (default min(2, cores))")
     ap.add_argument("--no-single", action="store_true", help="skip the single-query rows")
+    ap.add_argument("--model_type", default="cryptonets", choices=("cryptonets", "cryptonets-relu", "mlp"))
+    ap.add_argument("--round_exp", type=int, default=3, help="fraction bits f (ReLU layouts)")
     args = ap.parse_args()
+    if args.model_type != "cryptonets":
+        return hybrid_main(args)
 
     from capc import fixedpoint
     from capc.config import load_he_params
@@ -137,6 +144,67 @@ def main() -> None:
     print(f"|{'-' * (width + 2)}|-------|")
     for k, val in rows:
         print(f"| {k.ljust(width)} | {val} |")
+
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'measurement'.ljust(width)} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for k, val in rows:
+        print(f"| {k.ljust(width)} | {val} |")
+
+
+def hybrid_main(args: argparse.Namespace) -> None:
+    """Per-segment costs of a ReLU layout (random weights), single packing and each batch size."""
+    from capc import fixedpoint
+    from capc.config import load_he_params
+    from capc.he import ModelEvaluator, QueryKeys, choose_params, compile_model
+    from capc.learning.architectures import build_cryptonets_layout
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    plan = compile_model(build_cryptonets_layout(args.model_type, (28, 28, 1)))
+    he = load_he_params(args.params) if args.params else None
+    f = args.round_exp
+    rng = np.random.default_rng(0)
+    rows: list[tuple[str, str]] = [("model", f"{args.model_type}: {len(plan.segments)} CKKS segments, "
+                                             f"{len(plan.gc_layers)} GC layers")]
+    runs = ([] if args.no_single else [("single", 1)]) + [("batch", n) for n in args.batch]
+    for packing, n in runs:
+        setup = choose_params(plan.public_plan, he, packing=packing, frac_bits=f)
+        p = setup.he_params
+        tag = "single" if packing == "single" else f"batch {n}"
+        rows.append((f"{tag}: parameters", f"N={p.poly_modulus_degree} q={list(p.coeff_modulus)} "
+                                           f"scale=2^{p.log2_scale:g}"))
+        keys = QueryKeys(plan.public_plan, setup, packing=packing)
+        ev = ModelEvaluator(plan, keys.public_context(), workers=args.workers)
+        rows.append((f"{tag}: public context", f"{keys.sizes['public_context'] / 1e6:.1f} MB "
+                                              f"({keys.sizes['galois_key_count']} Galois keys)"))
+        total = 0.0
+        for k, seg in enumerate(plan.segments):
+            if k == 0:
+                x = rng.uniform(0, 1, (n, 28, 28, 1))
+                unmask = None
+            else:  # masked activations, as the QP re-encrypts them after a GC layer
+                m = ev.activation_mask(k - 1, n, f)
+                x = fixedpoint.decode(fixedpoint.sub(fixedpoint.encode(
+                    np.abs(rng.normal(0, 1, (n, seg.input_size))), f), m), f)
+                unmask = m
+            arg = x[0] if packing == "single" else x
+            um = None if unmask is None else (unmask[0] if packing == "single" else unmask)
+            te, q = timed(lambda: keys.encrypt(arg, segment=k), 1)
+            t, (rb, _) = timed(lambda: ev.evaluate_masked(q, f, um), args.repeat)
+            td, _ = timed(lambda: keys.decrypt_logits(rb), 1)
+            total += te + t + td
+            rows.append((f"{tag}: segment {k} ({seg.input_size} -> {seg.num_classes})",
+                         f"encrypt {te * 1e3:.0f} ms, AP {t * 1e3:.0f} ms, decrypt {td * 1e3:.0f} ms; "
+                         f"query {len(q) / 1e6:.2f} MB, result {len(rb) / 1e6:.2f} MB"))
+        rows.append((f"{tag}: HE per query (all segments, one AP)", f"{total / n * 1e3:.1f} ms"))
+        ev.close()
+        keys.close()
+    rows.append(("load average (1/5/15 min) at the end", " ".join(f"{v:.2f}" for v in os.getloadavg())))
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ class AnsweringParty:
         if b.shape != (len(ids), width):
             raise Refusal(f"the model of {self.ctx.name} produced shares of shape {b.shape}, expected "
                           f"({len(ids)}, {width})")
-        self.ctx.timing.record("1a_hiding_bits", 0.0, ids[0], hiding_bits=evaluator.last_hiding, segment=k)
+        self.ctx.timing.record("1a_hiding_bits", 0.0, ids[0], hiding_bits=evaluator.last_hiding, segment=k,
+                               result_bytes=sum(len(c) for c in result), request_bytes=sum(len(c) for c in req.ciphertexts))
         started = time.time() if pending is None or k == 0 else pending.started
         return (QueryResult(query_ids=req.query_ids, ciphertexts=result, segment=k),
                 _Pending(b, ids, started, k))
@@ -115,12 +116,17 @@ class AnsweringParty:
         m = evaluator.activation_mask(pending.segment, len(pending.ids), f)
         b = layer.gather(pending.b)
         session = link.gc()
-        with self.ctx.timing.span("1a_gc_layer", pending.ids[0], batch=len(pending.ids), segment=pending.segment):
-            if layer.kind == "relu":
-                session.relu_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64))
-            else:
-                session.maxpool_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64),
-                                              layer.window, relu_after=layer.relu)
+        sent, received = getattr(session, "bytes_sent", 0), getattr(session, "bytes_received", 0)
+        t0 = time.perf_counter()
+        if layer.kind == "relu":
+            session.relu_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64))
+        else:
+            session.maxpool_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64),
+                                          layer.window, relu_after=layer.relu)
+        self.ctx.timing.record("1a_gc_layer", time.perf_counter() - t0, pending.ids[0], batch=len(pending.ids),
+                               segment=pending.segment, values=int(b.size),
+                               gc_bytes=getattr(session, "bytes_sent", 0) - sent
+                               + getattr(session, "bytes_received", 0) - received)
         pending.b = np.empty((0, 0), dtype=np.uint64)  # the pre-activation shares are spent
         pending.mask = m
 

@@ -96,11 +96,11 @@ class LocalRun:
 
 
 def make_local_run(base: Path, n_aps: int, queries: list[int], dataset: str = "digits",
-                   query_file: str | None = None, **protocol: Any) -> "LocalRun":
-    """A run directory under ``base`` with PKI, default models for ``dataset`` (party 0 = QP) and
-    each party's run file; ``query_file`` replaces the dataset's query pool; ``protocol`` overrides
-    the declared defaults of :class:`ProtocolParams` (those of ``run_experiment.py``)."""
-    models = default_model_paths(n_aps + 1, dataset=dataset)
+                   query_file: str | None = None, model_type: str = "cryptonets", **protocol: Any) -> "LocalRun":
+    """A run directory under ``base`` with PKI, default ``model_type`` models for ``dataset`` (party 0 =
+    QP) and each party's run file; ``query_file`` replaces the dataset's query pool; ``protocol``
+    overrides the declared defaults of :class:`ProtocolParams` (those of ``run_experiment.py``)."""
+    models = default_model_paths(n_aps + 1, dataset=dataset, model_type=model_type)
     run_dir = base / "run"
     run_dir.mkdir(parents=True)
     cfg = new_run_config("local", run_dir, models, ProtocolParams(**protocol), queries, dataset=dataset,
