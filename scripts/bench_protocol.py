@@ -164,9 +164,9 @@ def bench_batch(n_aps: int, n_queries: int, batch: int, dataset: str, base: Path
 
 
 def print_table(head: list[str], rows: list[list[str]]) -> None:
-    """Right-aligned columns, 9 characters wide."""
+    """Right-aligned columns, 9 characters wide (the first 15)."""
     for line in [head] + rows:
-        print("  ".join(f"{cell:>9}" for cell in line))
+        print("  ".join(f"{cell:>15}" if i == 0 else f"{cell:>9}" for i, cell in enumerate(line)))
 
 
 def print_layers(rows: list[dict]) -> None:
@@ -204,7 +204,7 @@ def main() -> None:
               f"{load[0]:.1f}; APs {'one after the other' if args.sequential else 'at once'}; seconds")
         print_table(["model", "N", "queries", "batch", "keygen", "AP batch", "labelling", "per query", "wall",
                      "answered"],
-                    [[r["model_type"][:9], f"{r['N']:d}", f"{r['queries']:d}", f"{r['batch']:d}", f"{r['keygen']:.2f}",
+                    [[r["model_type"], f"{r['N']:d}", f"{r['queries']:d}", f"{r['batch']:d}", f"{r['keygen']:.2f}",
                       f"{r['ap_batch']:.2f}", f"{r['labelling']:.2f}", f"{r['labelling'] / r['queries']:.4f}",
                       f"{r['wall']:.2f}", f"{r['answered']:d}"] for r in rows])
         print_layers(rows)
@@ -219,7 +219,7 @@ def main() -> None:
     print(f"\nCaPC protocol, {args.dataset}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
           f"load average {load[0]:.1f}; seconds, means over {args.queries} queries after one warm-up")
     print_table(["model", "N", "setup", "keygen", "1a", "AP infer", "1b", "2+3", "per query", "answered"],
-                [[r["model_type"][:9], f"{r['N']:d}", f"{r['setup_s']:.2f}", f"{r['keygen_s']:.2f}", f"{r['1a']:.3f}",
+                [[r["model_type"], f"{r['N']:d}", f"{r['setup_s']:.2f}", f"{r['keygen_s']:.2f}", f"{r['1a']:.3f}",
                   f"{r['ap_inference']:.3f}", f"{r['1b']:.4f}", f"{r['2+3']:.4f}", f"{r['e2e']:.3f}",
                   f"{r['answered']}/{r['queries']}"] for r in rows])
     print_layers(rows)

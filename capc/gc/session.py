@@ -71,6 +71,19 @@ def _window(x: Any, n: int) -> int:
     return int(x)
 
 
+def _widths(in_bits: Any, out_bits: Any, shift: int) -> tuple[int, int]:
+    """Validate the public register widths of relu/maxpool: 3 <= in_bits <= out_bits <= 64, and the
+    shift must leave a bit of an in_bits value."""
+    for name, v in (("in_bits", in_bits), ("out_bits", out_bits)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise GcInputError(f"{name} must be an integer, got {v!r}")
+    if not 3 <= int(in_bits) <= int(out_bits) <= 64:
+        raise GcInputError(f"register widths must satisfy 3 <= in_bits <= out_bits <= 64, got {in_bits} and {out_bits}")
+    if shift > int(in_bits) - 2:
+        raise GcInputError(f"shift {shift} does not fit an {in_bits}-bit value")
+    return int(in_bits), int(out_bits)
+
+
 def _flag(x: Any, name: str) -> bool:
     """Validate a public boolean option (a bool, not an int, so that a misplaced argument is caught)."""
     if not isinstance(x, (bool, np.bool_)):
@@ -147,25 +160,30 @@ class GcSession:
         return bool(self._call("noisy_argmax_garbler", m_arr, g_arr, _int64_scalar(eta_T, "eta_T"),
                                _int64_scalar(threshold, "threshold")))
 
-    def relu_share_evaluator(self, a: np.ndarray, shift: int = 0) -> np.ndarray:
+    def relu_share_evaluator(self, a: np.ndarray, shift: int = 0, in_bits: int = 64, out_bits: int = 64) -> np.ndarray:
         """QP side of a ReLU layer on additive shares: input the share ``a`` (int64[n], all of a batch's
         activations at once); return ``y`` (int64[n]) with ``y + m = round_shift(relu(a + b), shift)``
         (mod 2^64, ``a + b`` read as signed), where ``b, m`` are the garbler's inputs. The garbler must
-        call :meth:`relu_share_garbler` with the same n and shift."""
+        call :meth:`relu_share_garbler` with the same n, shift and widths. With narrow registers
+        (``in_bits``, ``out_bits`` < 64) the result is exact while ``|a + b| < 2^(in_bits - 1)`` and
+        ``|y| < 2^(out_bits - 1)`` (see ``capc_circuits.h``), at about half the gates."""
         shift = _shift(shift)
-        return self._call("relu_share_evaluator", _int64_vector(a, "a"), shift)
+        in_bits, out_bits = _widths(in_bits, out_bits, shift)
+        return self._call("relu_share_evaluator", _int64_vector(a, "a"), shift, in_bits, out_bits)
 
-    def relu_share_garbler(self, b: np.ndarray, m: np.ndarray, shift: int = 0) -> None:
+    def relu_share_garbler(self, b: np.ndarray, m: np.ndarray, shift: int = 0, in_bits: int = 64,
+                           out_bits: int = 64) -> None:
         """AP side of a ReLU layer: input the share ``b`` and the mask ``m`` (int64[n] each), which becomes
         the AP's share of the output. The AP learns nothing."""
         shift = _shift(shift)
+        in_bits, out_bits = _widths(in_bits, out_bits, shift)
         b_arr, m_arr = _int64_vector(b, "b"), _int64_vector(m, "m")
         if b_arr.shape != m_arr.shape:
             raise GcInputError(f"b and m must have the same length, got {b_arr.size} and {m_arr.size}")
-        self._call("relu_share_garbler", b_arr, m_arr, shift)
+        self._call("relu_share_garbler", b_arr, m_arr, shift, in_bits, out_bits)
 
     def maxpool_share_evaluator(self, a: np.ndarray, window: int, shift: int = 0,
-                                relu_after: bool = False) -> np.ndarray:
+                                relu_after: bool = False, in_bits: int = 64, out_bits: int = 64) -> np.ndarray:
         """QP side of a max-pool layer on additive shares: ``a`` (int64[n]) holds k = n / window windows of
         ``window`` consecutive values (the caller lays them out). Return ``y`` (int64[k]) with
         ``y_j + m_j = round_shift(max(v[j*window:(j+1)*window]), shift)``, v = a + b (mod 2^64, signed);
@@ -173,18 +191,22 @@ class GcSession:
         relu_after."""
         a_arr = _int64_vector(a, "a")
         window, shift = _window(window, a_arr.size), _shift(shift)
-        return self._call("maxpool_share_evaluator", a_arr, window, shift, _flag(relu_after, "relu_after"))
+        in_bits, out_bits = _widths(in_bits, out_bits, shift)
+        return self._call("maxpool_share_evaluator", a_arr, window, shift, _flag(relu_after, "relu_after"),
+                          in_bits, out_bits)
 
     def maxpool_share_garbler(self, b: np.ndarray, m: np.ndarray, window: int, shift: int = 0,
-                              relu_after: bool = False) -> None:
+                              relu_after: bool = False, in_bits: int = 64, out_bits: int = 64) -> None:
         """AP side of a max-pool layer: input the share ``b`` (int64[n]) and one mask value per window,
         ``m`` (int64[n / window]). The AP learns nothing."""
         b_arr, m_arr = _int64_vector(b, "b"), _int64_vector(m, "m")
         window, shift = _window(window, b_arr.size), _shift(shift)
+        in_bits, out_bits = _widths(in_bits, out_bits, shift)
         if m_arr.size != b_arr.size // window:
             raise GcInputError(f"m must have one entry per window ({b_arr.size // window} windows of {window}), "
                                f"got {m_arr.size}")
-        self._call("maxpool_share_garbler", b_arr, m_arr, window, shift, _flag(relu_after, "relu_after"))
+        self._call("maxpool_share_garbler", b_arr, m_arr, window, shift, _flag(relu_after, "relu_after"),
+                   in_bits, out_bits)
 
     @property
     def bytes_sent(self) -> int:

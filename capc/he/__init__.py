@@ -18,7 +18,10 @@ API:
 
 * :func:`compile_model(model, input_shape=None) <capc.he.compiler.compile_model>` -> :class:`Plan`
   (``input_shape``, ``num_classes``, ``depth``, ``rotations(packing, N)``, ``forward(x)``,
-  ``public_plan``).
+  ``public_plan``), or a :class:`~capc.he.hybrid.HybridPlan` for a model with ReLU / max-pool layers:
+  CKKS segments joined by garbled-circuit layers, evaluated one segment per query blob
+  (``QueryKeys.encrypt(x, segment=k)``, ``ModelEvaluator.evaluate_masked(blob, f, unmask=m)``,
+  ``ModelEvaluator.activation_mask(k, B, f)``).
 * :func:`choose_params(plan, he_params, *, packing, hiding_bits, logit_bound, frac_bits)
   <capc.he.params.choose_params>` -> :class:`HESetup`, or :class:`ParameterError` saying what fails
   and proposing parameters; :func:`recommend_params` gives capc's own parameters.
@@ -38,7 +41,8 @@ from capc.he.errors import HEError, ParameterError, UnsupportedModelError
 from capc.he.evaluator import ModelEvaluator
 from capc.he.keys import QueryKeys
 from capc.he.params import HESetup, choose_params, recommend_params
+from capc.he.hybrid import HybridPlan, PublicHybridPlan
 from capc.he.plan import Plan, PublicPlan
 
-__all__ = ["HEError", "ParameterError", "UnsupportedModelError", "compile_model", "Plan", "PublicPlan",
+__all__ = ["HEError", "ParameterError", "UnsupportedModelError", "compile_model", "Plan", "PublicPlan", "HybridPlan", "PublicHybridPlan",
            "choose_params", "recommend_params", "HESetup", "QueryKeys", "ModelEvaluator"]

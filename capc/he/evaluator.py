@@ -562,6 +562,11 @@ class ModelEvaluator:
             raise HEError(f"there is no garbled-circuit layer after segment {segment!r}")
         s_bits, log2_bound, _ = mask_sizing(0.0, self._segs[segment].bound, int(frac_bits),
                                             requested=self.hiding_bits, minimum=self.min_hiding_bits)
+        from capc.he.hybrid import GC_IN_BITS, GC_OUT_BITS
+
+        if log2_bound + int(frac_bits) > GC_IN_BITS - 3 or s_bits + log2_bound + int(frac_bits) > GC_OUT_BITS - 2:
+            raise HEError(f"segment {segment}'s values (2^{log2_bound} at {frac_bits} fraction bits, mask "
+                          f"2^{s_bits} times that) do not fit the circuits' {GC_IN_BITS}/{GC_OUT_BITS}-bit registers")
         return draw_share_mask((int(count), gcs[segment].size_out), s_bits, log2_bound, int(frac_bits))
 
     def _rerandomise(self, ct: seal.Ciphertext, std: float) -> None:

@@ -52,6 +52,17 @@ from capc.he.plan import Plan, PublicPlan, RawLinear, RawPoly, _identity, normal
 
 HYBRID_FORMAT = "capc-he-hybrid-plan-1"
 
+#: Register widths of the garbled-circuit layers (public constants, so both sides agree without a
+#: word). Every mask is sized with s + ceil(log2 B) + f + 1 <= PRECISION_BITS (48) and s >= 24
+#: (:func:`capc.he.params.mask_sizing`), so a layer input |a + b| ~ 2^f |z| <= 2^(ceil(log2 B) + f) is
+#: below 2^23 and fits 26 signed bits, and an output y - m, |m| <= 2^(s + ceil(log2 B) + f) <= 2^47,
+#: fits 49: the circuits add, compare and select on 26 bits and subtract the mask on 49, about half
+#: the gates and a third of the QP's input bits of 64-bit registers.
+GC_IN_BITS = 26
+GC_OUT_BITS = 49
+#: the keyword arguments of the GC layers' calls (``GcSession.relu_share_*`` / ``maxpool_share_*``)
+GC_WIDTHS = {"in_bits": GC_IN_BITS, "out_bits": GC_OUT_BITS}
+
 
 @dataclass(frozen=True)
 class RawRelu:

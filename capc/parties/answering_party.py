@@ -29,6 +29,7 @@ import numpy as np
 
 from capc import fixedpoint
 from capc.errors import CapcError
+from capc.he.hybrid import GC_WIDTHS as WIDTHS
 from capc.net.channel import Channel
 from capc.net.messages import (ErrorCode, ErrorReply, GcStart, ModelPlan, PublicContext, QueryRequest,
                                QueryResult, Shutdown, StepDone, VoteShare)
@@ -119,10 +120,10 @@ class AnsweringParty:
         sent, received = getattr(session, "bytes_sent", 0), getattr(session, "bytes_received", 0)
         t0 = time.perf_counter()
         if layer.kind == "relu":
-            session.relu_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64))
+            session.relu_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64), **WIDTHS)
         else:
             session.maxpool_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64),
-                                          layer.window, relu_after=layer.relu)
+                                          layer.window, relu_after=layer.relu, **WIDTHS)
         self.ctx.timing.record("1a_gc_layer", time.perf_counter() - t0, pending.ids[0], batch=len(pending.ids),
                                segment=pending.segment, values=int(b.size),
                                gc_bytes=getattr(session, "bytes_sent", 0) - sent

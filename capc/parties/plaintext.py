@@ -241,18 +241,21 @@ class _PlainSession:
             onehot[k] = 1
             return onehot - m
 
-    def relu_share_garbler(self, b: np.ndarray, m: np.ndarray, shift: int = 0) -> None:
+    # the register widths only narrow the garbled circuits' arithmetic; within their range (which the
+    # hybrid guarantees, see capc.he.hybrid.GC_IN_BITS) the result is the 64-bit one computed here
+    def relu_share_garbler(self, b: np.ndarray, m: np.ndarray, shift: int = 0, in_bits: int = 64,
+                           out_bits: int = 64) -> None:
         self._send(np.asarray(b).view(np.int64), np.asarray(m).view(np.int64))
 
-    def relu_share_evaluator(self, a: np.ndarray, shift: int = 0) -> np.ndarray:
+    def relu_share_evaluator(self, a: np.ndarray, shift: int = 0, in_bits: int = 64, out_bits: int = 64) -> np.ndarray:
         return self.maxpool_share_evaluator(a, 1, shift, relu_after=True)
 
     def maxpool_share_garbler(self, b: np.ndarray, m: np.ndarray, window: int, shift: int = 0,
-                              relu_after: bool = False) -> None:
+                              relu_after: bool = False, in_bits: int = 64, out_bits: int = 64) -> None:
         self._send(np.asarray(b).view(np.int64), np.asarray(m).view(np.int64))
 
     def maxpool_share_evaluator(self, a: np.ndarray, window: int, shift: int = 0,
-                                relu_after: bool = False) -> np.ndarray:
+                                relu_after: bool = False, in_bits: int = 64, out_bits: int = 64) -> np.ndarray:
         a = np.asarray(a).view(np.int64)
         got = self._recv(a.size + a.size // window)
         b, m = got[:a.size], got[a.size:]

@@ -33,6 +33,7 @@ import numpy as np
 
 from capc import fixedpoint
 from capc.errors import CapcError
+from capc.he.hybrid import GC_WIDTHS as WIDTHS
 from capc.net.messages import (BudgetReserved, ErrorCode, GcStart, ModelPlan, NoisyArgmaxRequest,
                                PublicContext, QueryRequest, QueryResult, StepDone)
 from capc.parties import transport
@@ -183,9 +184,9 @@ class QueryingParty:
         session = link.gc()
         flat = layer.gather(a).reshape(-1).view(np.int64)
         if layer.kind == "relu":
-            y = session.relu_share_evaluator(flat)
+            y = session.relu_share_evaluator(flat, **WIDTHS)
         else:
-            y = session.maxpool_share_evaluator(flat, layer.window, relu_after=layer.relu)
+            y = session.maxpool_share_evaluator(flat, layer.window, relu_after=layer.relu, **WIDTHS)
         return fixedpoint.as_ring(np.asarray(y, dtype=np.int64)).reshape(len(ids), layer.size_out)
 
     def step_1b(self, link: Link, ids: list[int], a: np.ndarray) -> np.ndarray:

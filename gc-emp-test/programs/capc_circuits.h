@@ -24,6 +24,11 @@
 //      maxpool_share, w    63 w + 128 (w - 1) + 63 per window (w adds, w-1 compare+select, subtract m),
 //                          + 63 with relu_after, + (64 - t) with a shift t >= 1.
 //      XOR and NOT are free; the sign test and the shift are wire relabellings.
+//  Narrow registers: with in_bits = I < 64 and out_bits = O the shares enter as their low I bits and the
+//  masks as their low O bits (v = a + b mod 2^I is the exact value whenever |v| < 2^(I-1), as the sum of
+//  two 64-bit shares of a small value), the layer runs on I bits and only y = r - m runs on O bits, so
+//  relu_share costs (I-1) + (I-1) + (O-1) AND gates and I + O input bits per element instead of 189 and
+//  128; y is revealed sign-extended, exact whenever |y| < 2^(O-1). The hybrid uses I = 26, O = 49.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -179,7 +184,13 @@ inline gc::Integer round_shift(const gc::Integer& x, int t) {
 /// span chunks, its running maximum is carried over.
 inline std::vector<int64_t> pool_share(int party, size_t n, size_t window, bool relu_out, int shift,
                                        const std::vector<int64_t>& a_or_b, const std::vector<int64_t>& m,
-                                       size_t chunk = kShareChunk) {
+                                       size_t chunk = kShareChunk, int in_bits = 64, int out_bits = 64) {
+  if (in_bits < 3 || in_bits > 64 || out_bits < in_bits || out_bits > 64)
+    throw std::invalid_argument("register widths must satisfy 3 <= in_bits <= out_bits <= 64, got " +
+                                std::to_string(in_bits) + " and " + std::to_string(out_bits));
+  if (shift > in_bits - 2)
+    throw std::invalid_argument("shift " + std::to_string(shift) + " leaves no bits of a " +
+                                std::to_string(in_bits) + "-bit value");
   if (n == 0) throw std::invalid_argument("pool_share needs at least one value");
   if (window == 0 || n % window != 0)
     throw std::invalid_argument("the window (" + std::to_string(window) + ") must divide the number of values (" +
@@ -203,25 +214,25 @@ inline std::vector<int64_t> pool_share(int party, size_t n, size_t window, bool 
     std::vector<int64_t> own;
     if (bob) own.assign(a_or_b.begin() + static_cast<long>(s), a_or_b.begin() + static_cast<long>(e));
     else own.assign(e - s, 0);
-    std::vector<gc::Integer> a = gc::input_integers(gc::BOB, 64, own);
-    own.assign(e - s + j_hi - j_lo, 0);
-    if (!bob) {
-      std::copy(a_or_b.begin() + static_cast<long>(s), a_or_b.begin() + static_cast<long>(e), own.begin());
-      std::copy(m.begin() + static_cast<long>(j_lo), m.begin() + static_cast<long>(j_hi),
-                own.begin() + static_cast<long>(e - s));
-    }
-    std::vector<gc::Integer> bm = gc::input_integers(gc::ALICE, 64, own);
+    std::vector<gc::Integer> a = gc::input_integers(gc::BOB, in_bits, own);
+    own.assign(e - s, 0);
+    if (!bob) std::copy(a_or_b.begin() + static_cast<long>(s), a_or_b.begin() + static_cast<long>(e), own.begin());
+    std::vector<gc::Integer> b = gc::input_integers(gc::ALICE, in_bits, own);
+    own.assign(j_hi - j_lo, 0);
+    if (!bob) std::copy(m.begin() + static_cast<long>(j_lo), m.begin() + static_cast<long>(j_hi), own.begin());
+    std::vector<gc::Integer> mk = gc::input_integers(gc::ALICE, out_bits, own);
     std::vector<gc::Integer> out;
     out.reserve(j_hi - j_lo);
     for (size_t i = s; i < e; ++i) {
-      gc::Integer v = a[i - s] + bm[i - s];
+      gc::Integer v = a[i - s] + b[i - s];
       if (i % window == 0)
         best = v;
       else
         best = best.select(v > best, v);
       if (i % window + 1 == window) {
-        gc::Integer r = relu_out ? relu(best) : best;
-        out.push_back(round_shift(r, shift) - bm[e - s + i / window - j_lo]);
+        gc::Integer r = round_shift(relu_out ? relu(best) : best, shift);
+        while (r.size() < out_bits) r.bits.push_back(r[r.size() - 1]);  // sign-extend: free wires
+        out.push_back(r - mk[i / window - j_lo]);
       }
     }
     if (out.empty()) continue;  // both parties know it: n, window and chunk are public
@@ -234,16 +245,17 @@ inline std::vector<int64_t> pool_share(int party, size_t n, size_t window, bool 
 /// ReLU on shares: BOB (QP) passes a[n]; ALICE (AP) passes b[n] and m[n]. Returns
 /// y = round_shift(relu(a + b), shift) - m on BOB, {} on ALICE.
 inline std::vector<int64_t> relu_share(int party, size_t n, const std::vector<int64_t>& a_or_b,
-                                       const std::vector<int64_t>& m, int shift = 0, size_t chunk = kShareChunk) {
-  return pool_share(party, n, 1, true, shift, a_or_b, m, chunk);
+                                       const std::vector<int64_t>& m, int shift = 0, size_t chunk = kShareChunk,
+                                       int in_bits = 64, int out_bits = 64) {
+  return pool_share(party, n, 1, true, shift, a_or_b, m, chunk, in_bits, out_bits);
 }
 
 /// Max-pool on shares: BOB (QP) passes a[n]; ALICE (AP) passes b[n] and m[n / window]. Returns
 /// y_j = round_shift(max(v[j*w .. j*w+w-1]), shift) - m_j (relu'd before the shift if relu_after) on BOB.
 inline std::vector<int64_t> maxpool_share(int party, size_t n, size_t window, const std::vector<int64_t>& a_or_b,
                                           const std::vector<int64_t>& m, int shift = 0, bool relu_after = false,
-                                          size_t chunk = kShareChunk) {
-  return pool_share(party, n, window, relu_after, shift, a_or_b, m, chunk);
+                                          size_t chunk = kShareChunk, int in_bits = 64, int out_bits = 64) {
+  return pool_share(party, n, window, relu_after, shift, a_or_b, m, chunk, in_bits, out_bits);
 }
 
 }  // namespace capc_programs

@@ -147,46 +147,53 @@ class Session {
     return r.answered;
   }
 
-  py::array_t<int64_t> relu_share_evaluator(const I64Array& a_in, int shift) {
+  py::array_t<int64_t> relu_share_evaluator(const I64Array& a_in, int shift, int in_bits, int out_bits) {
     need(BOB, "relu_share_evaluator");
     std::vector<int64_t> a = to_vec(a_in, "a"), y;
-    check_values(a.size(), 1, shift);
-    run(kOpReluShare, a.size(), "values", {{"shift", static_cast<uint32_t>(shift)}},
-        [&] { y = capc_programs::relu_share(BOB, a.size(), a, {}, shift); });
+    check_values(a.size(), 1, shift, in_bits, out_bits);
+    run(kOpReluShare, a.size(), "values", relu_params(shift, in_bits, out_bits), [&] {
+      y = capc_programs::relu_share(BOB, a.size(), a, {}, shift, capc_programs::kShareChunk, in_bits, out_bits);
+    });
     return to_array(y);
   }
 
-  void relu_share_garbler(const I64Array& b_in, const I64Array& m_in, int shift) {
+  void relu_share_garbler(const I64Array& b_in, const I64Array& m_in, int shift, int in_bits, int out_bits) {
     need(ALICE, "relu_share_garbler");
     std::vector<int64_t> b = to_vec(b_in, "b"), m = to_vec(m_in, "m");
-    check_values(b.size(), 1, shift);
+    check_values(b.size(), 1, shift, in_bits, out_bits);
     if (m.size() != b.size())
       throw InputError("m has " + std::to_string(m.size()) + " entries but b has " + std::to_string(b.size()));
-    run(kOpReluShare, b.size(), "values", {{"shift", static_cast<uint32_t>(shift)}},
-        [&] { capc_programs::relu_share(ALICE, b.size(), b, m, shift); });
+    run(kOpReluShare, b.size(), "values", relu_params(shift, in_bits, out_bits), [&] {
+      capc_programs::relu_share(ALICE, b.size(), b, m, shift, capc_programs::kShareChunk, in_bits, out_bits);
+    });
   }
 
-  py::array_t<int64_t> maxpool_share_evaluator(const I64Array& a_in, int64_t window, int shift, bool relu_after) {
+  py::array_t<int64_t> maxpool_share_evaluator(const I64Array& a_in, int64_t window, int shift, bool relu_after,
+                                               int in_bits, int out_bits) {
     need(BOB, "maxpool_share_evaluator");
     std::vector<int64_t> a = to_vec(a_in, "a"), y;
-    check_values(a.size(), window, shift);
+    check_values(a.size(), window, shift, in_bits, out_bits);
     const auto w = static_cast<size_t>(window);
-    run(kOpMaxpoolShare, a.size(), "values", pool_params(w, shift, relu_after),
-        [&] { y = capc_programs::maxpool_share(BOB, a.size(), w, a, {}, shift, relu_after); });
+    run(kOpMaxpoolShare, a.size(), "values", pool_params(w, shift, relu_after, in_bits, out_bits), [&] {
+      y = capc_programs::maxpool_share(BOB, a.size(), w, a, {}, shift, relu_after, capc_programs::kShareChunk,
+                                       in_bits, out_bits);
+    });
     return to_array(y);
   }
 
   void maxpool_share_garbler(const I64Array& b_in, const I64Array& m_in, int64_t window, int shift,
-                             bool relu_after) {
+                             bool relu_after, int in_bits, int out_bits) {
     need(ALICE, "maxpool_share_garbler");
     std::vector<int64_t> b = to_vec(b_in, "b"), m = to_vec(m_in, "m");
-    check_values(b.size(), window, shift);
+    check_values(b.size(), window, shift, in_bits, out_bits);
     const auto w = static_cast<size_t>(window);
     if (m.size() != b.size() / w)
       throw InputError("m has " + std::to_string(m.size()) + " entries but b has " + std::to_string(b.size() / w) +
                        " windows of " + std::to_string(w));
-    run(kOpMaxpoolShare, b.size(), "values", pool_params(w, shift, relu_after),
-        [&] { capc_programs::maxpool_share(ALICE, b.size(), w, b, m, shift, relu_after); });
+    run(kOpMaxpoolShare, b.size(), "values", pool_params(w, shift, relu_after, in_bits, out_bits), [&] {
+      capc_programs::maxpool_share(ALICE, b.size(), w, b, m, shift, relu_after, capc_programs::kShareChunk,
+                                   in_bits, out_bits);
+    });
   }
 
   uint64_t bytes_sent() const { return io_ ? io_->bytes_sent() : closed_sent_; }
@@ -219,7 +226,12 @@ class Session {
 
   /// n values in windows of `window`, rescale shift: the checks the Python layer also makes, repeated so
   /// that the module is safe to call directly.
-  static void check_values(size_t n, int64_t window, int shift) {
+  static void check_values(size_t n, int64_t window, int shift, int in_bits = 64, int out_bits = 64) {
+    if (in_bits < 3 || in_bits > 64 || out_bits < in_bits || out_bits > 64)
+      throw InputError("register widths must satisfy 3 <= in_bits <= out_bits <= 64, got " +
+                       std::to_string(in_bits) + " and " + std::to_string(out_bits));
+    if (shift > in_bits - 2)
+      throw InputError("shift " + std::to_string(shift) + " does not fit a " + std::to_string(in_bits) + "-bit value");
     if (n == 0) throw InputError("need at least one value, got an empty array");
     if (n > kMaxValues) throw InputError("too many values: " + std::to_string(n) + " (at most " +
                                          std::to_string(kMaxValues) + " per call)");
@@ -231,9 +243,15 @@ class Session {
       throw InputError("shift must be in 0.." + std::to_string(capc_programs::kMaxShift) + ", got " +
                        std::to_string(shift));
   }
-  static std::vector<QueryParam> pool_params(size_t window, int shift, bool relu_after) {
+  static std::vector<QueryParam> relu_params(int shift, int in_bits, int out_bits) {
+    return {{"shift", static_cast<uint32_t>(shift)}, {"in_bits", static_cast<uint32_t>(in_bits)},
+            {"out_bits", static_cast<uint32_t>(out_bits)}};
+  }
+  static std::vector<QueryParam> pool_params(size_t window, int shift, bool relu_after, int in_bits,
+                                             int out_bits) {
     return {{"window", static_cast<uint32_t>(window)}, {"shift", static_cast<uint32_t>(shift)},
-            {"relu_after", relu_after ? 1u : 0u}};
+            {"relu_after", relu_after ? 1u : 0u}, {"in_bits", static_cast<uint32_t>(in_bits)},
+            {"out_bits", static_cast<uint32_t>(out_bits)}};
   }
 
   void run(uint32_t op, size_t classes, const std::function<void()>& circuit) {
@@ -299,12 +317,14 @@ PYBIND11_MODULE(_engine, m) {
       .def("noisy_argmax_evaluator", &Session::noisy_argmax_evaluator, py::arg("W"))
       .def("noisy_argmax_garbler", &Session::noisy_argmax_garbler, py::arg("M"), py::arg("eta_G"), py::arg("eta_T"),
            py::arg("threshold"))
-      .def("relu_share_evaluator", &Session::relu_share_evaluator, py::arg("a"), py::arg("shift") = 0)
-      .def("relu_share_garbler", &Session::relu_share_garbler, py::arg("b"), py::arg("m"), py::arg("shift") = 0)
+      .def("relu_share_evaluator", &Session::relu_share_evaluator, py::arg("a"), py::arg("shift") = 0,
+           py::arg("in_bits") = 64, py::arg("out_bits") = 64)
+      .def("relu_share_garbler", &Session::relu_share_garbler, py::arg("b"), py::arg("m"), py::arg("shift") = 0,
+           py::arg("in_bits") = 64, py::arg("out_bits") = 64)
       .def("maxpool_share_evaluator", &Session::maxpool_share_evaluator, py::arg("a"), py::arg("window"),
-           py::arg("shift") = 0, py::arg("relu_after") = false)
+           py::arg("shift") = 0, py::arg("relu_after") = false, py::arg("in_bits") = 64, py::arg("out_bits") = 64)
       .def("maxpool_share_garbler", &Session::maxpool_share_garbler, py::arg("b"), py::arg("m"), py::arg("window"),
-           py::arg("shift") = 0, py::arg("relu_after") = false)
+           py::arg("shift") = 0, py::arg("relu_after") = false, py::arg("in_bits") = 64, py::arg("out_bits") = 64)
       .def_property_readonly("bytes_sent", &Session::bytes_sent)
       .def_property_readonly("bytes_received", &Session::bytes_received)
       .def_property_readonly("queries", &Session::queries)

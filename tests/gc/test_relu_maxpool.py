@@ -340,3 +340,53 @@ def test_program_bad_input(tmp_path, free_port, program, args, content, msg):
     r = _run_one(program, [party, str(free_port), str(f), *opts])
     assert r.returncode == 2, r.stderr
     assert msg in r.stderr
+
+
+# ------------------------------------------------------------------ narrow registers (the hybrid's)
+
+@pytest.mark.parametrize("window,relu_after", [(1, True), (3, True), (3, False)])
+def test_narrow_registers_are_exact_within_range_and_cheaper(window, relu_after):
+    """in_bits = 26, out_bits = 49 (capc.he.hybrid.GC_WIDTHS): for |a + b| < 2^25 and |m| < 2^47 the
+    result equals the 64-bit circuit's, sign-extended, with fewer bytes on the wire."""
+    from capc.he.hybrid import GC_IN_BITS, GC_OUT_BITS
+
+    rng = np.random.default_rng(window)
+    n = 300 * window
+    v = rng.integers(-(2 ** 25) + 1, 2 ** 25 - 1, n)
+    v[:4] = [0, -1, 2 ** 25 - 1, -(2 ** 25) + 1]
+    a, b = share(v, rng)
+    m = rng.integers(-(2 ** 47), 2 ** 47, n // window)
+    out = {}
+    for bits in ((64, 64), (GC_IN_BITS, GC_OUT_BITS)):
+        def garbler(s, bits=bits):
+            if window == 1:
+                s.relu_share_garbler(b, m, in_bits=bits[0], out_bits=bits[1])
+            else:
+                s.maxpool_share_garbler(b, m, window, relu_after=relu_after, in_bits=bits[0], out_bits=bits[1])
+            return s.bytes_sent
+
+        ev, join, socks = session_pair(garbler)
+        if window == 1:
+            y = ev.relu_share_evaluator(a, in_bits=bits[0], out_bits=bits[1])
+        else:
+            y = ev.maxpool_share_evaluator(a, window, relu_after=relu_after, in_bits=bits[0], out_bits=bits[1])
+        out[bits] = (unmask(np.asarray(y), m), join() + ev.bytes_sent)
+        for s in socks:
+            s.close()
+    wide, narrow = out[(64, 64)], out[(GC_IN_BITS, GC_OUT_BITS)]
+    want = ref_maxpool(v, window, 0, relu_after) if window > 1 else ref_relu(v, 0)
+    assert wide[0] == want and narrow[0] == want
+    assert narrow[1] < 0.7 * wide[1], (narrow[1], wide[1])
+
+
+def test_widths_must_agree_and_be_ordered():
+    with pytest.raises(GcInputError, match="in_bits <= out_bits"):
+        GcSession(socket_pair()[0], "evaluator").relu_share_evaluator(np.zeros(2, np.int64), in_bits=40, out_bits=30)
+    b = np.zeros(4, np.int64)
+    ev, join, socks = session_pair(lambda s: s.relu_share_garbler(b, b, in_bits=26, out_bits=49))
+    with pytest.raises(GcProtocolError):
+        ev.relu_share_evaluator(b, in_bits=26, out_bits=48)
+    with pytest.raises(GcProtocolError):
+        join()
+    for s in socks:
+        s.close()

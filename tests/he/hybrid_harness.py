@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from capc import fixedpoint
+from capc.he.hybrid import GC_WIDTHS as WIDTHS
 from capc.gc import GcSession
 from capc.he import ModelEvaluator, QueryKeys, choose_params
 from capc.he.hybrid import gc_layers_of, segments_of
@@ -51,9 +52,9 @@ class HybridPair:
                 m = self.ev.activation_mask(k, b.shape[0], self.f)
                 flat, mflat = layer.gather(b).reshape(-1).view(np.int64), m.reshape(-1).view(np.int64)
                 if layer.kind == "relu":
-                    gc.relu_share_garbler(flat, mflat)
+                    gc.relu_share_garbler(flat, mflat, **WIDTHS)
                 else:
-                    gc.maxpool_share_garbler(flat, mflat, layer.window, relu_after=layer.relu)
+                    gc.maxpool_share_garbler(flat, mflat, layer.window, relu_after=layer.relu, **WIDTHS)
                 self._masks.put(m)
         except BaseException as exc:  # surfaced by the evaluator's side
             self._errors.append(exc)
@@ -73,9 +74,9 @@ class HybridPair:
             self._to_ap.put((k, b))
             flat = layer.gather(a).reshape(-1).view(np.int64)
             if layer.kind == "relu":
-                y = self.qp_gc.relu_share_evaluator(flat)
+                y = self.qp_gc.relu_share_evaluator(flat, **WIDTHS)
             else:
-                y = self.qp_gc.maxpool_share_evaluator(flat, layer.window, relu_after=layer.relu)
+                y = self.qp_gc.maxpool_share_evaluator(flat, layer.window, relu_after=layer.relu, **WIDTHS)
             m = self._masks.get()
             if m is None:
                 raise self._errors[0]

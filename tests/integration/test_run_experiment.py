@@ -61,6 +61,8 @@ def test_bad_flags_fail_before_anything_starts(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--encryption_params", str(ROOT / "config" / "10.json")], "ap-1: "),
     (["--num_classes", "5"], "5 classes"),
+    (["--encryption_params", str(ROOT / "config" / "10.json"), "--model_type", "cryptonets-relu",
+      "--packing", "single"], "key switching would be unsound"),
 ])
 def test_unusable_parameters_are_refused_before_any_party_starts(tmp_path, args, words):
     """Regression: these were refused by the first AP after every party had started (12-29 s)."""
