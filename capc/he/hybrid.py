@@ -48,7 +48,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from capc.he.errors import HEError, UnsupportedModelError
-from capc.he.plan import Plan, PublicPlan, RawLinear, RawPoly, _identity, normalise
+from capc.he.plan import Plan, PlanFacts, PublicPlan, RawLinear, RawPoly, _identity, normalise
 
 HYBRID_FORMAT = "capc-he-hybrid-plan-1"
 
@@ -223,7 +223,7 @@ class PublicHybridPlan:
         return cls(segments, layers)
 
 
-class HybridPlan:
+class HybridPlan(PlanFacts):
     """A compiled model with non-polynomial layers: CKKS segments joined by GC layers.
 
     Attributes:
@@ -241,25 +241,6 @@ class HybridPlan:
         self.layers = tuple(layers)
         self.source = source
         self.public_plan = PublicHybridPlan([s.public_plan for s in self.segments], self.gc_layers)
-
-    @property
-    def num_classes(self) -> int:
-        return self.public_plan.num_classes
-
-    @property
-    def input_size(self) -> int:
-        return self.public_plan.input_size
-
-    @property
-    def depth(self) -> int:
-        return self.public_plan.depth
-
-    @property
-    def fingerprint(self) -> str:
-        return self.public_plan.fingerprint
-
-    def rotations(self, packing: str, poly_modulus_degree: int) -> list[int]:
-        return self.public_plan.rotations(packing, poly_modulus_degree)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Plaintext float64 reference: logits [C] for one input, [B, C] for a batch."""

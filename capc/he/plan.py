@@ -211,7 +211,33 @@ class PublicPlan:
         return plan
 
 
-class Plan:
+class PlanFacts:
+    """What a compiled plan (plain or hybrid) answers through its public part."""
+
+    public_plan: Any
+
+    @property
+    def num_classes(self) -> int:
+        return self.public_plan.num_classes
+
+    @property
+    def input_size(self) -> int:
+        return self.public_plan.input_size
+
+    @property
+    def depth(self) -> int:
+        return self.public_plan.depth
+
+    @property
+    def fingerprint(self) -> str:
+        return self.public_plan.fingerprint
+
+    def rotations(self, packing: str, poly_modulus_degree: int) -> list[int]:
+        """Rotation steps needed for ``packing`` at ring degree N (see :meth:`PublicPlan.rotations`)."""
+        return self.public_plan.rotations(packing, poly_modulus_degree)
+
+
+class Plan(PlanFacts):
     """A compiled model: normalised stages plus its :class:`PublicPlan`.
 
     Attributes:
@@ -240,26 +266,6 @@ class Plan:
         self.public_plan = PublicPlan(self.input_shape, last.shape[0], tuple(shapes),
                                       first.weight.indptr.astype(np.int64),
                                       first.weight.indices.astype(np.int64))
-
-    @property
-    def num_classes(self) -> int:
-        return self.public_plan.num_classes
-
-    @property
-    def input_size(self) -> int:
-        return self.public_plan.input_size
-
-    @property
-    def depth(self) -> int:
-        return self.public_plan.depth
-
-    @property
-    def fingerprint(self) -> str:
-        return self.public_plan.fingerprint
-
-    def rotations(self, packing: str, poly_modulus_degree: int) -> list[int]:
-        """Rotation steps needed for ``packing`` at ring degree N (see :meth:`PublicPlan.rotations`)."""
-        return self.public_plan.rotations(packing, poly_modulus_degree)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Plaintext float64 reference: logits for one input (any shape with ``input_size`` values,

@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 
 from capc.config import load_he_params
-from capc.he import compile_model
 from capc.he.hybrid import HybridPlan, logit_error_bound
 from capc.he.params import ckks_error
 from .hybrid_harness import HybridPair
-from .test_compiler_hybrid import _inputs, demo_graph, run_graph, write_pb
+from .test_compiler_hybrid import _inputs, demo_plans, run_graph  # noqa: F401 (demo_plans: a fixture)
 
 CONFIG_10 = Path(__file__).resolve().parents[2] / "config" / "10.json"
 FRAC_BITS = 8
@@ -32,18 +31,8 @@ FRAC_BITS = 8
 TOLERANCE = 0.025
 
 
-@pytest.fixture(scope="module")
-def demo_models(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("demo-pb")
-    out = {}
-    for layout in ("cryptonets", "cryptonets-relu", "mlp"):
-        gd = demo_graph(layout)
-        out[layout] = (gd, compile_model(write_pb(tmp, gd, f"{layout}.pb")))
-    return out
-
-
-def check(demo_models, layout: str, packing: str, n: int, every_query: bool = False) -> None:
-    gd, plan = demo_models[layout]
+def check(demo_plans, layout: str, packing: str, n: int, every_query: bool = False) -> None:
+    gd, plan = demo_plans[layout]
     he = load_he_params(str(CONFIG_10)) if packing == "batch" and layout != "cryptonets" else None
     x = _inputs(n, seed=11).astype(np.float64)
     ref = run_graph(gd, x.astype(np.float32)).astype(np.float64)
@@ -68,39 +57,39 @@ def check(demo_models, layout: str, packing: str, n: int, every_query: bool = Fa
 
 @pytest.mark.parametrize("layout,packing,n", [("cryptonets-relu", "batch", 8), ("mlp", "batch", 6),
                                               ("cryptonets-relu", "single", 2), ("mlp", "single", 2)])
-def test_hybrid_logits_match_tensorflow(demo_models, layout, packing, n):
-    check(demo_models, layout, packing, n)
+def test_hybrid_logits_match_tensorflow(demo_plans, layout, packing, n):
+    check(demo_plans, layout, packing, n)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("packing", ["batch", "single"])
 @pytest.mark.parametrize("layout", ["cryptonets", "cryptonets-relu", "mlp"])
-def test_hundred_queries_match_tensorflow(demo_models, layout, packing):
-    check(demo_models, layout, packing, 100, every_query=True)
+def test_hundred_queries_match_tensorflow(demo_plans, layout, packing):
+    check(demo_plans, layout, packing, 100, every_query=True)
 
 
-def test_config_10_refuses_single_packing_naming_batch(demo_models):
+def test_config_10_refuses_single_packing_naming_batch(demo_plans):
     from capc.he import ParameterError, choose_params
 
     with pytest.raises(ParameterError, match="key switching would be unsound.*batch packing"):
-        choose_params(demo_models["cryptonets-relu"][1].public_plan, load_he_params(str(CONFIG_10)),
+        choose_params(demo_plans["cryptonets-relu"][1].public_plan, load_he_params(str(CONFIG_10)),
                       packing="single", frac_bits=3, hiding_bits=30)
 
 
-def test_config_10_serves_the_relu_layouts_in_batch_packing(demo_models):
+def test_config_10_serves_the_relu_layouts_in_batch_packing(demo_plans):
     from capc.he import choose_params
 
     for layout in ("cryptonets-relu", "mlp"):
-        setup = choose_params(demo_models[layout][1].public_plan, load_he_params(str(CONFIG_10)),
+        setup = choose_params(demo_plans[layout][1].public_plan, load_he_params(str(CONFIG_10)),
                               packing="batch", frac_bits=FRAC_BITS, hiding_bits=30)
         assert setup.depth == 1  # each segment is one affine map: the chain's 3 levels are plenty
 
 
-def test_config_10_refuses_the_square_model_naming_why(demo_models):
+def test_config_10_refuses_the_square_model_naming_why(demo_plans):
     from capc.he import ParameterError, choose_params
 
     with pytest.raises(ParameterError) as info:
-        choose_params(demo_models["cryptonets"][1].public_plan, load_he_params(str(CONFIG_10)),
+        choose_params(demo_plans["cryptonets"][1].public_plan, load_he_params(str(CONFIG_10)),
                       packing="batch", frac_bits=3, hiding_bits=30)
     text = str(info.value)
     assert "complex_packing" in text and "too few levels" in text and "parameters that work" in text

@@ -42,15 +42,21 @@ def make_run(tmp_path: Path, he_params: Path, n_queries: int, **protocol) -> tup
     return InProcessRun(cfg, Providers(PlanHE(), GarbledCircuits())), x
 
 
-def test_batch_packing_on_config_10(tmp_path: Path) -> None:
-    run, x = make_run(tmp_path, CONFIG_10, 6, packing="batch", batch_size=3)
+def labels_of(run: InProcessRun) -> list[dict]:
+    """Run the QP through its queries; the per-query results, with every party's thread error-free."""
     try:
         res = run.run_querying_party()
     finally:
         run.close()
     assert not run.errors
-    assert [q["label"] for q in res["queries"]] == plurality(x)
-    assert all(q["n_answering"] == 3 for q in res["queries"])
+    return res["queries"]
+
+
+def test_batch_packing_on_config_10(tmp_path: Path) -> None:
+    run, x = make_run(tmp_path, CONFIG_10, 6, packing="batch", batch_size=3)
+    queries = labels_of(run)
+    assert [q["label"] for q in queries] == plurality(x)
+    assert all(q["n_answering"] == 3 for q in queries)
 
 
 def test_single_packing_needs_a_key_switching_prime(tmp_path: Path) -> None:
@@ -59,9 +65,4 @@ def test_single_packing_needs_a_key_switching_prime(tmp_path: Path) -> None:
     path = tmp_path / "n8192-special47.json"
     path.write_text(json.dumps(he))
     run, x = make_run(tmp_path, path, 3, frac_bits=3)  # scale 2^24 with rotations holds f <= 4
-    try:
-        res = run.run_querying_party()
-    finally:
-        run.close()
-    assert not run.errors
-    assert [q["label"] for q in res["queries"]] == plurality(x)
+    assert [q["label"] for q in labels_of(run)] == plurality(x)
