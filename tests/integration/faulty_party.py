@@ -24,10 +24,10 @@ def inject(fault: str, target: int) -> None:
     if fault == "ap_exit_at_query":
         step_1a = AnsweringParty.step_1a
 
-        def exit_at_query(self, evaluator, qp, req):
+        def exit_at_query(self, evaluator, qp, req, pending=None):
             if target in req.query_ids.tolist():
                 _exit(self, f"during step 1a of query {target}")
-            return step_1a(self, evaluator, qp, req)
+            return step_1a(self, evaluator, qp, req, pending)
 
         AnsweringParty.step_1a = exit_at_query
     elif fault == "ap_exit_at_argmax":
