@@ -175,14 +175,6 @@ class ModelEvaluator:
         """Number of CKKS segments (1 for a plain plan)."""
         return len(self._segs)
 
-    @property
-    def _engine(self) -> BatchEngine | None:
-        return self._segs[0].engine if self._segs else None
-
-    @property
-    def _single(self) -> list[dict[str, Any]]:
-        return self._segs[0].single
-
     def close(self) -> None:
         """Stop the batch worker processes, if any (idempotent; the evaluator can still be used and
         restarts them on demand)."""
@@ -450,10 +442,10 @@ class ModelEvaluator:
                 raise HEError(f"the mask has {m.size} values; segment input has {n}")
             vecs = query_vectors(seg.layout, m.reshape(n))
         else:
-            m = m.reshape(-1, n) if m.size % n == 0 else m
-            if m.ndim != 2 or m.shape[0] != int(header.get("batch", -1)):
-                raise HEError(f"the mask has shape {np.shape(unmask)}; expected [{header.get('batch')}, {n}]")
-            vecs = query_vectors(seg.layout, m)
+            batch = int(header.get("batch", -1))
+            if m.size != batch * n:
+                raise HEError(f"the mask has shape {np.shape(unmask)}; expected [{batch}, {n}]")
+            vecs = query_vectors(seg.layout, m.reshape(batch, n))
         if len(vecs) != len(cts):
             raise HEError(f"the mask lays out into {len(vecs)} vectors for {len(cts)} ciphertexts")
         pt = seal.Plaintext()
@@ -477,22 +469,21 @@ class ModelEvaluator:
         except raw.RawLayoutError as exc:
             raise HEError(f"batch evaluation failed: {exc}") from None
 
-    def _run(self, blob: bytes, unmask: np.ndarray | None = None, frac_bits: int = 0
-             ) -> tuple[list[seal.Ciphertext], dict[str, Any], _Segment]:
-        header, sections, seg = self._read_query(blob)
+    def _run(self, header: dict[str, Any], sections: list[tuple[bytes, Any]], seg: _Segment,
+             unmask: np.ndarray | None = None, frac_bits: int = 0) -> list[seal.Ciphertext]:
+        """Evaluate the read query's segment (after removing this party's mask from its input)."""
         try:
             if seg.engine is not None:
-                return self._run_fast_batch(header, sections, seg, unmask, frac_bits), header, seg
+                return self._run_fast_batch(header, sections, seg, unmask, frac_bits)
             cts = self._unmask(self._query_ciphertexts(header, sections, seg), seg, unmask, header, frac_bits)
-            res = self._run_single(cts, seg) if self.packing == "single" else self._run_batch(cts, seg)
+            return self._run_single(cts, seg) if self.packing == "single" else self._run_batch(cts, seg)
         except (RuntimeError, ValueError) as exc:
             raise HEError(f"SEAL refused the evaluation: {exc}") from None
-        return res, header, seg
 
     def evaluate(self, query: bytes, unmask: np.ndarray | None = None, frac_bits: int = 0) -> bytes:
         """Enc(z), unmasked (for tests and benchmarks; the protocol uses :meth:`evaluate_masked`)."""
-        res, header, _ = self._run(query, unmask, frac_bits)
-        return self._result(res, header, masked=False)
+        header, sections, seg = self._read_query(query)
+        return self._result(self._run(header, sections, seg, unmask, frac_bits), header, masked=False)
 
     def evaluate_masked(self, query: bytes, frac_bits: int, unmask: np.ndarray | None = None
                         ) -> tuple[bytes, np.ndarray]:
@@ -509,7 +500,7 @@ class ModelEvaluator:
         if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)) or frac_bits < 0:
             raise HEError(f"frac_bits must be a non-negative integer, got {frac_bits!r}")
         f = int(frac_bits)
-        header, _, seg = self._read_query(query)
+        header, sections, seg = self._read_query(query)
         last = seg is self._segs[-1]
         # the mask is sized by a bound that holds (for the logits the larger of the declared B and
         # the sound bound derived from this plan over the input domain; for a hidden layer's
@@ -522,7 +513,8 @@ class ModelEvaluator:
             raise HEError(f"the parameters keep {out_bits} modulus bits at the output "
                           f"level but the mask needs {need} (scale + {s_bits} hiding bits + "
                           f"value bound 2^{log2_bound}); refusing to return a weakly masked result")
-        res, header, seg = self._run(query, unmask, f)
+        res = self._run(header, sections, seg, unmask, f)
+        del sections
         c = seg.plan.num_classes
         shares = []
         std = flood_std(f)

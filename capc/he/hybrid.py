@@ -354,6 +354,32 @@ def logit_error_bound(plan: Any, frac_bits: int, ckks_error: float) -> float:
     return err
 
 
+def segment_width(gc_layers: Sequence[GcLayer], k: int, num_classes: int) -> int:
+    """Outputs of segment k: the next GC layer's inputs, or the logits for the last segment."""
+    return num_classes if k == len(gc_layers) else gc_layers[k].size_in
+
+
+def garble_layer(session: Any, layer: GcLayer, b: np.ndarray, m: np.ndarray) -> None:
+    """The AP's side of a GC layer for a whole batch: its shares b (uint64[B, size_in]) and its fresh
+    mask m (uint64[B, size_out]), on the circuits' narrow registers (:data:`GC_WIDTHS`)."""
+    flat, mflat = layer.gather(b).reshape(-1).view(np.int64), np.ascontiguousarray(m).reshape(-1).view(np.int64)
+    if layer.kind == "relu":
+        session.relu_share_garbler(flat, mflat, **GC_WIDTHS)
+    else:
+        session.maxpool_share_garbler(flat, mflat, layer.window, relu_after=layer.relu, **GC_WIDTHS)
+
+
+def evaluate_layer(session: Any, layer: GcLayer, a: np.ndarray) -> np.ndarray:
+    """The QP's side of a GC layer for a whole batch: from its shares a (uint64[B, size_in]) return
+    its share y - m of the layer's outputs (uint64[B, size_out])."""
+    flat = layer.gather(a).reshape(-1).view(np.int64)
+    if layer.kind == "relu":
+        y = session.relu_share_evaluator(flat, **GC_WIDTHS)
+    else:
+        y = session.maxpool_share_evaluator(flat, layer.window, relu_after=layer.relu, **GC_WIDTHS)
+    return np.asarray(y, dtype=np.int64).view(np.uint64).reshape(a.shape[0], layer.size_out)
+
+
 def size_of(shape: Sequence[int]) -> int:
     return int(np.prod(shape))
 

@@ -127,7 +127,7 @@ def draw_share_mask(shape: tuple[int, ...], hiding_bits: int, log2_bound: int, f
     CSPRNG, so that ``y - m`` is within statistical distance ``2^-s`` of ``-m`` for every such ``y``.
 
     The hybrid protocol's answering party puts one on each activation a garbled-circuit layer hands
-    the querying party (:mod:`capc.parties.hybrid`).
+    the querying party (:meth:`capc.he.ModelEvaluator.activation_mask`).
 
     Raises:
         HEError: if ``s + b + f`` leaves no room in 62 bits.

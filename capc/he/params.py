@@ -113,7 +113,7 @@ def min_scale_bits(frac_bits: int, plan: Any = None, packing: str = "single") ->
     return frac_bits + NOISE_MARGIN_BITS
 
 
-def ckks_error(log2_scale: float, plan: Any, packing: str) -> float:
+def ckks_error(log2_scale: float, packing: str) -> float:
     """The measured CKKS evaluation error of one square-free segment (see
     :data:`LINEAR_NOISE_MARGIN_BITS`), with the one bit of safety the margin keeps."""
     return 2.0 ** -(log2_scale - LINEAR_NOISE_MARGIN_BITS.get(packing, 20) + 1)

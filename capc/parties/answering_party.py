@@ -29,7 +29,7 @@ import numpy as np
 
 from capc import fixedpoint
 from capc.errors import CapcError
-from capc.he.hybrid import GC_WIDTHS as WIDTHS
+from capc.he.hybrid import garble_layer, segment_width
 from capc.net.channel import Channel
 from capc.net.messages import (ErrorCode, ErrorReply, GcStart, ModelPlan, PublicContext, QueryRequest,
                                QueryResult, Shutdown, StepDone, VoteShare)
@@ -98,7 +98,7 @@ class AnsweringParty:
             unmask = pending.mask
         with self.ctx.timing.span("1a_he_inference", ids[0], batch=len(ids), segment=k):
             result, b = evaluator.evaluate_masked(req.ciphertexts, len(ids), p.frac_bits, unmask)
-        width = p.num_classes if k == last else self.model.gc_layers[k].size_in
+        width = segment_width(self.model.gc_layers, k, p.num_classes)
         if b.shape != (len(ids), width):
             raise Refusal(f"the model of {self.ctx.name} produced shares of shape {b.shape}, expected "
                           f"({len(ids)}, {width})")
@@ -113,19 +113,13 @@ class AnsweringParty:
         of the batch's activations at once, handing the QP ``y - m`` under a fresh mask m, which this
         AP keeps (``pending.mask``) to remove from the next segment's input."""
         layer = self.model.gc_layers[pending.segment]
-        f = self.cfg.protocol.frac_bits
-        m = evaluator.activation_mask(pending.segment, len(pending.ids), f)
-        b = layer.gather(pending.b)
+        m = evaluator.activation_mask(pending.segment, len(pending.ids), self.cfg.protocol.frac_bits)
         session = link.gc()
         sent, received = getattr(session, "bytes_sent", 0), getattr(session, "bytes_received", 0)
         t0 = time.perf_counter()
-        if layer.kind == "relu":
-            session.relu_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64), **WIDTHS)
-        else:
-            session.maxpool_share_garbler(b.reshape(-1).view(np.int64), m.reshape(-1).view(np.int64),
-                                          layer.window, relu_after=layer.relu, **WIDTHS)
+        garble_layer(session, layer, pending.b, m)
         self.ctx.timing.record("1a_gc_layer", time.perf_counter() - t0, pending.ids[0], batch=len(pending.ids),
-                               segment=pending.segment, values=int(b.size),
+                               segment=pending.segment, values=int(pending.b.size),
                                gc_bytes=getattr(session, "bytes_sent", 0) - sent
                                + getattr(session, "bytes_received", 0) - received)
         pending.b = np.empty((0, 0), dtype=np.uint64)  # the pre-activation shares are spent

@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from capc import fixedpoint
 from capc.errors import CapcError, ConfigError
+from capc.he.hybrid import GcLayer, segment_width
 from capc.parties.crypto import KeyRing, MaskedEvaluator, Providers, QueryCipher, TwoPartySession
 from capc.parties.runconfig import RunConfig
 
@@ -148,8 +148,6 @@ class PlaintextHE:
 
 class _PlainCipher:
     def __init__(self, plan: dict, key_id: str) -> None:
-        from capc.he.hybrid import GcLayer
-
         self.input_shape = tuple(plan["input_shape"])
         self.num_classes = int(plan["num_classes"])
         self.gc_layers = tuple(GcLayer.from_dict(g) for g in plan.get("gc_layers", []))
@@ -171,7 +169,7 @@ class _PlainCipher:
 
     def decrypt_shares(self, blobs: tuple[bytes, ...], count: int, frac_bits: int) -> np.ndarray:
         k, raw = _unblob(blobs)
-        width = self.num_classes if k == len(self.gc_layers) else self.gc_layers[k].size_in
+        width = segment_width(self.gc_layers, k, self.num_classes)
         if len(blobs) != 1 or len(raw) != 8 * count * width:
             raise CapcError(f"the result does not hold {count} x {width} shares")
         return np.frombuffer(raw, dtype="<u8").astype(np.uint64).reshape(count, width)

@@ -33,7 +33,7 @@ import numpy as np
 
 from capc import fixedpoint
 from capc.errors import CapcError
-from capc.he.hybrid import GC_WIDTHS as WIDTHS
+from capc.he.hybrid import evaluate_layer, segment_width
 from capc.net.messages import (BudgetReserved, ErrorCode, GcStart, ModelPlan, NoisyArgmaxRequest,
                                PublicContext, QueryRequest, QueryResult, StepDone)
 from capc.parties import transport
@@ -163,7 +163,7 @@ class QueryingParty:
                 raise CapcError(f"{link.name} answered queries {res.query_ids.tolist()[:4]}... segment "
                                 f"{res.segment}, expected {ids[:4]}... segment {k}")
             a = cipher.decrypt_shares(res.ciphertexts, len(ids), self.p.frac_bits)
-            width = self.p.num_classes if k == len(layers) else layers[k].size_in
+            width = segment_width(layers, k, self.p.num_classes)
             if a.shape != (len(ids), width):
                 raise CapcError(f"{link.name} returned shares of shape {a.shape}, expected "
                                 f"({len(ids)}, {width})")
@@ -181,13 +181,7 @@ class QueryingParty:
         link.send(GcStart(query_ids=ids, program=layer.kind + "_share", num_classes=self.p.num_classes,
                           options={"segment": k}))
         link.expect(StepDone, f"{link.name} starting the {layer.kind} layer after segment {k}")
-        session = link.gc()
-        flat = layer.gather(a).reshape(-1).view(np.int64)
-        if layer.kind == "relu":
-            y = session.relu_share_evaluator(flat, **WIDTHS)
-        else:
-            y = session.maxpool_share_evaluator(flat, layer.window, relu_after=layer.relu, **WIDTHS)
-        return fixedpoint.as_ring(np.asarray(y, dtype=np.int64)).reshape(len(ids), layer.size_out)
+        return evaluate_layer(link.gc(), layer, a)
 
     def step_1b(self, link: Link, ids: list[int], a: np.ndarray) -> np.ndarray:
         """Evaluate one AP's argmax circuit for each query; return the QP's vote shares w_j

@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 
 from capc import fixedpoint
-from capc.he.hybrid import GC_WIDTHS as WIDTHS
 from capc.gc import GcSession
 from capc.he import ModelEvaluator, QueryKeys, choose_params
-from capc.he.hybrid import gc_layers_of, segments_of
+from capc.he.hybrid import evaluate_layer, garble_layer, gc_layers_of, segments_of
 
 
 class HybridPair:
@@ -48,13 +47,8 @@ class HybridPair:
                     gc.close()
                     return
                 k, b = item
-                layer = self.layers[k]
                 m = self.ev.activation_mask(k, b.shape[0], self.f)
-                flat, mflat = layer.gather(b).reshape(-1).view(np.int64), m.reshape(-1).view(np.int64)
-                if layer.kind == "relu":
-                    gc.relu_share_garbler(flat, mflat, **WIDTHS)
-                else:
-                    gc.maxpool_share_garbler(flat, mflat, layer.window, relu_after=layer.relu, **WIDTHS)
+                garble_layer(gc, self.layers[k], b, m)
                 self._masks.put(m)
         except BaseException as exc:  # surfaced by the evaluator's side
             self._errors.append(exc)
@@ -70,17 +64,11 @@ class HybridPair:
             a = fixedpoint.encode(self.keys.decrypt_logits(res), self.f).reshape(b.shape)
             if k == len(self.layers):
                 return fixedpoint.decode(fixedpoint.add(a, b), self.f)
-            layer = self.layers[k]
             self._to_ap.put((k, b))
-            flat = layer.gather(a).reshape(-1).view(np.int64)
-            if layer.kind == "relu":
-                y = self.qp_gc.relu_share_evaluator(flat, **WIDTHS)
-            else:
-                y = self.qp_gc.maxpool_share_evaluator(flat, layer.window, relu_after=layer.relu, **WIDTHS)
+            y = evaluate_layer(self.qp_gc, self.layers[k], a)
             m = self._masks.get()
             if m is None:
                 raise self._errors[0]
-            y = fixedpoint.as_ring(np.asarray(y, dtype=np.int64)).reshape(b.shape[0], layer.size_out)
             nxt = fixedpoint.decode(y, self.f)
             blob = self.keys.encrypt(nxt[0] if self.packing == "single" else nxt, segment=k + 1)
             unmask = m[0] if self.packing == "single" else m

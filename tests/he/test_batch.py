@@ -57,10 +57,10 @@ def test_two_workers_match_one_worker_and_slow_path(batch_setup):
     with ModelEvaluator(plan, keys.public_context(), workers=1) as ev1:
         z1 = keys.decrypt_logits(ev1.evaluate(q))
     with ModelEvaluator(plan, keys.public_context(), workers=2) as ev2:
-        assert ev2._engine is not None
+        assert ev2._segs[0].engine is not None
         z2 = keys.decrypt_logits(ev2.evaluate(q))
         z2b = keys.decrypt_logits(ev2.evaluate(q))  # the pool is reused across queries
-        pool = ev2._engine._pool
+        pool = ev2._segs[0].engine._pool
         assert pool is not None
     z0 = keys.decrypt_logits(ModelEvaluator(plan, keys.public_context(), fast_batch=False).evaluate(q))
     # evaluation is deterministic and the RNS arithmetic exact: splitting over processes changes nothing
@@ -69,7 +69,7 @@ def test_two_workers_match_one_worker_and_slow_path(batch_setup):
     np.testing.assert_allclose(z1, plan.forward(x), atol=1e-4)
     np.testing.assert_allclose(z1, z0, atol=1e-4)
     # clean shutdown: leaving the with-block stopped every worker process
-    assert ev2._engine._pool is None
+    assert ev2._segs[0].engine._pool is None
     assert all(not p.is_alive() for p in pool._processes.values()) if pool._processes else True
 
 
@@ -78,7 +78,7 @@ def test_close_is_idempotent_and_evaluator_restarts(batch_setup):
     x = np.random.default_rng(4).uniform(0, 1, (5, 8, 8, 1))
     ev = ModelEvaluator(plan, keys.public_context(), workers=2)
     z = keys.decrypt_logits(ev.evaluate(keys.encrypt(x)))
-    procs = list(ev._engine._pool._processes.values())
+    procs = list(ev._segs[0].engine._pool._processes.values())
     assert procs and all(p.is_alive() for p in procs)
     ev.close()
     ev.close()
@@ -101,7 +101,7 @@ def test_blocked_threaded_affine_stage_is_exact(batch_setup):
 
     plan, keys = batch_setup
     with ModelEvaluator(plan, keys.public_context(), workers=2) as ev:
-        eng = ev._engine
+        eng = ev._segs[0].engine
         rng = np.random.default_rng(7)
         for idx, lin in eng.linear.items():
             primes = lin.primes

@@ -197,7 +197,7 @@ def test_weights_of_a_batch_dense_layer_are_not_recoverable_from_c1():
         return _coefficients(keys, keys._scratch.load(seal.Ciphertext(), bytes(secs[0][1]), keys._ctx))
 
     with ModelEvaluator(plan, keys.public_context(), workers=1) as ev:
-        w_scale = ev._single[0]["w_scale"]  # public: q * Delta / Delta, from the public parameters
+        w_scale = ev._segs[0].single[0]["w_scale"]  # public: q * Delta / Delta, from the public parameters
         old = result_c1(ev.evaluate(query))  # c1 as the old masked result had it (masks touch c0 only)
         new = result_c1(ev.evaluate_masked(query, 3)[0])
     recovered = _recover_dense_weights(a, old, primes[0], primes[-1])

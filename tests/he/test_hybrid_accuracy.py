@@ -43,8 +43,7 @@ def check(demo_plans, layout: str, packing: str, n: int, every_query: bool = Fal
         pair.close()
     err = np.abs(got - ref)
     if isinstance(plan, HybridPlan):
-        bound = logit_error_bound(plan, FRAC_BITS, ckks_error(np.log2(pair.keys.setup.he_params.scale),
-                                                              plan, packing))
+        bound = logit_error_bound(plan, FRAC_BITS, ckks_error(np.log2(pair.keys.setup.he_params.scale), packing))
         assert err.max() <= bound, (err.max(), bound)
     assert err.max() <= TOLERANCE, err.max()
     top2 = np.sort(ref, axis=1)[:, -2:]

@@ -23,7 +23,7 @@ keys = QueryKeys(plan, choose_params(plan, packing="batch"), packing="batch", en
 q = keys.encrypt(np.random.default_rng(0).uniform(0, 1, (80, 8, 8, 1)))
 ev = ModelEvaluator(plan, keys.public_context(), workers=2)
 ev.evaluate(q)
-pids = list(keys._pool._processes) + list(ev._engine._pool._processes)
+pids = list(keys._pool._processes) + list(ev._segs[0].engine._pool._processes)
 print(" ".join(map(str, pids)), flush=True)
 os._exit(3)  # no clean-up at all, as when a party is killed
 """

@@ -13,18 +13,18 @@ import pytest
 
 pytest.importorskip("keras")
 
-from capc.learning.cards import read_card, sha256_of  # noqa: E402
+from capc.learning.cards import read_card  # noqa: E402
 from capc.learning.datasets import load_dataset  # noqa: E402
 from capc.learning.default_models import (MODEL_TYPES, SHIPPED_PARTIES, default_model_paths,  # noqa: E402
                                           load_default_models, model_paths, repo_models_dir, set_name,
                                           train_model_set)
 from capc.learning.errors import ExportError, ModelError  # noqa: E402
 from capc.learning.export import ALLOWED_OPS, FrozenModel, freeze_model  # noqa: E402
-from capc.learning.metrics import accuracy  # noqa: E402
 from capc.learning.model_types import check_model_type  # noqa: E402
 from capc.learning.models import (TRAINING_FIELDS, ModelConfig, build_party_model, keras, load_model,  # noqa: E402
                                   predict_logits, train_party_model)
 from capc.learning.partition import iid_partition  # noqa: E402
+from shipped_checks import check_files_and_accuracy, write_tiny_mnist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_models.py"
@@ -80,16 +80,8 @@ def test_shipped_relu_set_matches_its_cards(model_type, party, digits, repo_mode
     assert card["training"]["seed"] == party == shipped_cryptonets["training"]["seed"]
     assert set(card["training"]) == {"seed", "optimizer", "loss", *TRAINING_FIELDS}
     assert card["training"]["l2"] > 0 and card["training"]["logit_l2"] > 0
-    for kind in ("keras", "pb"):
-        assert card["files"][kind]["sha256"] == sha256_of(paths[kind])
-        assert paths[kind].stat().st_size < 200_000  # kilobytes, commit-ready
-
-    model = load_model(paths["keras"])
-    logits = predict_logits(model, digits.x_test)
-    acc = accuracy(digits.y_eval, logits[digits.num_query_pool:])
-    assert acc == pytest.approx(card["evaluation"]["accuracy"], abs=1e-4)
+    _, logits = check_files_and_accuracy(card, paths, digits)
     assert card["evaluation"]["accuracy"] >= ACCURACY_FLOOR[model_type]
-    assert float(np.abs(logits).max()) == pytest.approx(card["evaluation"]["max_abs_logit_test"], abs=1e-3)
     assert card["evaluation"]["max_abs_logit_test"] <= 16.0  # moderate logits (the L2 penalties)
 
     frozen = FrozenModel.load(paths["pb"])
@@ -200,12 +192,7 @@ def test_script_refuses_bad_model_type_and_cryptonets_only_flags(tmp_path):
 
 def test_script_trains_the_original_mlp_on_28x28(tmp_path):
     """With MNIST files the script builds the original 28x28 layout (stride 2, flatten 200)."""
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    data.mkdir()
-    np.savez(data / "mnist.npz", x_train=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
-             y_train=np.arange(40) % 10, x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-             y_test=np.arange(20) % 10)
+    data = write_tiny_mnist(tmp_path / "data")
     res = _run("--model_type", "mlp", "--data_dir", str(data), "--num_query_pool", "10", "--n_parties", "2",
                "--parties", "0", "--epochs", "1", "--out_dir", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr

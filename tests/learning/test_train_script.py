@@ -45,14 +45,9 @@ def test_script_reports_missing_mnist(tmp_path):
 
 
 def test_script_uses_mnist_when_files_are_present(tmp_path):
-    import numpy as np
+    from shipped_checks import write_tiny_mnist
 
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    data.mkdir()
-    np.savez(data / "mnist.npz", x_train=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
-             y_train=np.arange(40) % 10, x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-             y_test=np.arange(20) % 10)
+    data = write_tiny_mnist(tmp_path / "data")
     res = _run("--data_dir", str(data), "--num_query_pool", "10", "--n_parties", "2", "--parties", "1",
                "--epochs", "1", "--out_dir", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
