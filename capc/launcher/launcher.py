@@ -144,6 +144,10 @@ class Launcher:
         env[control.ENV_PARTY] = spec.name
         env[control.ENV_TOKEN] = self.token
         env["CAPC_RUN_DIR"] = str(self.run_dir.path)
+        if self.debug:  # --debug: the parties log every message they send and receive (sizes only)
+            from capc.parties.common import LOG_LEVEL_ENV
+
+            env[LOG_LEVEL_ENV] = "DEBUG"
         return env
 
     def _authorize(self, party: str, kind: str, hello: dict[str, Any]) -> dict[str, Any] | str:

@@ -211,6 +211,8 @@ class Channel:
             self._send_bytes(memoryview(head), deadline, what)
             self._send_bytes(memoryview(payload), deadline, what)
         self.messages_sent += 1
+        if log.isEnabledFor(logging.DEBUG):  # --debug: one line per message, sizes only (no contents)
+            log.debug("sent %s to %s (%d bytes)", mtype.name, self.peer, len(head) + len(payload))
 
     def recv(self, expected: type[M] | tuple[type[M], ...] | None = None,
              timeout: float | None = None) -> M:
@@ -258,6 +260,8 @@ class Channel:
                     from None
             raise
         self.messages_received += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("received %s from %s (%d bytes)", type(msg).__name__, self.peer, got[0])
         if kinds and not isinstance(msg, kinds):
             if isinstance(msg, ErrorReply):
                 raise PeerError(self.peer, msg.code, msg.message)

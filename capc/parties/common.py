@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from capc.errors import ConfigError
 from capc.parties.crypto import Providers, real_providers
 from capc.parties.runconfig import RunConfig
 
@@ -24,17 +25,43 @@ if TYPE_CHECKING:
     from capc.net.channel import Channel
 
 
+#: Environment variable with the parties' log level (``DEBUG`` or ``INFO``); the launcher sets
+#: ``DEBUG`` for ``--debug``.
+LOG_LEVEL_ENV = "CAPC_LOG_LEVEL"
+_LIBRARY_LOGGERS = ("capc.net", "capc.gc", "capc.he")
+
+
+def log_level() -> int:
+    """The level named by :data:`LOG_LEVEL_ENV` (default INFO); an unknown name is an error, not a
+    silent fallback."""
+    name = os.environ.get(LOG_LEVEL_ENV, "INFO").strip().upper() or "INFO"
+    if name not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{LOG_LEVEL_ENV}={name!r}: expected DEBUG, INFO, WARNING or ERROR")
+    return getattr(logging, name)
+
+
 def party_logger(name: str) -> logging.Logger:
     """A logger writing ``time party: message`` lines to stderr (the launcher routes stderr to the
     party's log file or tmux pane). One handler per logger: the original added a handler to the root
-    logger on every call and printed every line several times."""
+    logger on every call and printed every line several times.  At DEBUG (``--debug``) capc's
+    library loggers (messages sent and received, with their sizes) write to the same stream."""
     log = logging.getLogger(f"capc.party.{name}")
     if not log.handlers:
+        level = log_level()
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter(f"%(asctime)s {name}: %(message)s", "%H:%M:%S"))
         log.addHandler(h)
-        log.setLevel(logging.INFO)
+        log.setLevel(level)
         log.propagate = False
+        if level <= logging.DEBUG:
+            lib = logging.StreamHandler(sys.stderr)
+            lib.setFormatter(logging.Formatter(f"%(asctime)s {name} [%(name)s]: %(message)s", "%H:%M:%S"))
+            for lib_name in _LIBRARY_LOGGERS:
+                lib_log = logging.getLogger(lib_name)
+                if not lib_log.handlers:
+                    lib_log.addHandler(lib)
+                    lib_log.setLevel(logging.DEBUG)
+                    lib_log.propagate = False
     return log
 
 
