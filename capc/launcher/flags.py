@@ -131,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         _declared(orig, dest)
     orig.add_argument(
         "--seed", type=int, default=2,
-        help="seed of the non-cryptographic randomness (query choice, training). Masks, keys and "
-             "DP noise always come from the OS's secure generator",
+        help="seed of the non-cryptographic randomness: step 4's training runs (--retrain uses seeds "
+             "seed, seed+1, seed+2); recorded in params.json. The queries are --start_batch.. in order "
+             "(as the original's) and the default models ship trained with the seeds on their cards. "
+             "Masks, keys and DP noise always come from the OS's secure generator",
     )
     orig.add_argument("--session", type=str, default="capc", help="tmux session name")
     orig.add_argument(

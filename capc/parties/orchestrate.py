@@ -205,6 +205,12 @@ def _run_parties(config: Any, launcher: Any, models: Sequence[Path]) -> Any:
     return result
 
 
+def retrain_seeds(seed: int, count: int = 3) -> tuple[int, ...]:
+    """Step 4's training seeds for ``--seed``: ``count`` consecutive seeds from it, so that a run
+    is reproduced by its recorded seed and another seed gives other training runs."""
+    return tuple(int(seed) + i for i in range(count))
+
+
 def retrain_querying_party(config: Any, result: Any, run_dir: Path) -> str:
     """Step 4: train the QP's model from scratch on its own data plus its CaPC labels (several seeds)
     and, for comparison, on its own data alone with the same seeds; write ``retrain.json``."""
@@ -217,7 +223,7 @@ def retrain_querying_party(config: Any, result: Any, run_dir: Path) -> str:
     own = np.asarray(parts[0])
     ids = [r.query_id for r in result.rows]
     labels = np.array([UNANSWERED if r.label is None else r.label for r in result.rows], dtype=np.int64)
-    seeds = (11, 13, 17)
+    seeds = retrain_seeds(config.seed)
     common = dict(x_eval=ds.x_eval, y_eval=ds.y_eval, num_classes=config.num_classes, seeds=seeds,
                   model_type=config.model_type)
     before = retrain_with_queries(ds.x_train[own], ds.y_train[own], ds.x_query[:0], labels[:0], **common)

@@ -41,13 +41,15 @@ def test_default_style_run_writes_a_complete_run_directory(tmp_path):
 
 def test_cpu_simulation_with_retraining_is_labelled(tmp_path):
     out = run(["--cpu", "--n_queries", "30", "--dp_noise_scale", "0.5", "--budget_eps", "inf", "--retrain",
-               "--run_dir", str(tmp_path / "r")])
+               "--seed", "5", "--run_dir", str(tmp_path / "r")])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "PLAINTEXT SIMULATION" in out.stdout
     assert "step 4, QP retrained from scratch" in out.stdout
     data = json.loads((tmp_path / "r" / "retrain.json").read_text())
     assert data["with_capc_labels"]["num_queries_used"] == 30
     assert data["own_data_only"]["num_queries_used"] == 0
+    # --seed drives step 4's training runs (regression: it was recorded and used nowhere)
+    assert data["with_capc_labels"]["seeds"] == data["own_data_only"]["seeds"] == [5, 6, 7]
 
 
 def test_bad_flags_fail_before_anything_starts(tmp_path):
