@@ -62,6 +62,9 @@ class RetrainResult:
         mean, std = self.per_class_mean_std()
         return {"seeds": self.seeds, "num_private": self.num_private, "num_queries_used": self.num_queries_used,
                 "accuracy": self.accuracy, "accuracy_mean": self.accuracy_mean, "accuracy_std": self.accuracy_std,
+                "balanced_accuracy": self.balanced_accuracy,
+                "per_class_accuracy": [[None if np.isnan(v) else float(v) for v in seed_row]
+                                       for seed_row in self.per_class_accuracy],
                 "balanced_accuracy_mean": self.balanced_accuracy_mean,
                 "balanced_accuracy_std": self.balanced_accuracy_std,
                 "per_class_accuracy_mean": [None if np.isnan(v) else float(v) for v in mean],

@@ -26,6 +26,7 @@ partition before any model trains, so bad input fails in seconds.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -120,6 +121,15 @@ class SimulationConfig:
         return d
 
 
+@functools.lru_cache(maxsize=2)
+def load_dataset_cached(name: str, data_dir: str | None) -> Any:
+    """:func:`capc.learning.datasets.load_dataset`, kept for the next configuration of a sweep
+    (the arrays are never modified)."""
+    from capc.learning.datasets import load_dataset
+
+    return load_dataset(name, data_dir)
+
+
 def ensemble_votes(models: Sequence[Any], x: np.ndarray, num_classes: int) -> np.ndarray:
     """Vote histogram (len(x), num_classes): each model votes for its argmax logit."""
     from capc.learning.models import predict_logits
@@ -144,7 +154,6 @@ def run_learning_simulation(cfg: SimulationConfig, progress: bool = False,
         LearningError: inconsistent parameters or missing dataset files (the message says which),
             all before any model trains.
     """
-    from capc.learning.datasets import load_dataset
     from capc.learning.default_models import make_partition
     from capc.learning.fanout import Executor, train_and_vote
     from capc.learning.models import softmax
@@ -156,7 +165,7 @@ def run_learning_simulation(cfg: SimulationConfig, progress: bool = False,
 
     t0 = time.perf_counter()
     archs = cfg.validate()
-    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    ds = load_dataset_cached(cfg.dataset, cfg.data_dir)
     parts, part_info = make_partition(ds, cfg.n_parties, cfg.partition, weak_classes=cfg.weak_classes,
                                       weak_class_ratio=cfg.weak_class_ratio,
                                       num_querying_parties=cfg.num_querying_parties)
