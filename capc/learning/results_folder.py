@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import platform
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -68,9 +69,9 @@ def summarise(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metrics: S
         for m in metrics:
             vals = [float(r[m]) for r in group if r.get(m) not in (None, "")]
             vals = [v for v in vals if not math.isnan(v)]
-            row[f"{m}_mean"] = f"{sum(vals) / len(vals):.6g}" if vals else ""
-            row[f"{m}_std"] = (f"{math.sqrt(sum((v - sum(vals) / len(vals)) ** 2 for v in vals) / len(vals)):.6g}"
-                               if vals else "")
+            # statistics.pstdev is exact for equal values (0, not 1e-16 of rounding)
+            row[f"{m}_mean"] = f"{statistics.fmean(vals):.6g}" if vals else ""
+            row[f"{m}_std"] = f"{statistics.pstdev(vals):.6g}" if vals else ""
         out.append(row)
     return out
 

@@ -130,6 +130,27 @@ def load_dataset_cached(name: str, data_dir: str | None) -> Any:
     return load_dataset(name, data_dir)
 
 
+#: Party models' outputs of the last few configurations, keyed by everything that determines them
+#: (training is seeded and deterministic): a sweep over budgets, modes or query counts trains the
+#: K parties once per model seed. Only the logits are kept, not the models.
+_PARTY_MODELS: dict[tuple[Any, ...], Any] = {}
+_PARTY_MODELS_KEEP = 4
+
+
+def _party_models_key(cfg: SimulationConfig, archs: Sequence[str], own_for: tuple[int, ...]) -> tuple[Any, ...]:
+    trainings = tuple(repr(cfg.training(a)) for a in dict.fromkeys(archs))
+    weak = (tuple(int(c) for c in cfg.weak_classes), float(cfg.weak_class_ratio), cfg.num_querying_parties) \
+        if cfg.partition == "weak" else ()
+    return (cfg.dataset, cfg.data_dir, cfg.n_parties, cfg.partition, weak, tuple(archs), trainings,
+            int(cfg.seed), own_for)
+
+
+def _remember_party_models(key: tuple[Any, ...], fan: Any) -> None:
+    _PARTY_MODELS[key] = fan
+    while len(_PARTY_MODELS) > _PARTY_MODELS_KEEP:
+        _PARTY_MODELS.pop(next(iter(_PARTY_MODELS)))
+
+
 def ensemble_votes(models: Sequence[Any], x: np.ndarray, num_classes: int) -> np.ndarray:
     """Vote histogram (len(x), num_classes): each model votes for its argmax logit."""
     from capc.learning.models import predict_logits
@@ -189,11 +210,16 @@ def run_learning_simulation(cfg: SimulationConfig, progress: bool = False,
         if progress:
             print(f"training {cfg.n_parties} party models ({ex.backend}) ...", flush=True)
         base = cfg.training(archs[0])
-        fan = train_and_vote([(ds.x_train[p], ds.y_train[p]) for p in parts], archs, ds.x_query,
-                             num_classes=ds.num_classes, epochs=base.epochs, width=base.width,
-                             batch_size=base.batch_size, model_config=base.model_config, seed=cfg.seed,
-                             own_logits_for=range(cfg.num_querying_parties) if cfg.mode == "kcenter" else (),
-                             executor=ex)
+        own_for = tuple(range(cfg.num_querying_parties)) if cfg.mode == "kcenter" else ()
+        key = _party_models_key(cfg, archs, own_for)
+        fan = _PARTY_MODELS.get(key)
+        timings["party_models_reused"] = float(fan is not None)
+        if fan is None:
+            fan = train_and_vote([(ds.x_train[p], ds.y_train[p]) for p in parts], archs, ds.x_query,
+                                 num_classes=ds.num_classes, epochs=base.epochs, width=base.width,
+                                 batch_size=base.batch_size, model_config=base.model_config, seed=cfg.seed,
+                                 own_logits_for=own_for, executor=ex)
+            _remember_party_models(key, fan)
         timings["party_training_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         results = []
