@@ -31,6 +31,17 @@ METRICS = ["accuracy_before", "accuracy_after", "balanced_before", "balanced_aft
            "label_accuracy", "epsilon_protocol", "epsilon_paper"]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Flag defaults shown, and the epilog (the docstring's commands) kept as written."""
+
+
+def script_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser for a paper script: the docstring's first paragraph as description, the rest (what
+    it writes, the small-default and paper-scale commands) as ``--help``'s epilog."""
+    head, _, rest = doc.strip().partition("\n\n")
+    return argparse.ArgumentParser(description=head, epilog=rest, formatter_class=_HelpFormatter)
+
+
 def float_list(text: str) -> list[float]:
     """``"1,2.5"`` -> ``[1.0, 2.5]``; anything else is an argparse error naming the value."""
     try:

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # allow running from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from capc.learning.paper_sweep import (RUN_FIELDS, add_simulation_args, errorbars, float_list,  # noqa: E402
-                                       print_summary, run_sweep)
+from capc.learning.paper_sweep import (  # noqa: E402
+    RUN_FIELDS, add_simulation_args, errorbars, float_list, print_summary, run_sweep, script_parser)
 from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 NAME = "accuracy_vs_eps"
@@ -44,8 +44,7 @@ KEYS = ["budget_eps"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--budgets", type=float_list, default=[5.0, 10.0, 20.0], help="epsilon budgets swept")
     add_simulation_args(p, swept=("budget",), epochs=10)

@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:  # allow running from a source checkout without in
     sys.path.insert(0, str(ROOT))
 
 from capc.learning.argtypes import int_list  # noqa: E402
-from capc.learning.paper_sweep import (RUN_FIELDS, add_simulation_args, errorbars, print_summary,  # noqa: E402
-                                       run_sweep)
+from capc.learning.paper_sweep import (  # noqa: E402
+    RUN_FIELDS, add_simulation_args, errorbars, print_summary, run_sweep, script_parser)
 from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 NAME = "accuracy_vs_parties"
@@ -46,8 +46,7 @@ KEYS = ["n_parties"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--parties", type=int_list, default=[5, 10, 20], help="the values of K swept")
     add_simulation_args(p, swept=("n_parties",), epochs=20)

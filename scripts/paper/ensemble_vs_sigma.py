@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # allow running from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from capc.learning.paper_sweep import script_parser  # noqa: E402
 from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 FIELDS = ["sigma_G", "noise_seed", "label_accuracy", "noiseless_accuracy", "epsilon_per_answer"]
@@ -41,8 +42,7 @@ FIELDS = ["sigma_G", "noise_seed", "label_accuracy", "noiseless_accuracy", "epsi
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--out", required=True, help="results folder")
     from capc.learning.datasets import DATASET_NAMES
 

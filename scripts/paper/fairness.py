@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:  # allow running from a source checkout without in
     sys.path.insert(0, str(ROOT))
 
 from capc.learning.argtypes import int_list  # noqa: E402
-from capc.learning.paper_sweep import (NUM_CLASSES, RUN_FIELDS, add_simulation_args, per_class_fields,  # noqa: E402
-                                       print_summary, run_sweep)
+from capc.learning.paper_sweep import (  # noqa: E402
+    NUM_CLASSES, RUN_FIELDS, add_simulation_args, per_class_fields, print_summary, run_sweep, script_parser)
 from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 NAME = "fairness"
@@ -44,8 +44,7 @@ DERIVED = ["weak_before", "weak_after"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--partitions", type=lambda s: [t.strip() for t in s.split(",") if t.strip()],
                    default=["iid", "weak"], help="iid and/or weak")

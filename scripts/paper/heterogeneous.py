@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # allow running from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from capc.learning.paper_sweep import (RUN_FIELDS, add_simulation_args, errorbars, print_summary,  # noqa: E402
-                                       run_sweep)
+from capc.learning.paper_sweep import (  # noqa: E402
+    RUN_FIELDS, add_simulation_args, errorbars, print_summary, run_sweep, script_parser)
 from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 NAME = "heterogeneous"
@@ -55,8 +55,7 @@ def config_spec(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--config", dest="configs", type=config_spec, action="append", default=None,
                    help=f"LABEL=ARCHS, repeatable (default: {' '.join(DEFAULT_CONFIGS)})")
