@@ -100,7 +100,7 @@ def test_heterogeneous_tiny_runs_resumes_and_checks_names(tmp_path, monkeypatch,
 
 def test_fairness_tiny_weak_classes_hurt_and_resume(tmp_path, monkeypatch, capsys):
     mod = _load("fairness")
-    argv = ["--out", str(tmp_path), "--n_parties", "4", *TINY, "--epochs", "5"]
+    argv = ["--out", str(tmp_path), "--n_parties", "4", *TINY, "--epochs", "3"]
     assert mod.main(argv) == 0
     rows, summary, _ = _check_written(tmp_path, "fairness", 2, 2)
     iid, weak = summary
