@@ -138,9 +138,10 @@ setup(
             "hypothesis>=6.80",
             "dp-accounting>=0.4",
             "sympy>=1.12",  # lattice reduction in the circuit-privacy attack test
+            "ray>=2.9",  # the fan-out's local-mode test (tests/learning/test_fanout.py)
         ],
-        # Optional fan-out of party training over cores / a cluster (capc.learning.fanout); kept out
-        # of "dev" because its wheel alone is about 80 MB.
+        # Fan-out of party training and retraining over cores / a cluster (capc.learning.fanout),
+        # for users who want it without the test tools (its wheel is about 80 MB).
         "ray": ["ray>=2.9"],
     },
     # The engine is part of every complete source tree; the guard only lets a partial checkout install.

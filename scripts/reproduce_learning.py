@@ -7,10 +7,17 @@ retrains it from scratch on its data plus the answered queries. Prints accuracy 
 before and after (mean ± std over seeds), the queries answered, and epsilon spent. The cryptographic
 protocol returns the same labels; this script leaves it out to run in about a minute.
 
+Party models train through the fan-out (capc.learning.fanout): in this process by default, over
+a local Ray runtime with --use_ray, over a Ray cluster with --ray_address. Every flag is checked,
+and the dataset files looked for, before the first model trains.
+
 Examples::
 
     python scripts/reproduce_learning.py                          # digits, 10 parties, 3 QPs, IID
     python scripts/reproduce_learning.py --partition weak --weak_classes 1,2 --json out.json
+    python scripts/reproduce_learning.py --architectures cryptonets,cryptonets-relu,mlp --mode kcenter
+    python scripts/reproduce_learning.py --dataset svhn --data_dir DATA/svhn --n_parties 250 \
+        --architectures VGG7 --epochs 200 --queries_per_party 3000 --budget 2 --use_ray
 """
 
 from __future__ import annotations
@@ -32,14 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line flags (names follow the original learning code where one exists)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=("digits", "mnist"), default="digits")
-    p.add_argument("--data_dir", default=None)
+    from capc.learning.datasets import DATASET_NAMES
+    from capc.learning.selection import MODES
+
+    p.add_argument("--dataset", type=str.lower, choices=sorted({*DATASET_NAMES, "fashion_mnist"}), default="digits")
+    p.add_argument("--data_dir", default=None, help="directory of the dataset's files (not needed for digits)")
     p.add_argument("--n_parties", type=int, default=10)
     p.add_argument("--num_querying_parties", type=int, default=3)
     p.add_argument("--partition", choices=("iid", "weak"), default="iid")
     p.add_argument("--weak_classes", type=int_list, default=[1, 2])
     p.add_argument("--weak_class_ratio", type=float, default=0.1)
-    p.add_argument("--mode", choices=("random", "entropy", "gap"), default="entropy")
+    p.add_argument("--mode", choices=MODES, default="entropy", help="query selection")
     p.add_argument("--queries_per_party", type=int, default=None, help="default: the party's pool share")
     p.add_argument("--sigma_gnmax", type=float, default=None, help="default: the paper's preset for K = n_parties")
     p.add_argument("--sigma_threshold", type=float, default=None)
@@ -48,7 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=math.inf, help="epsilon budget per querying party")
     p.add_argument("--seed", type=int, default=0, help="party i's model uses seed + i")
     p.add_argument("--retrain_seeds", type=int_list, default=[11, 13, 17, 113, 117])
+    p.add_argument("--architectures", default="cryptonets",
+                   help="party architectures, round robin over parties 0..K-1 (querying parties first, "
+                        "each retrains its own), e.g. VGG16,VGG19,VGG5")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 40)")
+    p.add_argument("--width", type=float, default=1.0, help="VGG / ResNet channel multiplier")
+    p.add_argument("--batch_size", type=int, default=None, help="default: each architecture's recipe")
+    p.add_argument("--use_ray", action="store_true", help="fan training out over a local Ray runtime")
+    p.add_argument("--ray_address", default=None, help="fan out over this Ray cluster (e.g. auto, ray://head:10001)")
+    p.add_argument("--num_cpus", type=int, default=None, help="local Ray workers (default: all cores)")
     p.add_argument("--json", default=None, help="also write the full results to this file")
     return p
 
@@ -57,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     from capc.errors import CapcError
-    from capc.learning.models import ModelConfig
     from capc.learning.simulation import SimulationConfig, run_learning_simulation
 
     cfg = SimulationConfig(
@@ -66,15 +83,21 @@ def main(argv: list[str] | None = None) -> int:
         weak_classes=args.weak_classes, weak_class_ratio=args.weak_class_ratio, mode=args.mode,
         queries_per_party=args.queries_per_party, sigma_G=args.sigma_gnmax, sigma_T=args.sigma_threshold,
         threshold=args.threshold, delta=args.delta, budget_eps=args.budget, seed=args.seed,
-        retrain_seeds=args.retrain_seeds,
-        model_config=ModelConfig(epochs=args.epochs) if args.epochs is not None else None)
+        retrain_seeds=args.retrain_seeds, architectures=args.architectures, epochs=args.epochs,
+        width=args.width, batch_size=args.batch_size, use_ray=args.use_ray, ray_address=args.ray_address,
+        num_cpus=args.num_cpus)
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        print(f"reproduce_learning: --json {args.json}: directory {Path(args.json).resolve().parent} does not exist",
+              file=sys.stderr)
+        return 2
     try:
         res = run_learning_simulation(cfg, progress=True)
     except CapcError as exc:
         print(f"reproduce_learning: {exc}", file=sys.stderr)
         return 2
     g = res["gnmax"]
-    print(f"\n{cfg.dataset}, {cfg.n_parties} parties, {cfg.partition} partition, mode {cfg.mode}; "
+    print(f"\n{cfg.dataset}, {cfg.n_parties} parties ({', '.join(dict.fromkeys(res['architectures']))}; "
+          f"{res['backend']}, {res['timings']['total_s']:.0f} s), {cfg.partition} partition, mode {cfg.mode}; "
           f"sigma_G={g['sigma_G']} sigma_T={g['sigma_T']} T={g['threshold']} delta={res['delta']} "
           f"(simulation: plaintext votes, real DP noise and accounting)")
     print(f"{'QP':>3} {'asked':>5} {'answ':>5} {'lab.acc':>7} {'eps':>7} {'acc before':>16} {'acc after':>16} "

@@ -81,6 +81,12 @@ def input_domain(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(1), np.ones(1)
 
 
+def canonical_dataset_name(name: str) -> str:
+    """The registry spelling of a dataset name (``fashion_mnist`` -> ``fashion-mnist``), or a
+    :class:`DatasetError` listing the names capc knows."""
+    return _canonical(name)
+
+
 def _canonical(name: str) -> str:
     if not isinstance(name, str):
         raise DatasetError(f"dataset name must be a string, got {name!r}")

@@ -62,6 +62,9 @@ class RetrainResult:
         mean, std = self.per_class_mean_std()
         return {"seeds": self.seeds, "num_private": self.num_private, "num_queries_used": self.num_queries_used,
                 "accuracy": self.accuracy, "accuracy_mean": self.accuracy_mean, "accuracy_std": self.accuracy_std,
+                "balanced_accuracy": self.balanced_accuracy,
+                "per_class_accuracy": [[None if np.isnan(v) else float(v) for v in seed_row]
+                                       for seed_row in self.per_class_accuracy],
                 "balanced_accuracy_mean": self.balanced_accuracy_mean,
                 "balanced_accuracy_std": self.balanced_accuracy_std,
                 "per_class_accuracy_mean": [None if np.isnan(v) else float(v) for v in mean],
@@ -87,7 +90,8 @@ def evaluate_model(model: Any, x: np.ndarray, y: np.ndarray, num_classes: int = 
 def retrain_with_queries(x_private: np.ndarray, y_private: np.ndarray, x_queries: np.ndarray,
                          query_labels: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, *,
                          num_classes: int = 10, seeds: Sequence[int] = DEFAULT_SEEDS, config: Any = None,
-                         verbose: int = 0, model_type: str = "cryptonets") -> RetrainResult:
+                         verbose: int = 0, model_type: str = "cryptonets", training: Any = None,
+                         executor: Any = None) -> RetrainResult:
     """Train from scratch on private data + answered queries, once per seed, and evaluate.
 
     Args:
@@ -100,6 +104,10 @@ def retrain_with_queries(x_private: np.ndarray, y_private: np.ndarray, x_queries
         config: :class:`~capc.learning.models.ModelConfig` (architecture and hyper-parameters).
         verbose: Keras fit verbosity.
         model_type: layout of the retrained model (``cryptonets``, ``cryptonets-relu`` or ``mlp``).
+        training: a :class:`~capc.learning.party_training.PartyTraining` (any architecture, e.g.
+            the querying party's own VGG); replaces ``config`` / ``model_type`` when given.
+        executor: a :class:`~capc.learning.fanout.Executor` running the seeds as parallel tasks
+            (default: one after the other in this process).
 
     Raises:
         LearningError: mismatched shapes, labels out of range, or no seeds.
@@ -125,13 +133,33 @@ def retrain_with_queries(x_private: np.ndarray, y_private: np.ndarray, x_queries
         y_train = np.concatenate([y_private, yq])
     else:
         x_train, y_train = x_private, y_private
-    accs, baccs, per_class = [], [], []
-    for seed in seeds:
-        model = train_party_model(x_train, y_train, num_classes=num_classes, seed=seed, config=config,
-                                  verbose=verbose, model_type=model_type)
-        metrics = evaluate_model(model, x_eval, y_eval, num_classes)
-        accs.append(metrics["accuracy"])
-        baccs.append(metrics["balanced_accuracy"])
-        per_class.append(metrics["per_class_accuracy"])
+    if training is None and executor is None:
+        results = []
+        for seed in seeds:
+            model = train_party_model(x_train, y_train, num_classes=num_classes, seed=seed, config=config,
+                                      verbose=verbose, model_type=model_type)
+            results.append(evaluate_model(model, x_eval, y_eval, num_classes))
+    else:
+        from capc.learning.fanout import Executor
+        from capc.learning.party_training import PartyTraining
+
+        if training is None:
+            cfg = config
+            training = PartyTraining(model_type, epochs=cfg.epochs if cfg is not None else 40, model_config=cfg)
+        ex = executor if executor is not None else Executor()
+        results = ex.map(_retrain_one, [(training, s) for s in seeds],
+                         [f"retraining seed {s} ({training.architecture})" for s in seeds],
+                         shared={"x": x_train, "y": y_train, "x_eval": x_eval, "y_eval": y_eval,
+                                 "num_classes": num_classes})
+    accs = [r["accuracy"] for r in results]
+    baccs = [r["balanced_accuracy"] for r in results]
+    per_class = [r["per_class_accuracy"] for r in results]
     return RetrainResult(seeds=seeds, accuracy=accs, balanced_accuracy=baccs, per_class_accuracy=per_class,
                          num_private=int(len(y_private)), num_queries_used=int(answered.sum()))
+
+
+def _retrain_one(training: Any, seed: int, *, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray,
+                 y_eval: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """One from-scratch training and its evaluation (a fan-out task)."""
+    model = training.train(x, y, num_classes=num_classes, seed=seed)
+    return evaluate_model(model, x_eval, y_eval, num_classes)

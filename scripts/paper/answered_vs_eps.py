@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # allow running from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from capc.learning.paper_sweep import script_parser  # noqa: E402
 from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 FIELDS = ["histograms", "epsilon", "paper_answered", "paper_processed", "protocol_answered"]
@@ -49,8 +50,7 @@ def synthetic_histograms(kind: str, k: int, n: int, classes: int, seed: int) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--teachers", type=int, default=250)
     p.add_argument("--threshold", type=float, default=200)

@@ -33,3 +33,18 @@ def test_figure_is_written_and_closed(tmp_path):
         ax.plot([0, 1], [1, 0], label="line")
     assert folder.png.stat().st_size > 1000
     assert plt.get_fignums() == []
+
+
+def test_summary_mean_std_per_configuration(tmp_path):
+    from capc.learning.results_folder import summarise
+
+    rows = [{"k": "a", "m": "0.95"}] * 3 + [{"k": "b", "m": "1"}, {"k": "b", "m": "3"}, {"k": "b", "m": ""}]
+    assert summarise(rows, ["k"], ["m"]) == [{"k": "a", "n": 3, "m_mean": "0.95", "m_std": "0"},
+                                             {"k": "b", "n": 3, "m_mean": "2", "m_std": "1"}]
+    folder = ResultsFolder(tmp_path, "s", ["k", "m"])
+    with folder.appender() as append:
+        for r in rows:
+            append(r)
+    folder.write_summary(["k"], ["m"])
+    text = folder.summary_csv.read_text().splitlines()
+    assert text[0] == "k,n,m_mean,m_std" and text[2] == "b,3,2,1"

@@ -51,3 +51,57 @@ def test_bad_simulation_parameters():
         run_learning_simulation(SimulationConfig(n_parties=3, num_querying_parties=3))
     with pytest.raises(LearningError, match="pool share"):
         run_learning_simulation(SimulationConfig(n_parties=4, num_querying_parties=1, queries_per_party=301))
+
+
+def _no_training(monkeypatch):
+    import capc.learning.fanout as fanout
+
+    def boom(*_a, **_k):
+        raise AssertionError("a model trained before the bad parameter was reported")
+
+    monkeypatch.setattr(fanout, "train_and_vote", boom)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"architectures": "cryptonets,VGG99"}, "unknown architecture 'VGG99'"),
+    ({"mode": "margin"}, "unknown selection mode 'margin'"),
+    ({"partition": "dirichlet"}, "unknown partition 'dirichlet'"),
+    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"retrain_seeds": ()}, "retrain_seeds is empty"),
+    ({"ray_address": "auto"}, "ray_address given but use_ray=False"),
+])
+def test_bad_parameters_fail_before_training(monkeypatch, kwargs, message):
+    _no_training(monkeypatch)
+    with pytest.raises(LearningError, match=message):
+        run_learning_simulation(SimulationConfig(n_parties=4, num_querying_parties=1, **kwargs))
+
+
+def test_missing_dataset_files_fail_before_training(monkeypatch, tmp_path):
+    from capc.learning.errors import DatasetError
+
+    _no_training(monkeypatch)
+    with pytest.raises(DatasetError, match="CIFAR-10 batches missing.*data_batch_1"):
+        run_learning_simulation(SimulationConfig(dataset="cifar10", data_dir=str(tmp_path), n_parties=4))
+
+
+def test_kcenter_heterogeneous_run_and_party_models_reused():
+    """Per-party architectures round robin (the QP retrains its own), k-center selection, and a
+    second budget reusing the party models (same seeds, so the same votes and baseline)."""
+    from capc.learning import simulation
+
+    simulation._PARTY_MODELS.clear()
+    cfg = SimulationConfig(n_parties=3, num_querying_parties=2, queries_per_party=15, mode="kcenter",
+                           architectures="mlp,cryptonets", epochs=2, retrain_seeds=(11,), budget_eps=10.0)
+    res = run_learning_simulation(cfg)
+    assert res["architectures"] == ["mlp", "cryptonets", "mlp"] and res["backend"] == "in-process"
+    assert [r["architecture"] for r in res["parties"]] == ["mlp", "cryptonets"]
+    assert res["timings"]["party_models_reused"] == 0.0
+    for r in res["parties"]:
+        assert r["queries_asked"] == 15 and r["epsilon_data_independent"] <= 10.0
+    cfg.budget_eps = 20.0
+    again = run_learning_simulation(cfg)
+    assert again["timings"]["party_models_reused"] == 1.0
+    for a, b in zip(res["parties"], again["parties"]):
+        assert a["before"]["accuracy"] == b["before"]["accuracy"]
+        assert b["queries_answered"] >= a["queries_answered"]  # a larger budget answers at least as many
