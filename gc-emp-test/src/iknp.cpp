@@ -28,7 +28,10 @@ inline void transpose16x16_sse2(block* x) {
 
 // 16 rows at a time: load 16 bytes (128 columns) of each row, transpose, then each byte column gives 8
 // output rows of 16 bits via movemask (the top bit of every byte, shifting left in between).
-void transpose_sse2(const uint8_t* in, uint8_t* out, size_t n) {
+}  // namespace
+
+void detail::transpose_128xn_sse2(const uint8_t* in, block* out_blocks, size_t n) {
+  auto* out = reinterpret_cast<uint8_t*>(out_blocks);
   const size_t row_bytes = n / 8;
   for (size_t rg = 0; rg < kKappa / 16; ++rg) {
     const uint8_t* base = in + rg * 16 * row_bytes;
@@ -47,6 +50,8 @@ void transpose_sse2(const uint8_t* in, uint8_t* out, size_t n) {
     }
   }
 }
+
+namespace {
 
 __attribute__((target("avx2"))) void transpose_avx2(const uint8_t* in, uint8_t* out, size_t n) {
   const size_t row_bytes = n / 8;
@@ -90,7 +95,7 @@ void transpose_128xn(const uint8_t* in, block* out, size_t n) {
   if (kAvx2)
     transpose_avx2(in, outb, n);
   else
-    transpose_sse2(in, outb, n);
+    detail::transpose_128xn_sse2(in, out, n);
 }
 
 namespace {

@@ -13,8 +13,10 @@ static void test_transpose() {
   std::vector<uint8_t> in(128 * n / 8);
   PRG prg(make_block(1, 2));
   prg.random_bytes(in.data(), in.size());
-  std::vector<block> out(n);
+  std::vector<block> out(n), out2(n);
   transpose_128xn(in.data(), out.data(), n);
+  detail::transpose_128xn_sse2(in.data(), out2.data(), n);
+  for (size_t c = 0; c < n; ++c) CHECK(block_eq(out[c], out2[c]));
   int bad = 0;
   for (size_t r = 0; r < 128; ++r)
     for (size_t c = 0; c < n; ++c) {
@@ -58,9 +60,11 @@ static void test_iknp() {
   // One Delta for the whole session (the sender's base-OT choice bits), lsb 1.
   const block delta = _mm_or_si128(cprg.random_block(), make_block(0, 1));
   test::check_throws<GcError>([&] {
-    PRG p;
-    IknpCotSender s;
-    s.setup(*static_cast<IOChannel*>(nullptr), p, sid, xor_block(delta, make_block(0, 1)));
+    test::run_pair([&](IOChannel& io) {
+      PRG p;
+      IknpCotSender s;
+      s.setup(io, p, sid, xor_block(delta, make_block(0, 1)));  // refused before any byte is sent
+    }, [](IOChannel&) {});
   }, "IKNP setup with an even Delta");
   // Several extensions over one pair of objects (base OTs once), sizes not multiples of 128.
   for (size_t n : {1, 100, 128, 1000, 5000}) {

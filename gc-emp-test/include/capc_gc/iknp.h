@@ -32,7 +32,12 @@ constexpr size_t kKappa = 128;
 
 /// Transpose a 128 x n bit matrix (128 rows of n/8 bytes, bit j of a row at byte j/8, bit j%8) into n rows of
 /// 128 bits (blocks, bit i at byte i/8, bit i%8). n must be a multiple of 128.
+/// Uses AVX2 (32 rows per step) when the CPU has it, else SSE2.
 void transpose_128xn(const uint8_t* in, block* out, size_t n);
+namespace detail {
+/// The SSE2 path, always available (exposed so that the tests check it on AVX2 machines too).
+void transpose_128xn_sse2(const uint8_t* in, block* out, size_t n);
+}  // namespace detail
 
 /// The garbler's side (OT-extension sender).
 class IknpCotSender {
