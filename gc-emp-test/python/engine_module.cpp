@@ -212,12 +212,14 @@ class Session {
   uint64_t bytes_sent() const { return io_ ? io_->bytes_sent() : closed_sent_; }
   uint64_t bytes_received() const { return io_ ? io_->bytes_received() : closed_received_; }
   uint64_t queries() const { return seq_; }
+  uint64_t and_gates() const { return party_obj_ ? party_obj_->and_gates() : closed_and_gates_; }
   bool broken() const { return broken_; }
 
   void close() {
     if (!io_) return;
     closed_sent_ = io_->bytes_sent();
     closed_received_ = io_->bytes_received();
+    closed_and_gates_ = party_obj_ ? party_obj_->and_gates() : 0;
     party_obj_.reset();
     io_.reset();
   }
@@ -308,7 +310,7 @@ class Session {
   std::unique_ptr<SemiHonestParty> party_obj_;
   uint64_t seq_ = 0;
   bool broken_ = false;
-  uint64_t closed_sent_ = 0, closed_received_ = 0;
+  uint64_t closed_sent_ = 0, closed_received_ = 0, closed_and_gates_ = 0;
 };
 
 }  // namespace
@@ -352,7 +354,10 @@ PYBIND11_MODULE(_engine, m) {
       .def_property_readonly("bytes_sent", &Session::bytes_sent)
       .def_property_readonly("bytes_received", &Session::bytes_received)
       .def_property_readonly("queries", &Session::queries)
+      .def_property_readonly("and_gates", &Session::and_gates)
       .def_property_readonly("broken", &Session::broken)
       .def("close", &Session::close);
   m.def("aesni_enabled", &aesni_enabled, "True when the AES-NI code path is in use");
+  m.def("aes_path", &aes_path, "The AES code path in use: VAES-512, VAES-256, AES-NI or OpenSSL");
+  m.attr("protocol_version") = kProtocolVersion;
 }
