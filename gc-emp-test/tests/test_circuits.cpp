@@ -185,11 +185,14 @@ void test_noisy_argmax() {
       // trial 0: clearly answered; 1: clearly not; 2: exactly at the threshold; 3: threshold 0.
       const int64_t thr = trial == 0 ? mx + eta_t - 5 : trial == 1 ? mx + eta_t + 1 : trial == 2 ? mx + eta_t : 0;
       capc_programs::NoisyArgmaxResult ra, rb;
+      uint64_t ands = 0;
       test::run_pair(
           [&](IOChannel& io) {
             block sid = handshake(io, ALICE, kProgNoisyArgmax, static_cast<uint32_t>(C));
             setup_semi_honest(&io, ALICE, sid);
+            const uint64_t g0 = backend().and_gates();
             ra = capc_programs::noisy_argmax(ALICE, C, M, eg, eta_t, thr);
+            ands = backend().and_gates() - g0;
             finalize_semi_honest();
           },
           [&](IOChannel& io) {
@@ -205,6 +208,9 @@ void test_noisy_argmax() {
       CHECK_EQ(rb.answered, answered);
       CHECK_EQ(ra.label, -1);  // the PG never learns the label
       CHECK_EQ(rb.label, answered ? static_cast<int64_t>(plain_argmax(noisy)) : -1);
+      // two adds per class, max and argmax tournaments, answered (add + compare), one-hot, label select
+      CHECK_EQ(ands, 126 * C + 127 + 256 * (C - 1) + (C >= 2 ? C - 2 : 0) +
+                         static_cast<uint64_t>(capc_programs::index_bits(C)));
     }
   }
 }
