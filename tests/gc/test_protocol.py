@@ -111,21 +111,25 @@ def test_argmax_query_bytes(C, emp_bytes):
         s = GcSession(ap_sock, "garbler")
         for _ in range(3):
             s.argmax_share_garbler(b, m)
+        s.close()
+        assert s.and_gates == 3 * _argmax_ands(C)  # kept after close, as the byte counters
 
     join = in_thread(garbler)
     with qp_sock, ap_sock:
         qp = GcSession(qp_sock, "evaluator")
-        per_query = []
+        per_query, gates = [], []
         for _ in range(3):
-            before = qp.bytes_sent + qp.bytes_received
+            before, g0 = qp.bytes_sent + qp.bytes_received, qp.and_gates
             w = qp.argmax_share_evaluator(v - b)
             per_query.append(qp.bytes_sent + qp.bytes_received - before)
+            gates.append(qp.and_gates - g0)
             with np.errstate(over="ignore"):
                 assert np.array_equal(w + m, onehot(int(np.argmax(v)), C))
         join()
     ot = -(-64 * C // 128) * 128 * 16
     want = 32 * _argmax_ands(C) + ot + 16 * C + 2 * 20
     assert per_query[1] == per_query[2] == want
+    assert gates == [_argmax_ands(C)] * 3
     assert want < emp_bytes
 
 
