@@ -223,11 +223,17 @@ class GcSession:
         """Number of completed queries."""
         return int(self._engine_session.queries) if self._engine_session is not None else self._final[2]
 
+    @property
+    def and_gates(self) -> int:
+        """AND gates garbled (or evaluated) on the session so far; at 32 bytes each they are the bulk of
+        the traffic (XOR and NOT are free)."""
+        return int(self._engine_session.and_gates) if self._engine_session is not None else self._final[3]
+
     def close(self) -> None:
         """Release the engine state. The caller still owns (and closes) the io object."""
         if self._engine_session is not None:
             s = self._engine_session
-            self._final = (int(s.bytes_sent), int(s.bytes_received), int(s.queries))
+            self._final = (int(s.bytes_sent), int(s.bytes_received), int(s.queries), int(s.and_gates))
             s.close()
             self._engine_session = None
 

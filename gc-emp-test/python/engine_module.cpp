@@ -84,15 +84,20 @@ class PyIO : public IOChannel {
 
 using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
-std::vector<int64_t> to_vec(const I64Array& a, const char* name) {
+/// A 1-D int64 array's data, read in place (no copy): the caller's array outlives the call.
+struct I64View {
+  const int64_t* data = nullptr;
+  size_t size = 0;
+};
+
+I64View view(const I64Array& a, const char* name) {
   if (a.ndim() != 1) throw InputError(std::string(name) + " must be a 1-D array, got " + std::to_string(a.ndim()) + "-D");
-  return std::vector<int64_t>(a.data(), a.data() + a.shape(0));
+  return {a.data(), static_cast<size_t>(a.shape(0))};
 }
 
-py::array_t<int64_t> to_array(const std::vector<int64_t>& v) {
-  py::array_t<int64_t> out(static_cast<py::ssize_t>(v.size()));
-  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(int64_t));
-  return out;
+std::vector<int64_t> to_vec(const I64Array& a, const char* name) {
+  I64View v = view(a, name);
+  return std::vector<int64_t>(v.data, v.data + v.size);
 }
 
 class Session {
@@ -112,19 +117,21 @@ class Session {
 
   py::array_t<int64_t> argmax_share_evaluator(const I64Array& a_in) {
     need(BOB, "argmax_share_evaluator");
-    std::vector<int64_t> a = to_vec(a_in, "a"), w;
-    check_classes(a.size());
-    run(kOpArgmaxShare, a.size(), [&] { w = capc_programs::argmax_share(BOB, a.size(), a, {}); });
-    return to_array(w);
+    const I64View a = view(a_in, "a");
+    check_classes(a.size);
+    py::array_t<int64_t> w(static_cast<py::ssize_t>(a.size));
+    int64_t* out = w.mutable_data();
+    run(kOpArgmaxShare, a.size, [&] { capc_programs::sliced::argmax_share(BOB, a.size, a.data, nullptr, out); });
+    return w;
   }
 
   void argmax_share_garbler(const I64Array& b_in, const I64Array& m_in) {
     need(ALICE, "argmax_share_garbler");
-    std::vector<int64_t> b = to_vec(b_in, "b"), m = to_vec(m_in, "m");
-    check_classes(b.size());
-    if (m.size() != b.size())
-      throw InputError("m has " + std::to_string(m.size()) + " entries but b has " + std::to_string(b.size()));
-    run(kOpArgmaxShare, b.size(), [&] { capc_programs::argmax_share(ALICE, b.size(), b, m); });
+    const I64View b = view(b_in, "b"), m = view(m_in, "m");
+    check_classes(b.size);
+    if (m.size != b.size)
+      throw InputError("m has " + std::to_string(m.size) + " entries but b has " + std::to_string(b.size));
+    run(kOpArgmaxShare, b.size, [&] { capc_programs::sliced::argmax_share(ALICE, b.size, b.data, m.data, nullptr); });
   }
 
   py::tuple noisy_argmax_evaluator(const I64Array& w_in) {
@@ -149,62 +156,70 @@ class Session {
 
   py::array_t<int64_t> relu_share_evaluator(const I64Array& a_in, int shift, int in_bits, int out_bits) {
     need(BOB, "relu_share_evaluator");
-    std::vector<int64_t> a = to_vec(a_in, "a"), y;
-    check_values(a.size(), 1, shift, in_bits, out_bits);
-    run(kOpReluShare, a.size(), "values", relu_params(shift, in_bits, out_bits), [&] {
-      y = capc_programs::relu_share(BOB, a.size(), a, {}, shift, capc_programs::kShareChunk, in_bits, out_bits);
+    const I64View a = view(a_in, "a");
+    check_values(a.size, 1, shift, in_bits, out_bits);
+    py::array_t<int64_t> y(static_cast<py::ssize_t>(a.size));
+    int64_t* out = y.mutable_data();
+    run(kOpReluShare, a.size, "values", relu_params(shift, in_bits, out_bits), [&] {
+      capc_programs::sliced::pool_share(BOB, a.size, 1, true, shift, a.data, nullptr, out, capc_programs::kShareChunk,
+                                        in_bits, out_bits);
     });
-    return to_array(y);
+    return y;
   }
 
   void relu_share_garbler(const I64Array& b_in, const I64Array& m_in, int shift, int in_bits, int out_bits) {
     need(ALICE, "relu_share_garbler");
-    std::vector<int64_t> b = to_vec(b_in, "b"), m = to_vec(m_in, "m");
-    check_values(b.size(), 1, shift, in_bits, out_bits);
-    if (m.size() != b.size())
-      throw InputError("m has " + std::to_string(m.size()) + " entries but b has " + std::to_string(b.size()));
-    run(kOpReluShare, b.size(), "values", relu_params(shift, in_bits, out_bits), [&] {
-      capc_programs::relu_share(ALICE, b.size(), b, m, shift, capc_programs::kShareChunk, in_bits, out_bits);
+    const I64View b = view(b_in, "b"), m = view(m_in, "m");
+    check_values(b.size, 1, shift, in_bits, out_bits);
+    if (m.size != b.size)
+      throw InputError("m has " + std::to_string(m.size) + " entries but b has " + std::to_string(b.size));
+    run(kOpReluShare, b.size, "values", relu_params(shift, in_bits, out_bits), [&] {
+      capc_programs::sliced::pool_share(ALICE, b.size, 1, true, shift, b.data, m.data, nullptr,
+                                        capc_programs::kShareChunk, in_bits, out_bits);
     });
   }
 
   py::array_t<int64_t> maxpool_share_evaluator(const I64Array& a_in, int64_t window, int shift, bool relu_after,
                                                int in_bits, int out_bits) {
     need(BOB, "maxpool_share_evaluator");
-    std::vector<int64_t> a = to_vec(a_in, "a"), y;
-    check_values(a.size(), window, shift, in_bits, out_bits);
+    const I64View a = view(a_in, "a");
+    check_values(a.size, window, shift, in_bits, out_bits);
     const auto w = static_cast<size_t>(window);
-    run(kOpMaxpoolShare, a.size(), "values", pool_params(w, shift, relu_after, in_bits, out_bits), [&] {
-      y = capc_programs::maxpool_share(BOB, a.size(), w, a, {}, shift, relu_after, capc_programs::kShareChunk,
-                                       in_bits, out_bits);
+    py::array_t<int64_t> y(static_cast<py::ssize_t>(a.size / w));
+    int64_t* out = y.mutable_data();
+    run(kOpMaxpoolShare, a.size, "values", pool_params(w, shift, relu_after, in_bits, out_bits), [&] {
+      capc_programs::sliced::pool_share(BOB, a.size, w, relu_after, shift, a.data, nullptr, out,
+                                        capc_programs::kShareChunk, in_bits, out_bits);
     });
-    return to_array(y);
+    return y;
   }
 
   void maxpool_share_garbler(const I64Array& b_in, const I64Array& m_in, int64_t window, int shift,
                              bool relu_after, int in_bits, int out_bits) {
     need(ALICE, "maxpool_share_garbler");
-    std::vector<int64_t> b = to_vec(b_in, "b"), m = to_vec(m_in, "m");
-    check_values(b.size(), window, shift, in_bits, out_bits);
+    const I64View b = view(b_in, "b"), m = view(m_in, "m");
+    check_values(b.size, window, shift, in_bits, out_bits);
     const auto w = static_cast<size_t>(window);
-    if (m.size() != b.size() / w)
-      throw InputError("m has " + std::to_string(m.size()) + " entries but b has " + std::to_string(b.size() / w) +
+    if (m.size != b.size / w)
+      throw InputError("m has " + std::to_string(m.size) + " entries but b has " + std::to_string(b.size / w) +
                        " windows of " + std::to_string(w));
-    run(kOpMaxpoolShare, b.size(), "values", pool_params(w, shift, relu_after, in_bits, out_bits), [&] {
-      capc_programs::maxpool_share(ALICE, b.size(), w, b, m, shift, relu_after, capc_programs::kShareChunk,
-                                   in_bits, out_bits);
+    run(kOpMaxpoolShare, b.size, "values", pool_params(w, shift, relu_after, in_bits, out_bits), [&] {
+      capc_programs::sliced::pool_share(ALICE, b.size, w, relu_after, shift, b.data, m.data, nullptr,
+                                        capc_programs::kShareChunk, in_bits, out_bits);
     });
   }
 
   uint64_t bytes_sent() const { return io_ ? io_->bytes_sent() : closed_sent_; }
   uint64_t bytes_received() const { return io_ ? io_->bytes_received() : closed_received_; }
   uint64_t queries() const { return seq_; }
+  uint64_t and_gates() const { return party_obj_ ? party_obj_->and_gates() : closed_and_gates_; }
   bool broken() const { return broken_; }
 
   void close() {
     if (!io_) return;
     closed_sent_ = io_->bytes_sent();
     closed_received_ = io_->bytes_received();
+    closed_and_gates_ = party_obj_ ? party_obj_->and_gates() : 0;
     party_obj_.reset();
     io_.reset();
   }
@@ -265,16 +280,27 @@ class Session {
       if (!party_obj_) {
         block sid = handshake(*io_, party_, kProgSession, 0);
         party_obj_ = make_party(party_, *io_, sid);
+        party_obj_->setup();  // base OTs and Delta, once per session
       }
-      exchange_query_header(*io_, op, static_cast<uint32_t>(size), seq_, op_name, unit, params);
+      const auto sz = static_cast<uint32_t>(size);
+      send_query_header(*io_, op, sz, seq_, params);
+      if (party_ == ALICE) {
+        io_->flush();
+        check_query_header(*io_, op, sz, seq_, op_name, unit, params);
+      } else {
+        // The evaluator's header leaves with its OT-extension message; the garbler's is checked before
+        // anything else of this query is read.
+        io_->before_next_recv([&] { check_query_header(*io_, op, sz, seq_, op_name, unit, params); });
+      }
       ScopedBackend scope(party_obj_.get());
-      party_obj_->begin_query();
       circuit();
+      io_->run_pending_check();
       io_->flush();
       io_->give_back_read_ahead();
       ++seq_;
     } catch (...) {
       broken_ = true;
+      if (io_) io_->clear_pending_check();
       throw;
     }
   }
@@ -284,7 +310,7 @@ class Session {
   std::unique_ptr<SemiHonestParty> party_obj_;
   uint64_t seq_ = 0;
   bool broken_ = false;
-  uint64_t closed_sent_ = 0, closed_received_ = 0;
+  uint64_t closed_sent_ = 0, closed_received_ = 0, closed_and_gates_ = 0;
 };
 
 }  // namespace
@@ -328,7 +354,10 @@ PYBIND11_MODULE(_engine, m) {
       .def_property_readonly("bytes_sent", &Session::bytes_sent)
       .def_property_readonly("bytes_received", &Session::bytes_received)
       .def_property_readonly("queries", &Session::queries)
+      .def_property_readonly("and_gates", &Session::and_gates)
       .def_property_readonly("broken", &Session::broken)
       .def("close", &Session::close);
   m.def("aesni_enabled", &aesni_enabled, "True when the AES-NI code path is in use");
+  m.def("aes_path", &aes_path, "The AES code path in use: VAES-512, VAES-256, AES-NI or OpenSSL");
+  m.attr("protocol_version") = kProtocolVersion;
 }

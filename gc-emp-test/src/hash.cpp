@@ -3,7 +3,7 @@
 
 #include <openssl/evp.h>
 
-#include <vector>
+#include <cstring>
 
 #include "capc_gc/errors.h"
 
@@ -38,11 +38,18 @@ void TccrHash::hash2(const block* x, const block* tweak, block* out) const {
 }
 
 void TccrHash::hash_n(const block* x, const block* tweak, block* out, size_t n) const {
-  std::vector<block> u(x, x + n);
-  aes_.encrypt(u.data(), n);
-  for (size_t j = 0; j < n; ++j) out[j] = xor_block(u[j], tweak[j]);
-  aes_.encrypt(out, n);
-  for (size_t j = 0; j < n; ++j) out[j] = xor_block(out[j], u[j]);
+  if (aes_.tccr(x, tweak, out, n)) return;
+  // In slices of 64 blocks on the stack: long enough to keep the AES pipeline full, no allocation.
+  constexpr size_t kSlice = 64;
+  alignas(16) block u[kSlice];
+  for (size_t s = 0; s < n; s += kSlice) {
+    const size_t m = n - s < kSlice ? n - s : kSlice;
+    std::memcpy(u, x + s, m * sizeof(block));
+    aes_.encrypt(u, m);  // u = pi(x)
+    for (size_t j = 0; j < m; ++j) out[s + j] = xor_block(u[j], tweak[s + j]);
+    aes_.encrypt(out + s, m);  // pi(pi(x) ^ i)
+    for (size_t j = 0; j < m; ++j) out[s + j] = xor_block(out[s + j], u[j]);
+  }
 }
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {

@@ -34,8 +34,16 @@ void IOChannel::flush() {
   raw_send(sbuf_.data(), len);
 }
 
+void IOChannel::run_pending_check() {
+  if (!pending_check_) return;
+  std::function<void()> check = std::move(pending_check_);
+  pending_check_ = nullptr;  // before running it: the check itself receives
+  check();
+}
+
 void IOChannel::recv_data(void* data, size_t n) {
   flush();
+  if (pending_check_) run_pending_check();
   auto* p = static_cast<uint8_t*>(data);
   bytes_received_ += n;
   size_t have = rlen_ - rpos_;

@@ -37,7 +37,13 @@ PRG::PRG() : aes_(os_seed()) {}
 PRG::PRG(block seed) : aes_(seed) {}
 
 void PRG::random_blocks(block* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = make_block(0, counter_++);
+  block c = make_block(0, counter_);
+  const block one = make_block(0, 1);
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = c;
+    c = _mm_add_epi64(c, one);
+  }
+  counter_ += n;
   aes_.encrypt(out, n);
 }
 

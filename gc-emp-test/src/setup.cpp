@@ -12,7 +12,7 @@ thread_local std::unique_ptr<SemiHonestParty> tls_party;
 SemiHonestParty* setup_semi_honest(IOChannel* io, int party, block session_id) {
   tls_party = make_party(party, *io, session_id);
   set_current_backend(tls_party.get());
-  tls_party->begin_query();
+  tls_party->setup();
   return tls_party.get();
 }
 

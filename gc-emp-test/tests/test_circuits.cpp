@@ -129,26 +129,41 @@ void test_argmax_share() {
         a[i] = wrap_sub(v[i], b[i]);  // a + b = v (mod 2^64)
         m[i] = static_cast<int64_t>(rnd64());
       }
-      std::vector<int64_t> w_alice = {42};
+      std::vector<int64_t> w_alice = {42}, w_portable;
+      uint64_t ands = 0, alice_sent = 0, bob_sent = 0;
       test::run_pair(
           [&](IOChannel& io) {
             block sid = handshake(io, ALICE, kProgArgmaxShare, static_cast<uint32_t>(C));
             setup_semi_honest(&io, ALICE, sid);
+            const uint64_t g0 = backend().and_gates(), s0 = io.bytes_sent();
             w_alice = capc_programs::argmax_share(ALICE, C, b, m);
+            ands = backend().and_gates() - g0;
+            alice_sent = io.bytes_sent() - s0;
+            capc_programs::portable::argmax_share(ALICE, C, b, m);
             finalize_semi_honest();
           },
           [&](IOChannel& io) {
             block sid = handshake(io, BOB, kProgArgmaxShare, static_cast<uint32_t>(C));
             setup_semi_honest(&io, BOB, sid);
+            const uint64_t s0 = io.bytes_sent();
             w = capc_programs::argmax_share(BOB, C, a, {});
+            bob_sent = io.bytes_sent() - s0;
+            w_portable = capc_programs::portable::argmax_share(BOB, C, a, {});
             finalize_semi_honest();
           });
+      // adds 63 C, tournament 128 (C-1), one-hot C-2; the garbler sends the tables and 16 bytes of output
+      // table per class, nothing for its inputs; the evaluator sends its OT extension (16 bytes per bit).
+      CHECK_EQ(ands, 63 * C + 128 * (C - 1) + (C >= 2 ? C - 2 : 0));
+      CHECK_EQ(alice_sent, 32 * ands + 16 * C);
+      CHECK_EQ(bob_sent, (64 * C + 127) / 128 * 128 * 16);
       const size_t k = plain_argmax(v);
       CHECK_EQ(w.size(), C);
       CHECK(w_alice.empty());
       int bad = 0;
       for (size_t i = 0; i < C && i < w.size(); ++i) bad += wrap_add(w[i], m[i]) != (i == k ? 1 : 0);
       CHECK_EQ(bad, 0);
+      CHECK_EQ(w_portable.size(), C);
+      for (size_t i = 0; i < C && i < w_portable.size(); ++i) CHECK_EQ(w_portable[i], w[i]);
     }
   }
 }
@@ -170,11 +185,14 @@ void test_noisy_argmax() {
       // trial 0: clearly answered; 1: clearly not; 2: exactly at the threshold; 3: threshold 0.
       const int64_t thr = trial == 0 ? mx + eta_t - 5 : trial == 1 ? mx + eta_t + 1 : trial == 2 ? mx + eta_t : 0;
       capc_programs::NoisyArgmaxResult ra, rb;
+      uint64_t ands = 0;
       test::run_pair(
           [&](IOChannel& io) {
             block sid = handshake(io, ALICE, kProgNoisyArgmax, static_cast<uint32_t>(C));
             setup_semi_honest(&io, ALICE, sid);
+            const uint64_t g0 = backend().and_gates();
             ra = capc_programs::noisy_argmax(ALICE, C, M, eg, eta_t, thr);
+            ands = backend().and_gates() - g0;
             finalize_semi_honest();
           },
           [&](IOChannel& io) {
@@ -190,6 +208,9 @@ void test_noisy_argmax() {
       CHECK_EQ(rb.answered, answered);
       CHECK_EQ(ra.label, -1);  // the PG never learns the label
       CHECK_EQ(rb.label, answered ? static_cast<int64_t>(plain_argmax(noisy)) : -1);
+      // two adds per class, max and argmax tournaments, answered (add + compare), one-hot, label select
+      CHECK_EQ(ands, 126 * C + 127 + 256 * (C - 1) + (C >= 2 ? C - 2 : 0) +
+                         static_cast<uint64_t>(capc_programs::index_bits(C)));
     }
   }
 }
@@ -233,7 +254,9 @@ struct PoolRun {
 
 /// Share v as a + b (b uniform), run pool_share in two threads, and count the garbler's AND gates.
 PoolRun run_pool(const std::vector<int64_t>& v, size_t window, bool relu, int shift, const std::vector<int64_t>& m,
-                 size_t chunk = capc_programs::kShareChunk) {
+                 size_t chunk = capc_programs::kShareChunk, bool portable = false, int in_bits = 64,
+                 int out_bits = 64) {
+  auto pool = portable ? capc_programs::portable::pool_share : capc_programs::pool_share;
   const size_t n = v.size();
   std::vector<int64_t> a(n), b(n);
   for (size_t i = 0; i < n; ++i) {
@@ -248,14 +271,14 @@ PoolRun run_pool(const std::vector<int64_t>& v, size_t window, bool relu, int sh
         block sid = handshake(io, ALICE, prog, static_cast<uint32_t>(n));
         setup_semi_honest(&io, ALICE, sid);
         const uint64_t before = backend().and_gates();
-        r.y_alice = capc_programs::pool_share(ALICE, n, window, relu, shift, b, m, chunk);
+        r.y_alice = pool(ALICE, n, window, relu, shift, b, m, chunk, in_bits, out_bits);
         r.and_gates = backend().and_gates() - before;
         finalize_semi_honest();
       },
       [&](IOChannel& io) {
         block sid = handshake(io, BOB, prog, static_cast<uint32_t>(n));
         setup_semi_honest(&io, BOB, sid);
-        r.y = capc_programs::pool_share(BOB, n, window, relu, shift, a, {}, chunk);
+        r.y = pool(BOB, n, window, relu, shift, a, {}, chunk, in_bits, out_bits);
         finalize_semi_honest();
       });
   return r;
@@ -294,7 +317,9 @@ void test_relu_share() {
     for (size_t chunk : {size_t{7}, capc_programs::kShareChunk}) {
       PoolRun r = run_pool(v, 1, true, t, m, chunk);
       CHECK_EQ(check_pool(v, 1, true, t, m, r), 0);
-      CHECK_EQ(r.and_gates, v.size() * (189u + (t > 0 ? 64u - static_cast<unsigned>(t) : 0u)));
+      CHECK_EQ(check_pool(v, 1, true, t, m, run_pool(v, 1, true, t, m, chunk, true)), 0);
+      // add 63 + relu 63 (t = 0), or relu on bits t-1..62 only (the rescale is two output weights)
+      CHECK_EQ(r.and_gates, v.size() * (t == 0 ? 126u : 63u + 64u - static_cast<unsigned>(t)));
     }
   }
   // n = 1 and the masks zero: y is the plain relu.
@@ -328,8 +353,10 @@ void test_maxpool_share() {
         for (size_t chunk : {size_t{4}, size_t{5}, capc_programs::kShareChunk}) {
           PoolRun r = run_pool(v, w, relu, t, m, chunk);
           CHECK_EQ(check_pool(v, w, relu, t, m, r), 0);
+          if (chunk != capc_programs::kShareChunk)  // the emp-shaped version, windows across chunks
+            CHECK_EQ(check_pool(v, w, relu, t, m, run_pool(v, w, relu, t, m, chunk, true)), 0);
           const uint64_t per_window =
-              63 * w + 128 * (w - 1) + 63 + (relu ? 63 : 0) + (t > 0 ? 64 - static_cast<uint64_t>(t) : 0);
+              63 * w + 128 * (w - 1) + (relu ? (t > 0 ? 64 - static_cast<uint64_t>(t) : 63) : 0);
           CHECK_EQ(r.and_gates, k * per_window);
         }
       }
@@ -349,6 +376,175 @@ void test_pool_bad_arguments() {
       test::check_throws<std::invalid_argument>([&] { pool_share(party, 4, 2, false, 0, {0, 0, 0, 0}, {0}); },
                                                 "short mask");
   });
+}
+
+
+/// The hybrid's narrow registers (26-bit layer, 49-bit output): exact within range, fewer gates.
+void test_narrow_registers() {
+  const int I = 26, O = 49;
+  for (size_t w : {size_t{1}, size_t{4}}) {
+    for (int t : {0, 3}) {
+      const size_t k = quick ? 50 : 300;
+      std::vector<int64_t> v(k * w);
+      for (size_t i = 0; i < v.size(); ++i) {
+        static const int64_t edges[] = {0, 1, -1, (1LL << 25) - 1, -(1LL << 25) + 1, 4, 5, -4, -5};
+        v[i] = i < 9 ? edges[i] : static_cast<int64_t>(rnd64() % (1ULL << 26)) - (1LL << 25) + 1;
+      }
+      std::vector<int64_t> m(k);
+      for (auto& x : m) x = static_cast<int64_t>(rnd64() % (1ULL << 47)) - (1LL << 46);
+      for (bool portable : {false, true}) {
+        PoolRun r = run_pool(v, w, true, t, m, capc_programs::kShareChunk, portable, I, O);
+        CHECK_EQ(check_pool(v, w, true, t, m, r), 0);
+        if (!portable) {
+          const uint64_t relu = t == 0 ? I - 1 : I - t;
+          CHECK_EQ(r.and_gates, k * ((I - 1) * w + 2 * I * (w - 1) + relu));
+        }
+      }
+    }
+  }
+}
+
+/// reveal_weighted: y = sum w_k bit_k - m (mod 2^O) for odd, even, zero and negative weights and every
+/// output width, the result sign-extended; no odd weight is refused.
+void test_reveal_weighted() {
+  const size_t groups = 37, g = 6;
+  std::vector<uint8_t> bits(groups * g);
+  for (auto& b : bits) b = rnd64() & 1;
+  for (int O : {1, 2, 7, 8, 9, 31, 49, 63, 64}) {
+    std::vector<uint64_t> w = {rnd64() << 5, rnd64() | 1, 0, uint64_t{0} - 8, rnd64(), 1};
+    std::vector<int64_t> m(groups), y(groups);
+    for (auto& x : m) x = static_cast<int64_t>(rnd64());
+    uint64_t sent = 0;
+    test::run_circuit([&](int party) {
+      std::vector<block> l(groups * g);
+      backend().feed(l.data(), ALICE, reinterpret_cast<const bool*>(bits.data()), l.size());
+      auto* sh = dynamic_cast<SemiHonestParty*>(&backend());
+      const uint64_t s0 = sh->io().bytes_sent();
+      backend().reveal_weighted(l.data(), groups, w.data(), g, O, party == ALICE ? m.data() : nullptr,
+                                party == BOB ? y.data() : nullptr);
+      if (party == ALICE) sent = sh->io().bytes_sent() - s0;
+    });
+    const uint64_t mod = O == 64 ? ~uint64_t{0} : (uint64_t{1} << O) - 1;
+    size_t per_group = 0;
+    for (uint64_t wk : w)
+      if ((wk & mod) != 0) per_group += 2 * ((O - __builtin_ctzll(wk & mod) + 7) / 8);
+    CHECK_EQ(sent, groups * per_group);
+    int bad = 0;
+    for (size_t j = 0; j < groups; ++j) {
+      uint64_t want = 0;
+      for (size_t k = 0; k < g; ++k) want += bits[j * g + k] ? w[k] : 0;
+      want = (want - static_cast<uint64_t>(m[j])) & mod;
+      int64_t sx = static_cast<int64_t>(want);
+      if (O < 64 && ((want >> (O - 1)) & 1)) sx = static_cast<int64_t>(want | ~mod);
+      bad += y[j] != sx;
+    }
+    CHECK_EQ(bad, 0);
+  }
+  test::check_throws<InputError>([&] {
+    test::run_circuit([&](int party) {
+      block l = backend().public_label(true);
+      const uint64_t even = 6;
+      int64_t m0 = 0, y0 = 0;
+      backend().reveal_weighted(&l, 1, &even, 1, 64, party == ALICE ? &m0 : nullptr, party == BOB ? &y0 : nullptr);
+    });
+  }, "no odd weight");
+}
+
+/// The emp build's masked reveal (the subtraction in the circuit, m an input of ALICE) and the engine's output
+/// tables give the same y, for signed and unsigned values and narrower or wider outputs.
+void test_reveal_minus_mask_fallback() {
+  for (int L : {1, 5, 26, 64})
+    for (int O : {L, std::min(64, L + 23), 64})
+      for (bool sgn : {false, true}) {
+        const size_t n = 20;
+        std::vector<int64_t> vals(n), m(n), y_native, y_circuit;
+        for (auto& x : vals) x = static_cast<int64_t>(rnd64());
+        for (auto& x : m) x = static_cast<int64_t>(rnd64());
+        test::run_circuit([&](int party) {
+          std::vector<Integer> r = input_integers(ALICE, L, vals);
+          auto yn = capc_programs::reveal_minus_mask(party, r, sgn, m, O);
+          auto yc = capc_programs::reveal_minus_mask_circuit(party, r, sgn, m, O);
+          if (party == BOB) {
+            y_native = yn;
+            y_circuit = yc;
+          } else {
+            CHECK(yn.empty() && yc.empty());
+          }
+        });
+        CHECK_EQ(y_native.size(), n);
+        CHECK(y_native == y_circuit);
+      }
+}
+
+/// Session invariants: one Delta (lsb 1) for every query; the evaluator's labels of the garbler's inputs
+/// are the shared seed's PRG blocks and equal the garbler's zero-label ^ bit·Delta for both bit values (at
+/// no cost in bytes); its OT labels satisfy the same relation; two queries draw disjoint tweak ranges, the
+/// same on both sides.
+void test_session_invariants() {
+  const size_t n = 300;
+  std::vector<uint8_t> abits(n), bbits(n);
+  for (size_t i = 0; i < n; ++i) {
+    abits[i] = i < 2 ? static_cast<uint8_t>(i) : rnd64() & 1;  // both bit values for sure
+    bbits[i] = i < 2 ? static_cast<uint8_t>(1 - i) : rnd64() & 1;
+  }
+  block delta[2] = {zero_block(), zero_block()}, sid_seen = zero_block();
+  std::vector<block> g_alice(n), e_alice(n), g_bob(n), e_bob(n);
+  uint64_t alice_feed_bytes = 1, tweaks[2][3] = {};
+  std::vector<int64_t> C3 = {5, 9, 1};
+  test::run_pair(
+      [&](IOChannel& io) {
+        block sid = handshake(io, ALICE, kProgBench, 0);
+        sid_seen = sid;
+        auto* g = dynamic_cast<Garbler*>(setup_semi_honest(&io, ALICE, sid));
+        const uint64_t s0 = io.bytes_sent() + io.bytes_received();
+        backend().feed(g_alice.data(), ALICE, reinterpret_cast<const bool*>(abits.data()), n);
+        alice_feed_bytes = io.bytes_sent() + io.bytes_received() - s0;
+        backend().feed(g_bob.data(), BOB, reinterpret_cast<const bool*>(bbits.data()), n);
+        for (int q = 0; q < 2; ++q) {
+          tweaks[0][q] = g->tweaks_used();
+          delta[q] = g->delta();
+          capc_programs::argmax_share(ALICE, 3, C3, C3);
+        }
+        tweaks[0][2] = g->tweaks_used();
+        finalize_semi_honest();
+      },
+      [&](IOChannel& io) {
+        block sid = handshake(io, BOB, kProgBench, 0);
+        SemiHonestParty* e = setup_semi_honest(&io, BOB, sid);
+        backend().feed(e_alice.data(), ALICE, nullptr, n);
+        backend().feed(e_bob.data(), BOB, reinterpret_cast<const bool*>(bbits.data()), n);
+        for (int q = 0; q < 2; ++q) {
+          tweaks[1][q] = e->tweaks_used();
+          capc_programs::argmax_share(BOB, 3, C3, {});
+        }
+        tweaks[1][2] = e->tweaks_used();
+        finalize_semi_honest();
+      });
+  CHECK(lsb(delta[0]));
+  CHECK(block_eq(delta[0], delta[1]));  // one Delta per session
+  CHECK_EQ(alice_feed_bytes, 0u);      // the garbler's inputs cost nothing on the wire
+  // The shared seed: SHA-256("capc-gc shared labels" || sid), two constant labels first, then the inputs.
+  Sha256 h;
+  unsigned char sb[16];
+  store_block(sb, sid_seen);
+  h.update("capc-gc shared labels", 21).update(sb, 16);
+  PRG shared(h.finish_block());
+  std::vector<block> expect(n + 2);
+  shared.random_blocks(expect.data(), n + 2);
+  int bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    bad += !block_eq(e_alice[i], expect[i + 2]);
+    bad += !block_eq(e_alice[i], xor_block(g_alice[i], abits[i] ? delta[0] : zero_block()));
+    bad += !block_eq(e_bob[i], xor_block(g_bob[i], bbits[i] ? delta[0] : zero_block()));
+    bad += lsb(e_alice[i]) != (lsb(g_alice[i]) ^ (abits[i] != 0));  // decodes to the bit
+  }
+  CHECK_EQ(bad, 0);
+  // Tweaks: the second query starts where the first ended, both sides agree, a query of C = 3 draws
+  // 2 per AND gate (63*3 + 128*2 + 1 = 446) plus one per output wire (3).
+  for (int q = 0; q < 3; ++q) CHECK_EQ(tweaks[0][q], tweaks[1][q]);
+  CHECK_EQ(tweaks[0][1] - tweaks[0][0], 2u * 446u + 3u);
+  CHECK_EQ(tweaks[0][2] - tweaks[0][1], 2u * 446u + 3u);
+  CHECK(tweaks[0][1] > tweaks[0][0] && tweaks[0][2] > tweaks[0][1]);
 }
 
 }  // namespace
@@ -381,5 +577,9 @@ int main(int argc, char** argv) {
   test_relu_share();
   test_maxpool_share();
   test_pool_bad_arguments();
+  test_narrow_registers();
+  test_reveal_weighted();
+  test_reveal_minus_mask_fallback();
+  test_session_invariants();
   return test::finish("test_circuits");
 }

@@ -1,11 +1,12 @@
-// test_net — TCP transport and handshake failures: wrong role, wrong program, wrong size, a socket
-// connected to itself, connect deadline, peer closing; query headers with mismatched parameters or
+// test_net — TCP transport and handshake failures: wrong role, wrong program, wrong size, the other
+// backend (an EMP build), an older protocol version, a socket connected to itself, connect deadline, peer closing; query headers with mismatched parameters or
 // operations; all must raise, none may hang.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <utility>
@@ -41,25 +42,29 @@ NetOptions opts(bool listen, int port) {
 // Run a handshake over real TCP with the given (party, program, size) on each side; return which side threw.
 struct Outcome {
   bool alice_threw = false, bob_threw = false;
+  std::string alice_error, bob_error;
   block sid_a = zero_block(), sid_b = zero_block();
 };
 
-Outcome tcp_handshake(int pa, uint32_t proga, uint32_t sa, int pb, uint32_t progb, uint32_t sb) {
+Outcome tcp_handshake(int pa, uint32_t proga, uint32_t sa, int pb, uint32_t progb, uint32_t sb,
+                      uint32_t backend_a = kThisBackend, uint32_t backend_b = kThisBackend) {
   const int port = free_port();
   Outcome o;
   std::thread t([&] {
     try {
       NetIO io(opts(true, port));
-      o.sid_a = handshake(io, pa, proga, sa);
-    } catch (const ProtocolError&) {
+      o.sid_a = handshake(io, pa, proga, sa, backend_a);
+    } catch (const ProtocolError& e) {
       o.alice_threw = true;
+      o.alice_error = e.what();
     }
   });
   try {
     NetIO io(opts(false, port));
-    o.sid_b = handshake(io, pb, progb, sb);
-  } catch (const ProtocolError&) {
+    o.sid_b = handshake(io, pb, progb, sb, backend_b);
+  } catch (const ProtocolError& e) {
     o.bob_threw = true;
+    o.bob_error = e.what();
   }
   t.join();
   return o;
@@ -103,6 +108,62 @@ int main() {
   {  // different class counts
     Outcome o = tcp_handshake(ALICE, kProgArgmaxShare, 10, BOB, kProgArgmaxShare, 11);
     CHECK(o.alice_threw && o.bob_threw);
+  }
+  {  // a capc-engine party and an EMP-built one are refused at the hello, both named, on both sides
+    Outcome o = tcp_handshake(ALICE, kProgArgmaxShare, 10, BOB, kProgArgmaxShare, 10, kBackendCapc, kBackendEmp);
+    CHECK(o.alice_threw && o.bob_threw);
+    for (const std::string& e : {o.alice_error, o.bob_error}) {
+      CHECK(e.find("backend mismatch") != std::string::npos);
+      CHECK(e.find("capc's garbled-circuit engine") != std::string::npos);
+      CHECK(e.find("EMP toolkit") != std::string::npos);
+    }
+    CHECK(o.alice_error.find("this party runs capc's") != std::string::npos);
+    CHECK(o.bob_error.find("this party runs the EMP toolkit") != std::string::npos);
+  }
+  {  // a peer of protocol version 1 (its 40-byte hello) is refused at once, not waited for
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    uint8_t old[40] = {};
+    std::memcpy(old, kHelloMagic, 8);
+    old[8] = 1;  // version 1, little-endian
+    old[12] = kProgArgmaxShare;
+    old[16] = 10;
+    old[20] = 2;
+    old[24] = 0x5a;
+    CHECK(::send(sv[1], old, sizeof old, 0) == static_cast<ssize_t>(sizeof old));
+    std::string err;
+    try {
+      test::FdIO io(sv[0]);
+      handshake(io, ALICE, kProgArgmaxShare, 10);
+    } catch (const ProtocolError& e) {
+      err = e.what();
+    }
+    CHECK(err.find("protocol version mismatch: the peer speaks version 1") != std::string::npos);
+    CHECK(err.find("speaks version 2") != std::string::npos);
+    close(sv[1]);
+  }
+  {  // the evaluator sends its header before reading the garbler's (checked at its next receive)
+    std::string ea, eb;
+    test::run_pair(
+        [&](IOChannel& io) {
+          try {
+            exchange_query_header(io, 7, 16, 3, test_op_name, "values", {{"shift", 1}});
+          } catch (const ProtocolError& e) {
+            ea = e.what();
+          }
+        },
+        [&](IOChannel& io) {
+          try {
+            send_query_header(io, 7, 16, 3, {{"shift", 2}});
+            io.before_next_recv([&] { check_query_header(io, 7, 16, 3, test_op_name, "values", {{"shift", 2}}); });
+            uint8_t b;
+            io.recv_data(&b, 1);  // the check runs first and throws; this byte is never read
+          } catch (const ProtocolError& e) {
+            eb = e.what();
+          }
+        });
+    CHECK(ea.find("shift = 1, the peer has shift = 2") != std::string::npos);
+    CHECK(eb.find("shift = 2, the peer has shift = 1") != std::string::npos);
   }
   {  // query headers: equal parameters pass; a different value is named on both sides
     auto ok = header_pair(7, {{"window", 4}, {"shift", 8}}, 7, {{"window", 4}, {"shift", 8}});

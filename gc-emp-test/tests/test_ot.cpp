@@ -13,8 +13,10 @@ static void test_transpose() {
   std::vector<uint8_t> in(128 * n / 8);
   PRG prg(make_block(1, 2));
   prg.random_bytes(in.data(), in.size());
-  std::vector<block> out(n);
+  std::vector<block> out(n), out2(n);
   transpose_128xn(in.data(), out.data(), n);
+  detail::transpose_128xn_sse2(in.data(), out2.data(), n);
+  for (size_t c = 0; c < n; ++c) CHECK(block_eq(out[c], out2[c]));
   int bad = 0;
   for (size_t r = 0; r < 128; ++r)
     for (size_t c = 0; c < n; ++c) {
@@ -52,26 +54,39 @@ static void test_base_ot() {
 
 static void test_iknp() {
   const block sid = make_block(3, 4);
-  const TccrHash h(make_block(11, 12));
   IknpCotSender snd;
   IknpCotReceiver rcv;
   PRG cprg;
+  // One Delta for the whole session (the sender's base-OT choice bits), lsb 1.
+  const block delta = _mm_or_si128(cprg.random_block(), make_block(0, 1));
+  test::check_throws<GcError>([&] {
+    test::run_pair([&](IOChannel& io) {
+      PRG p;
+      IknpCotSender s;
+      s.setup(io, p, sid, xor_block(delta, make_block(0, 1)));  // refused before any byte is sent
+    }, [](IOChannel&) {});
+  }, "IKNP setup with an even Delta");
   // Several extensions over one pair of objects (base OTs once), sizes not multiples of 128.
   for (size_t n : {1, 100, 128, 1000, 5000}) {
     std::vector<block> zero(n), out(n);
     std::vector<uint8_t> ch(n);
     for (size_t j = 0; j < n; ++j) ch[j] = cprg.random_block()[0] & 1;
-    const block delta = _mm_or_si128(cprg.random_block(), make_block(0, 1));
+    uint64_t receiver_got = 0, sender_got = 0;
     test::run_pair(
         [&](IOChannel& io) {
           PRG p;
-          if (!snd.ready()) snd.setup(io, p, sid);
-          snd.send_cot(io, h, delta, n, zero.data());
+          if (!snd.ready()) snd.setup(io, p, sid, delta);
+          const uint64_t before = io.bytes_received();
+          snd.send_cot(io, n, zero.data());
+          sender_got = io.bytes_received() - before;
         },
         [&](IOChannel& io) {
           PRG p;
           if (!rcv.ready()) rcv.setup(io, p, sid);
-          rcv.recv_cot(io, h, reinterpret_cast<const bool*>(ch.data()), n, out.data());
+          const uint64_t before = io.bytes_received();
+          rcv.recv_cot(io, reinterpret_cast<const bool*>(ch.data()), n, out.data());
+          io.flush();
+          receiver_got = io.bytes_received() - before;
         });
     int ok = 0, other = 0;
     for (size_t j = 0; j < n; ++j) {
@@ -82,6 +97,9 @@ static void test_iknp() {
     }
     CHECK_EQ(ok, static_cast<int>(n));
     CHECK_EQ(other, 0);
+    // 16 bytes per OT (rounded up to 128 OTs) one way, nothing back: no per-OT correction.
+    CHECK_EQ(sender_got, (n + 127) / 128 * 128 * 16);
+    CHECK_EQ(receiver_got, 0u);
   }
 }
 

@@ -23,7 +23,7 @@ class TccrHash {
   /// out[j] = H(x[j], tweak[j]) for j < 4 (pipelined AES).
   void hash4(const block* x, const block* tweak, block* out) const;
   void hash2(const block* x, const block* tweak, block* out) const;
-  /// out[j] = H(x[j], tweak[j]) for any n.
+  /// out[j] = H(x[j], tweak[j]) for any n; out must not overlap x or tweak.
   void hash_n(const block* x, const block* tweak, block* out, size_t n) const;
 
  private:

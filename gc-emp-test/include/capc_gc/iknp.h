@@ -1,18 +1,21 @@
-// iknp.h — IKNP oblivious-transfer extension with correlated-OT output, keeping its state across queries.
+// iknp.h — IKNP oblivious-transfer extension with correlated-OT output under the session's Delta, keeping its
+// state across queries.
 //
 // Follows Y. Ishai, J. Kilian, K. Nissim, E. Petrank, "Extending Oblivious Transfers Efficiently",
-// CRYPTO 2003 (semi-honest protocol), with the correlation-robust hash replaced by the fixed-key TCCR hash
-// (Guo–Katz–Wang–Yu 2020) and the correlated-OT output of Asharov, Lindell, Schneider, Zohner, "More
-// Efficient Oblivious Transfer and Extensions for Faster Secure Computation", CCS 2013.
+// CRYPTO 2003 (semi-honest protocol), in the correlated-OT form of Asharov, Lindell, Schneider, Zohner,
+// "More Efficient Oblivious Transfer and Extensions for Faster Secure Computation", CCS 2013, where the
+// sender's secret s of the base OTs is itself the free-XOR offset Delta (as emp-ot does for emp-sh2pc).
 //
 // Setup (once per session): 128 base OTs with the roles reversed — the extension receiver sends seed pairs
-// (k_i^0, k_i^1), the extension sender picks s in {0,1}^128 and learns k_i^{s_i}.
-// Extension of n OTs with choice bits r: the receiver sends u_i = G(k_i^0) ^ G(k_i^1) ^ r for each
-// column i; the sender computes q_i = G(k_i^{s_i}) ^ s_i·u_i. Row-wise, q_j = t_j ^ r_j·s with
-// t_j = rows of G(k_i^0). G is AES-CTR under each seed; its counter persists, so later queries keep
-// drawing fresh stream positions and never repeat the base OTs.
-// Correlated OT with offset Delta: the sender's message pair is (x_j, x_j ^ Delta) with x_j = H(q_j, j); it
-// sends d_j = H(q_j, j) ^ H(q_j ^ s, j) ^ Delta, and the receiver outputs H(t_j, j) ^ r_j·d_j.
+// (k_i^0, k_i^1), the extension sender, whose choice bits are the bits of Delta, learns k_i^{Delta_i}.
+// Extension of n OTs with choice bits r: the receiver sends u_i = G(k_i^0) ^ G(k_i^1) ^ r for each column i
+// (16 bytes per OT, n rounded up to a multiple of 128); the sender computes q_i = G(k_i^{Delta_i}) ^ Delta_i·u_i.
+// Row-wise, q_j = t_j ^ r_j·Delta with t_j the rows of G(k_i^0): the sender's zero-label of the receiver's
+// input wire j is q_j and the receiver holds t_j, the label of its bit r_j. Nothing goes back to the
+// receiver, so there is no per-OT correction. The receiver knows both seeds of every column, but not which
+// one the sender holds (the base OTs hide Delta); lsb(Delta) = 1 is public (point-and-permute), as in emp.
+// G is AES-CTR under each seed; its counter persists, so later queries draw fresh stream positions and
+// never repeat the base OTs.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -20,7 +23,6 @@
 #include <vector>
 
 #include "capc_gc/block.h"
-#include "capc_gc/hash.h"
 #include "capc_gc/io_channel.h"
 #include "capc_gc/prg.h"
 
@@ -29,23 +31,28 @@ namespace capc_gc {
 constexpr size_t kKappa = 128;
 
 /// Transpose a 128 x n bit matrix (128 rows of n/8 bytes, bit j of a row at byte j/8, bit j%8) into n rows of
-/// 128 bits (blocks, bit i at byte i/8, bit i%8). n must be a multiple of 8.
+/// 128 bits (blocks, bit i at byte i/8, bit i%8). n must be a multiple of 128.
+/// Uses AVX2 (32 rows per step) when the CPU has it, else SSE2.
 void transpose_128xn(const uint8_t* in, block* out, size_t n);
+namespace detail {
+/// The SSE2 path, always available (exposed so that the tests check it on AVX2 machines too).
+void transpose_128xn_sse2(const uint8_t* in, block* out, size_t n);
+}  // namespace detail
 
 /// The garbler's side (OT-extension sender).
 class IknpCotSender {
  public:
   bool ready() const { return ready_; }
-  void setup(IOChannel& io, PRG& prg, block session_id);
-  /// Correlated OT: zero[j] is the message for choice 0; the message for choice 1 is zero[j] ^ delta.
-  void send_cot(IOChannel& io, const TccrHash& h, block delta, size_t n, block* zero);
+  /// Base OTs with the bits of delta as choice bits; delta's lsb must be 1.
+  void setup(IOChannel& io, PRG& prg, block session_id, block delta);
+  /// Correlated OT: zero[j] is the zero-label; the receiver holds zero[j] ^ r_j·delta.
+  void send_cot(IOChannel& io, size_t n, block* zero);
 
  private:
   bool ready_ = false;
-  block s_ = zero_block();
   bool s_bits_[kKappa] = {};
   std::vector<std::unique_ptr<PRG>> g_;  // G(k_i^{s_i})
-  uint64_t ot_index_ = 0;
+  std::vector<block> u_, q_;             // scratch, kept between calls
 };
 
 /// The evaluator's side (OT-extension receiver).
@@ -53,16 +60,14 @@ class IknpCotReceiver {
  public:
   bool ready() const { return ready_; }
   void setup(IOChannel& io, PRG& prg, block session_id);
-  /// out[j] = zero[j] ^ choices[j]·delta as held by the sender.
-  void recv_cot(IOChannel& io, const TccrHash& h, const bool* choices, size_t n, block* out);
+  /// out[j] = zero[j] ^ choices[j]·delta as held by the sender. Only sends (u); never waits for the sender.
+  void recv_cot(IOChannel& io, const bool* choices, size_t n, block* out);
 
  private:
   bool ready_ = false;
   std::vector<std::unique_ptr<PRG>> g0_, g1_;
-  uint64_t ot_index_ = 0;
+  std::vector<block> t_, u_;
+  std::vector<uint8_t> r_;
 };
-
-/// Tweak for OT j: domain-separated from the garbling tweaks by the high word.
-inline block ot_tweak(uint64_t j) { return make_block(0x4f54000000000000ULL, j); }
 
 }  // namespace capc_gc

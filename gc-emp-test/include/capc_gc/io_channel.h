@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "capc_gc/block.h"
@@ -25,6 +26,14 @@ class IOChannel {
   void send_block(const block* b, size_t n) { send_data(b, 16 * n); }
   void recv_block(block* b, size_t n) { recv_data(b, 16 * n); }
 
+  /// Run `check` right before the next receive (after pending sends are flushed): a party can send its
+  /// first message of a round before it reads and verifies what the peer sent first. Cleared once run.
+  void before_next_recv(std::function<void()> check) { pending_check_ = std::move(check); }
+  bool has_pending_check() const { return static_cast<bool>(pending_check_); }
+  /// Run a pending check now (a round that ends without receiving anything still verifies the peer).
+  void run_pending_check();
+  void clear_pending_check() { pending_check_ = nullptr; }
+
   /// Bytes read ahead from the stream but not consumed yet, removed from the buffer. A transport that
   /// shares its stream with other traffic hands them back after a program, so that nothing the peer
   /// sent after the circuit's last byte is swallowed.
@@ -46,6 +55,7 @@ class IOChannel {
   std::vector<uint8_t> rbuf_;
   size_t rpos_ = 0, rlen_ = 0;
   uint64_t bytes_sent_ = 0, bytes_received_ = 0;
+  std::function<void()> pending_check_;
 };
 
 }  // namespace capc_gc
