@@ -43,6 +43,34 @@ def test_answered_vs_eps_tiny_runs_and_resumes(tmp_path, monkeypatch):
     assert len(list(csv.DictReader((tmp_path / "answered_vs_eps.csv").open()))) == 6
 
 
+def test_answered_vs_eps_on_real_teachers_votes(tmp_path, monkeypatch):
+    """Real histograms: K teachers on disjoint slices vote on the query pool; every histogram sums to
+    K, the votes are cached (a rerun trains nothing) and the JSON says the votes are real."""
+    mod = _load("answered_vs_eps")
+    argv = ["--out", str(tmp_path), "--histograms", "digits", "--teachers", "8", "--num_queries", "60",
+            "--eps", "1,4", "--threshold", "5", "--sigma_threshold", "2", "--sigma_gnmax", "2"]
+    assert mod.main(argv) == 0
+    cache = tmp_path / "votes_digits_K8_seed0.npz"
+    import numpy as np
+
+    with np.load(cache) as z:
+        votes, labels = z["votes"], z["labels"]
+    assert votes.shape == (60, 10) and (votes.sum(axis=1) == 8).all()
+    # real teachers mostly agree with the true label: the plurality is right far above chance
+    assert (votes.argmax(axis=1) == labels).mean() > 0.6
+    rows = list(csv.DictReader((tmp_path / "answered_vs_eps.csv").open()))
+    assert [float(r["epsilon"]) for r in rows] == [1.0, 4.0]
+    assert float(rows[0]["paper_answered"]) <= float(rows[1]["paper_answered"])
+    meta = json.loads((tmp_path / "answered_vs_eps.json").read_text())
+    assert meta["histograms_are"] == "real teachers' votes on digits"
+    import sklearn.linear_model as lm
+
+    monkeypatch.setattr(lm, "LogisticRegression", None)  # training again would fail
+    assert mod.main(argv[:-8] + ["--eps", "1,4,8", "--threshold", "5", "--sigma_threshold", "2",
+                                 "--sigma_gnmax", "2"]) == 0
+    assert len(list(csv.DictReader((tmp_path / "answered_vs_eps.csv").open()))) == 3
+
+
 def test_answered_vs_eps_bad_input_is_named(tmp_path, capsys):
     mod = _load("answered_vs_eps")
     assert mod.main(["--out", str(tmp_path), "--histograms", "bogus"]) == 2
