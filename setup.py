@@ -138,6 +138,10 @@ setup(
             "hypothesis>=6.80",
             "dp-accounting>=0.4",
             "sympy>=1.12",  # lattice reduction in the circuit-privacy attack test
+            # tests/test_notebook.py executes notebooks/capc_walkthrough.ipynb
+            "nbformat>=5.9",
+            "nbclient>=0.9",
+            "ipykernel>=6.25",
         ],
         # Optional fan-out of party training over cores / a cluster (capc.learning.fanout); kept out
         # of "dev" because its wheel alone is about 80 MB.
