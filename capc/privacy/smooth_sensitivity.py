@@ -190,7 +190,7 @@ def local_sensitivity_gnmax_simulation_only(votes: Sequence[int], sigma_G: float
     dmax = n_total if max_distance is None else int(max_distance)
     if dmax < 0:
         raise PrivacyParameterError(f"max_distance must be >= 0, got {max_distance!r}")
-    return _gnmax_ls(tuple(sorted(v.tolist(), reverse=True)), sigma, lam, dmax)
+    return _gnmax_ls(tuple(sorted(v.tolist(), reverse=True)), sigma, lam, dmax).copy()
 
 
 @functools.lru_cache(maxsize=65536)
@@ -250,6 +250,8 @@ def _threshold_curves(n_total: int, threshold: float, sigma_T: float, order: flo
     t = np.array([rdp_threshold_data_dependent_simulation_only(float(v), threshold, sigma_T, [order])[0]
                   for v in range(n_total + 1)])
     p = np.exp([log_pr_answered_simulation_only(float(v), threshold, sigma_T) for v in range(n_total + 1)])
+    t.setflags(write=False)  # cached: shared by every caller
+    p.setflags(write=False)
     return t, p
 
 
