@@ -139,6 +139,10 @@ setup(
             "dp-accounting>=0.4",
             "sympy>=1.12",  # lattice reduction in the circuit-privacy attack test
             "ray>=2.9",  # the fan-out's local-mode test (tests/learning/test_fanout.py)
+            # tests/test_notebook.py executes notebooks/capc_walkthrough.ipynb
+            "nbformat>=5.9",
+            "nbclient>=0.9",
+            "ipykernel>=6.25",
         ],
         # Fan-out of party training and retraining over cores / a cluster (capc.learning.fanout),
         # for users who want it without the test tools (its wheel is about 80 MB).

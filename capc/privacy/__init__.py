@@ -12,6 +12,8 @@ Modules, one job each:
 * :mod:`capc.privacy.ledger` -- the SQLite budget ledger (reserve before release, settle after) and
   the ``capc budget`` table;
 * :mod:`capc.privacy.data_dependent` -- SIMULATION ONLY data-dependent bounds (PATE 2018);
+* :mod:`capc.privacy.smooth_sensitivity` -- SIMULATION ONLY smooth-sensitivity release of the
+  data-dependent cost (PATE 2018, Appendix B);
 * :mod:`capc.privacy.simulate` -- plaintext simulation of a query sequence and its plot.
 """
 

@@ -5,8 +5,8 @@ These bounds need the true vote histogram, which in CaPC nobody sees (the privac
 only random shares), so the privacy guardian can never use them. They are here to reproduce the
 PATE/CaPC privacy analyses in plaintext simulation (:mod:`capc.privacy.simulate`). A data-dependent
 epsilon is itself a function of the private data: publishing it requires a smooth-sensitivity
-release step (PATE 2018, section 4), which capc does not implement; treat every number from this
-module as an analysis figure, not as a privacy guarantee.
+release step (PATE 2018, Appendix B; :mod:`capc.privacy.smooth_sensitivity`); treat every number
+from this module as an analysis figure, not as a privacy guarantee.
 
 Bounds (all RDP at order lambda, natural logarithms):
 
@@ -36,7 +36,9 @@ from capc.privacy.errors import PrivacyParameterError
 
 __all__ = [
     "log_q_gnmax_simulation_only",
+    "log_q_gnmax_many_simulation_only",
     "rdp_gaussian_data_dependent_simulation_only",
+    "rdp_gaussian_data_dependent_many_simulation_only",
     "rdp_gnmax_data_dependent_simulation_only",
     "log_pr_answered_simulation_only",
     "rdp_threshold_data_dependent_simulation_only",
@@ -50,6 +52,12 @@ def _log1mexp(x: float) -> float:
     if x == 0:
         return -math.inf
     return math.log(-math.expm1(x)) if x > -0.693 else math.log1p(-math.exp(x))
+
+
+def _log1mexp_many(x: np.ndarray) -> np.ndarray:
+    """:func:`_log1mexp` elementwise (x < 0), with the same branch, so results agree bit for bit."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > -0.693, np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
 
 
 def log_q_gnmax_simulation_only(votes: Sequence[float], sigma: float, tail: Literal["gaussian", "subgaussian"] = "gaussian") -> float:
@@ -71,34 +79,53 @@ def log_q_gnmax_simulation_only(votes: Sequence[float], sigma: float, tail: Lite
     return min(logq, math.log1p(-1.0 / v.size))
 
 
+def log_q_gnmax_many_simulation_only(votes: np.ndarray, sigma: float) -> np.ndarray:
+    """:func:`log_q_gnmax_simulation_only` (Gaussian tail) for each row of a 2-D array of histograms."""
+    v = np.asarray(votes, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] < 2:
+        raise PrivacyParameterError("votes must be a 2-D array of histograms with at least 2 classes")
+    if not sigma > 0:
+        raise PrivacyParameterError(f"sigma must be > 0 for a data-dependent bound, got {sigma!r}")
+    top = np.argmax(v, axis=1)
+    logs = stats.norm.logsf(v[np.arange(len(v)), top][:, None] - v, scale=math.sqrt(2.0) * sigma)
+    logs[np.arange(len(v)), top] = -np.inf  # the winner itself is not a way to leave it
+    return np.minimum(np.logaddexp.reduce(logs, axis=1), math.log1p(-1.0 / v.shape[1]))
+
+
 def rdp_gaussian_data_dependent_simulation_only(logq: float, sigma: float, orders: Sequence[float]) -> np.ndarray:
     """Theorem 6 / Proposition 10 bound for a mechanism whose data-independent RDP is lambda/sigma^2,
     given log q (q bounds the probability of leaving the likely outcome); min with lambda/sigma^2."""
-    o = np.asarray(orders, dtype=np.float64)
+    return rdp_gaussian_data_dependent_many_simulation_only([float(logq)], sigma, orders)[0]
+
+
+def rdp_gaussian_data_dependent_many_simulation_only(logqs: Sequence[float], sigma: float,
+                                                     orders: Sequence[float]) -> np.ndarray:
+    """:func:`rdp_gaussian_data_dependent_simulation_only` for several values of log q at once:
+    returns shape (len(logqs), len(orders)); row i is the bound for ``logqs[i]`` (same arithmetic)."""
+    o = np.asarray(orders, dtype=np.float64)[None, :]
     if not sigma > 0:
         raise PrivacyParameterError(f"sigma must be > 0, got {sigma!r}")
-    var = sigma**2
-    ret = o / var
-    logq = min(float(logq), 0.0)
-    if logq == 0.0 or logq == -math.inf:
-        # q = 1: nothing better than data-independent. q = 0 cannot be certified by a tail bound.
-        return ret
-    mu2 = math.sqrt(var * -logq)
-    mu1 = mu2 + 1.0
-    eps1, eps2 = mu1 / var, mu2 / var
-    if mu2 <= 1.0:
-        return ret
-    log_cond = (mu2 - 1.0) * eps2 - mu2 * (math.log(mu1 / (mu1 - 1.0)) + math.log(mu2 / (mu2 - 1.0)))
-    if not (logq <= log_cond and -logq > eps2):
-        return ret
-    mask = o < mu1
-    if not np.any(mask):
-        return ret
-    log1q = _log1mexp(logq)
-    log_a = (o - 1.0) * (log1q - _log1mexp((logq + eps2) * (1.0 - 1.0 / mu2)))
-    log_b = (o - 1.0) * (eps1 - logq / (mu1 - 1.0))
-    log_s = np.logaddexp(log1q + log_a, logq + log_b)
-    bound = log_s / (o - 1.0)
+    var = float(sigma) ** 2
+    lq = np.minimum(np.asarray(logqs, dtype=np.float64).reshape(-1), 0.0)[:, None]
+    ret = np.broadcast_to(o / var, (lq.shape[0], o.shape[1])).copy()
+    # q = 1: nothing better than data-independent. q = 0 cannot be certified by a tail bound.
+    usable = (lq < 0.0) & np.isfinite(lq)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        mu2 = np.sqrt(var * -np.where(usable, lq, -1.0))
+        mu1 = mu2 + 1.0
+        eps1, eps2 = mu1 / var, mu2 / var
+        usable &= mu2 > 1.0
+        mu2s = np.where(usable, mu2, 2.0)  # placeholder where unusable, keeps the logs finite
+        mu1s = mu2s + 1.0
+        log_cond = (mu2s - 1.0) * eps2 - mu2s * (np.log(mu1s / (mu1s - 1.0)) + np.log(mu2s / (mu2s - 1.0)))
+        usable &= (lq <= log_cond) & (-lq > eps2)
+        mask = usable & (o < mu1)
+        lqs = np.where(usable, lq, -1.0)
+        log1q = _log1mexp_many(lqs)
+        inner = (lqs + eps2) * (1.0 - 1.0 / mu2s)  # < 0 where usable (-logq > eps2)
+        log_a = (o - 1.0) * (log1q - _log1mexp_many(np.minimum(inner, -1e-300)))
+        log_b = (o - 1.0) * (eps1 - lqs / (mu1s - 1.0))
+        bound = np.logaddexp(log1q + log_a, lqs + log_b) / (o - 1.0)
     ret = np.where(mask, np.minimum(ret, bound), ret)
     return np.maximum(ret, 0.0)
 

@@ -30,6 +30,8 @@ from capc.privacy.errors import PrivacyParameterError
 from capc.privacy.gnmax import ConfidentGNMaxParams, PrivacyGuardianNoise, confident_gnmax
 from capc.privacy.noise import SecureRandomSource, SeededRandomSource
 from capc.privacy.rdp import RdpAccountant, eps_from_rdp, validate_delta, validate_orders
+from capc.privacy.smooth_sensitivity import (SMOOTH_SENSITIVITY_LABEL, ReleaseSettings, SmoothSensitivityRelease,
+                                             smooth_sensitivity_release_simulation_only)
 
 __all__ = [
     "SimulationResult",
@@ -39,6 +41,11 @@ __all__ = [
     "paper_accounting_simulation_only",
     "protocol_answerable",
     "MEANINGLESS_EPSILON",
+    "PAPER_LABEL",
+    "PROTOCOL_LABEL",
+    "SMOOTH_SENSITIVITY_LABEL",
+    "ReleaseSettings",
+    "SmoothSensitivityRelease",
     "EpsilonWarning",
     "warn_if_meaningless",
 ]
@@ -77,9 +84,10 @@ class SimulationResult:
     whether it was answered, and cumulative epsilon after it. ``stopped_by_budget`` says whether the
     run stopped before the last histogram. Epsilons are at ``delta`` with the improved conversion.
 
-    ``eps_data_dependent_simulation_only`` is an analysis figure (needs the histogram, no
-    smooth-sensitivity release), not a guarantee; NaN when the parameters make it undefined
-    (sigma = 0).
+    ``eps_data_dependent_simulation_only`` is an analysis figure (needs the histogram, unreleased;
+    :func:`capc.privacy.smooth_sensitivity.smooth_sensitivity_release_simulation_only` with
+    ``answered=result.answered`` releases it), not a guarantee; NaN when the parameters make it
+    undefined (sigma = 0).
     """
 
     labels: np.ndarray
@@ -221,7 +229,12 @@ class PaperAccounting:
     Per processed query: cumulative expected answered count (sum of Pr[answered]) and cumulative
     epsilon of the expected data-dependent RDP. ``processed`` queries fit the budget; the original
     stops at the first query whose cumulative epsilon exceeds it (``stopped_by_budget``).
-    Needs the true histograms and has no smooth-sensitivity release: an analysis figure only.
+    Needs the true histograms: an analysis figure only.
+
+    ``release``, when asked for, is PATE 2018's smooth-sensitivity release of the expected
+    data-dependent cost of the ``processed`` queries (:mod:`capc.privacy.smooth_sensitivity`), with
+    its own label: ``release.eps_released`` is the published noisy epsilon including the release's
+    own cost ``release.rdp_release_cost`` (RDP at ``release.order``).
     """
 
     expected_answered: np.ndarray
@@ -229,6 +242,7 @@ class PaperAccounting:
     delta: float
     stopped_by_budget: bool
     label: str = PAPER_LABEL
+    release: SmoothSensitivityRelease | None = None
 
     @property
     def processed(self) -> int:
@@ -248,13 +262,17 @@ def paper_accounting_simulation_only(
     budget_eps: float = float("inf"),
     *,
     orders: Sequence[float] | None = None,
+    release: ReleaseSettings | None = None,
 ) -> PaperAccounting:
     """The paper's accounting: for each query, the data-dependent RDP of the threshold check plus
     Pr[answered] times the data-dependent RDP of GNMax (PATE 2018, Theorem 6 / Prop. 10 with the
     Gaussian tail), composed; stop when the epsilon exceeds ``budget_eps`` (the original's rule).
+    With ``release`` (e.g. ``ReleaseSettings(seed=0)``), also release the processed queries' cost by
+    smooth sensitivity (PATE 2018, Appendix B and Theorem 23) into ``PaperAccounting.release``.
 
     Raises:
-        PrivacyParameterError: bad histograms, delta, orders, or noise scales of zero.
+        PrivacyParameterError: bad histograms, delta, orders, or noise scales of zero; a release
+            whose conditions C5/C6 fail (unless ``release.require_conditions`` is False).
     """
     votes = np.asarray(vote_histograms)
     if votes.ndim != 2 or votes.shape[1] < 2 or votes.dtype.kind not in "iu":
@@ -284,7 +302,11 @@ def paper_accounting_simulation_only(
         total += pr
         answered.append(total)
         eps.append(e)
-    return PaperAccounting(np.asarray(answered, np.float64), np.asarray(eps, np.float64), d, stopped)
+    released = None
+    if release is not None:
+        released = smooth_sensitivity_release_simulation_only(votes[:len(eps)], params, d, release, orders=grid)
+    return PaperAccounting(np.asarray(answered, np.float64), np.asarray(eps, np.float64), d, stopped,
+                           release=released)
 
 
 def protocol_answerable(params: ConfidentGNMaxParams, delta: float, budget_eps: float,
