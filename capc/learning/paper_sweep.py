@@ -218,6 +218,18 @@ def errorbars(ax: Any, summary: Sequence[Mapping[str, Any]], x: Sequence[float],
                 yerr=[float(r[f"{metric}_std"]) for r in summary], fmt=fmt, capsize=3, label=label, **kw)
 
 
+def before_after(ax: Any, summary: Sequence[Mapping[str, Any]], x: Sequence[float], xlabel: str) -> None:
+    """The querying party's accuracy before and after its CaPC labels (mean ± std) along a swept
+    value ``x``, each "after" point annotated with the queries answered."""
+    errorbars(ax, summary, x, "accuracy_before", "before (own data)", "o--")
+    errorbars(ax, summary, x, "accuracy_after", "after CaPC labels", "o-")
+    for v, r in zip(x, summary):
+        ax.annotate(f"{float(r['queries_answered_mean']):.0f} ans.", (v, float(r["accuracy_after_mean"])),
+                    textcoords="offset points", xytext=(4, 6), fontsize=6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("querying party test accuracy")
+
+
 def print_summary(summary: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
     """One line per configuration: accuracy and balanced accuracy before -> after (mean ± std),
     queries answered and epsilon (means), runs."""

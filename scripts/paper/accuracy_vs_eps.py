@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:  # allow running from a source checkout without in
     sys.path.insert(0, str(ROOT))
 
 from capc.learning.paper_sweep import (  # noqa: E402
-    RUN_FIELDS, add_simulation_args, errorbars, float_list, print_summary, run_sweep, script_parser)
+    RUN_FIELDS, add_simulation_args, before_after, float_list, print_summary, run_sweep, script_parser)
 from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 NAME = "accuracy_vs_eps"
@@ -69,13 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     eps = [float(r["budget_eps"]) for r in summary]
     with folder.figure(f"{args.dataset}, K = {args.n_parties}, "
                        f"{len(args.model_seeds)}x{len(args.retrain_seeds)} seeds") as ax:
-        errorbars(ax, summary, eps, "accuracy_before", "before (own data)", "o--")
-        errorbars(ax, summary, eps, "accuracy_after", "after CaPC labels", "o-")
-        for e, r in zip(eps, summary):
-            ax.annotate(f"{float(r['queries_answered_mean']):.0f} ans.", (e, float(r["accuracy_after_mean"])),
-                        textcoords="offset points", xytext=(4, 6), fontsize=6)
-        ax.set_xlabel("budget epsilon (protocol's ledger)")
-        ax.set_ylabel("querying party test accuracy")
+        before_after(ax, summary, eps, "budget epsilon (protocol's ledger)")
     print_summary(summary, KEYS)
     return 0
 

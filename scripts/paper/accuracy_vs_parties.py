@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:  # allow running from a source checkout without in
 
 from capc.learning.argtypes import int_list  # noqa: E402
 from capc.learning.paper_sweep import (  # noqa: E402
-    RUN_FIELDS, add_simulation_args, errorbars, print_summary, run_sweep, script_parser)
+    RUN_FIELDS, add_simulation_args, before_after, print_summary, run_sweep, script_parser)
 from capc.learning.results_folder import ResultsFolder  # noqa: E402
 
 NAME = "accuracy_vs_parties"
@@ -68,13 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ks = [int(r["n_parties"]) for r in summary]
     with folder.figure(f"{args.dataset}, IID, budget eps = {args.budget:g}, "
                        f"{len(args.model_seeds)}x{len(args.retrain_seeds)} seeds") as ax:
-        errorbars(ax, summary, ks, "accuracy_before", "before (own data)", "o--")
-        errorbars(ax, summary, ks, "accuracy_after", "after CaPC labels", "o-")
-        for k, r in zip(ks, summary):
-            ax.annotate(f"{float(r['queries_answered_mean']):.0f} ans.", (k, float(r["accuracy_after_mean"])),
-                        textcoords="offset points", xytext=(4, 6), fontsize=6)
-        ax.set_xlabel("number of parties K")
-        ax.set_ylabel("querying party test accuracy")
+        before_after(ax, summary, ks, "number of parties K")
     print_summary(summary, KEYS)
     return 0
 
