@@ -390,3 +390,37 @@ def test_widths_must_agree_and_be_ordered():
         join()
     for s in socks:
         s.close()
+
+
+def test_qp_cannot_tell_the_aps_inputs_apart_from_what_it_receives(tmp_path, free_port):
+    """The QP (evaluator) as attacker, under protocol 2 (one Delta per session, the garbler's input
+    labels expanded from the shared seed, masked outputs as tables): it holds its own share ``a`` and
+    every byte the AP sends it, and tries to tell an AP whose share and mask are all zero from one
+    whose share and mask are all ones in every bit.  The streams have the same length and each is
+    indistinguishable from uniform bytes to the tests it can run: byte frequencies (chi-square) and
+    the bit count per 16-byte label (z-test); the two runs do not agree more than chance."""
+    n = 64
+    a = [int(x) for x in np.random.default_rng(5).integers(-(2 ** 20), 2 ** 20, n)]
+    streams = []
+    for k, fill in enumerate((0, -1)):  # -1: all 64 bits set
+        relay = Relay(free_port)
+        d = tmp_path / f"run{k}"
+        d.mkdir()
+        ra, rb, _, _ = _program(d, free_port, "relu_share", a, [fill] * (2 * n), bob_port=relay.port)
+        relay.join()
+        assert ra.returncode == 0 and rb.returncode == 0, (ra.stderr, rb.stderr)
+        streams.append(bytes(relay.captured["to_bob"]))
+    s0, s1 = streams
+    assert len(s0) == len(s1) > 50_000
+    body0, body1 = (np.frombuffer(s[256:len(s) - len(s) % 16], dtype=np.uint8) for s in (s0, s1))
+    for body in (body0, body1):
+        counts = np.bincount(body, minlength=256)
+        expected = body.size / 256
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 255 + 6 * np.sqrt(2 * 255), chi2  # 6 sigma above the mean of chi^2(255)
+        bits = np.unpackbits(body).reshape(-1, 128).sum(axis=1)
+        z = (bits.mean() - 64) / (np.sqrt(32 / bits.size))
+        assert abs(z) < 6, z
+    # the all-zero and all-one APs produce streams that agree on about half of their bits
+    agree = 1 - np.unpackbits(body0 ^ body1).mean()
+    assert abs(agree - 0.5) < 6 * np.sqrt(0.25 / (8 * body0.size)), agree
