@@ -51,6 +51,9 @@ WEIGHT_BITS = 22
 #: NTT slots per column block of an affine stage (a block's limbs and product fit in L2 cache).
 CHUNK = 1024
 
+#: Limb width of the full-residue lane weights (:class:`_LaneLinear`).
+LANE_LIMB_BITS = 20
+
 
 def default_workers() -> int:
     """Default worker-process count: ``min(2, os.cpu_count())``."""
@@ -60,11 +63,12 @@ def default_workers() -> int:
 class _SealSide:
     """SEAL objects for rescale / square / relinearise (one per process)."""
 
-    def __init__(self, parms: bytes, relin: bytes, security_level: int) -> None:
+    def __init__(self, parms: bytes, relin: bytes, security_level: int, galois: bytes = b"") -> None:
         self.scratch = _Scratch()
         p = self.scratch.load(seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS), parms)
         self.ctx = make_context(p, security_level)
         self.relin = self.scratch.load(seal.RelinKeys(), relin, self.ctx)
+        self.galois = self.scratch.load(seal.GaloisKeys(), galois, self.ctx) if galois else None
         self.ev = seal.Evaluator(self.ctx)
         self.pids = []
         cd = self.ctx.first_context_data()
@@ -73,30 +77,40 @@ class _SealSide:
             cd = cd.next_context_data()
 
     def finish_block(self, y: np.ndarray, out: np.ndarray, level: int, scale_in: float, drops: int,
-                     square: bool, delta: float) -> float:
+                     square: bool, delta: float, lanesum: int = 1) -> float:
         """Finish an affine stage on each ``y[j]`` (size 2 or 3, at ``level``, scale ``scale_in``):
         rescale ``drops`` times, relinearising a size-3 input after the first rescale (relinearisation
-        is linear, so one per affine output replaces one per square), set the scale to ``delta``, and
-        square without relinearising when ``square``; write the residues to ``out[j]`` and return the
-        output scale."""
+        is linear, so one per affine output replaces one per square), set the scale to ``delta``, sum
+        ``lanesum`` lanes into lane 0 (:mod:`capc.he.lanes`), and square without relinearising when
+        ``square``; write the residues to ``out[j]`` and return the output scale."""
         scale = 0.0
         for j in range(y.shape[0]):
-            ct = self.finish(y[j], level, scale_in, drops, delta)
+            ct = self.finish(y[j], level, scale_in, drops, delta, lanesum)
             if square:
                 self.ev.square_inplace(ct)
             out[j] = raw.residues(ct)
             scale = ct.scale
         return scale
 
-    def finish(self, y: np.ndarray, level: int, scale_in: float, drops: int, delta: float) -> seal.Ciphertext:
+    def finish(self, y: np.ndarray, level: int, scale_in: float, drops: int, delta: float,
+               lanesum: int = 1) -> seal.Ciphertext:
         """One affine output ``y`` ([size, L, N] residues) rescaled ``drops`` times and relinearised,
-        at scale ``delta``."""
+        at scale ``delta``, its ``lanesum`` lanes summed into lane 0 (rotations by 1, 2, 4, ..: slot
+        ``q P`` then holds query ``q``'s sum; the rotations run after the rescales, at fewer primes)."""
         ct = raw.new_ciphertext(self.ctx, self.pids[level], y, scale_in)
         for d in range(drops):
             self.ev.rescale_to_next_inplace(ct)
             if d == 0 and ct.size() > 2:
                 self.ev.relinearize_inplace(ct, self.relin)
         ct.scale = delta  # removes float drift only: the true scale is Delta up to rounding
+        step = 1
+        while step < lanesum:
+            if self.galois is None:
+                raise HEError("the lane sum needs Galois keys the public context does not carry")
+            rot = seal.Ciphertext()
+            self.ev.rotate_vector(ct, step, self.galois, rot)
+            self.ev.add_inplace(ct, rot)
+            step *= 2
         return ct
 
     def close(self) -> None:
@@ -106,21 +120,21 @@ class _SealSide:
 _WORKER: _SealSide | None = None
 
 
-def _worker_init(parms: bytes, relin: bytes, security_level: int) -> None:
+def _worker_init(parms: bytes, relin: bytes, security_level: int, galois: bytes) -> None:
     global _WORKER
     exit_with_parent()
-    _WORKER = _SealSide(parms, relin, security_level)
+    _WORKER = _SealSide(parms, relin, security_level, galois)
 
 
 def _worker_finish(in_name: str, out_name: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
                    lo: int, hi: int, level: int, scale_in: float, drops: int, square: bool,
-                   delta: float) -> float:
+                   delta: float, lanesum: int) -> float:
     assert _WORKER is not None
     shm_in, shm_out = SharedMemory(in_name), SharedMemory(out_name)
     try:
         y = np.ndarray(in_shape, dtype=np.uint64, buffer=shm_in.buf)
         out = np.ndarray(out_shape, dtype=np.uint64, buffer=shm_out.buf)
-        scale = _WORKER.finish_block(y[lo:hi], out[lo:hi], level, scale_in, drops, square, delta)
+        scale = _WORKER.finish_block(y[lo:hi], out[lo:hi], level, scale_in, drops, square, delta, lanesum)
         del y, out
         return scale
     finally:
@@ -184,6 +198,83 @@ class _Linear:
                 f.result()
 
 
+def _sub(sel: Any, lo: int, width: int) -> Any:
+    """Columns ``lo .. lo + width`` of a slice or index array."""
+    if isinstance(sel, slice):
+        return slice(sel.start + lo, min(sel.stop, sel.start + lo + width))
+    return sel[lo:lo + width]
+
+
+class _LaneLinear:
+    """A position-mixing affine stage on lane-packed inputs (:mod:`capc.he.lanes`): per class of NTT
+    coefficients, an exact product with full-residue weights, split into :data:`LANE_LIMB_BITS`-bit
+    limbs so that each limb product is a float64 BLAS product with exact sums; its outputs are summed
+    over ``lanes`` lanes when finished (``lanesum``)."""
+
+    def __init__(self, st: LinearStage, units: np.ndarray, lanes: int, classes: list[Any], w_scale: float,
+                 s_in: float) -> None:
+        from capc.he import lanes as ln
+
+        dense, bias = ln.lane_weights(st, units)
+        if not np.any(dense):
+            raise HEError("an affine stage has an all-zero weight matrix")
+        coeffs = ln.lane_coefficients(dense, lanes)  # [m, n, 2P]
+        bias_c = ln.lane_coefficients(bias, lanes)    # [m, 2P]
+        self.level, self.drops, self.lanesum = 0, 1, lanes
+        self.m = st.shape[0]
+        self.primes = [c.prime for c in classes]
+        self.classes = classes
+        self.scale = s_in * w_scale
+        # per prime and class: the weights' float64 limbs [A, m, n] and the x limb width they allow
+        self.limbs: list[list[tuple[np.ndarray, int]]] = []
+        self.bias: list[np.ndarray] = []  # per prime: uint64 [m, classes]
+        mask = np.uint64((1 << LANE_LIMB_BITS) - 1)
+        for cls in classes:
+            q = cls.prime
+            vals = ln.class_values(coeffs, w_scale, cls)  # [m, n, classes]
+            count = -(-q.bit_length() // LANE_LIMB_BITS)
+            per_class = []
+            for c in range(len(cls.index)):
+                w = vals[:, :, c]
+                limbs = np.stack([((w >> np.uint64(a * LANE_LIMB_BITS)) & mask).astype(np.float64)
+                                  for a in range(count)])
+                per_class.append((limbs, min(raw.limb_bits(limb) for limb in limbs)))
+            self.limbs.append(per_class)
+            b = np.zeros((self.m, len(cls.index)), dtype=np.uint64)
+            ints = [[int(round(float(v) * self.scale)) for v in row] for row in bias_c]
+            for c in range(len(cls.index)):
+                pw = [int(v) for v in cls.powers[c]]
+                for i in range(self.m):
+                    b[i, c] = sum(a * p for a, p in zip(ints[i], pw)) % q
+            self.bias.append(b)
+
+    def apply(self, x: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
+        """``x`` [n, size, L, N] residues -> ``out`` [m, size, L, N] (before the lane sum)."""
+        _, size, _, _ = x.shape
+        tasks = [(i, c) for i in range(len(self.primes)) for c in range(size)]
+
+        def block(task: tuple[int, int]) -> None:
+            i, c = task
+            q = self.primes[i]
+            for k, idx in enumerate(self.classes[i].index):
+                # SEAL's NTT order makes each class a contiguous range (bit-reversed roots)
+                sel: Any = slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == idx.size else idx
+                limbs, bits = self.limbs[i][k]
+                bias = self.bias[i][:, k] if c == 0 else None
+                xk = np.ascontiguousarray(x[:, c, i, sel])
+                for lo in range(0, xk.shape[1], CHUNK):
+                    out[:, c, i, _sub(sel, lo, CHUNK)] = raw.matmul_mod_limbs(
+                        limbs, np.ascontiguousarray(xk[:, lo:lo + CHUNK]), q, bits, LANE_LIMB_BITS, bias)
+
+        if threads <= 1:
+            for t in tasks:
+                block(t)
+            return
+        with ThreadPoolExecutor(threads) as ex:
+            for f in [ex.submit(block, t) for t in tasks]:
+                f.result()
+
+
 class BatchEngine:
     """Batch-packing evaluator of a plan (see module docstring).
 
@@ -197,11 +288,13 @@ class BatchEngine:
 
     def __init__(self, plan: Any, schedule: list[tuple[int, float]], w_scales: dict[int, float],
                  ctx: seal.SEALContext, parms: bytes, relin: bytes, security_level: int, delta: float,
-                 workers: int) -> None:
+                 workers: int, galois: bytes = b"") -> None:
         self.plan = plan
         self.delta = delta
         self.workers = int(workers)
-        self._init_args = (parms, relin, security_level)
+        self._init_args = (parms, relin, security_level, galois)
+        self._w_scales = w_scales
+        self._lane_stages: dict[int, dict[int, Any]] = {}
         self.ctx = ctx
         self.primes: list[list[int]] = []
         self.pids = []
@@ -226,8 +319,50 @@ class BatchEngine:
             lin = _Linear(st, self.primes[level], w_scales[idx], s_in)
             lin.level, lin.drops = level, drops
             self.linear[idx] = lin
+        self._in_scale = {idx: (delta * delta if idx > 0 and isinstance(plan.stages[idx - 1], SquareStage)
+                                else schedule[idx][1]) for idx in self.linear}
         self._local: _SealSide | None = None
         self._pool: ProcessPoolExecutor | None = None
+
+    def _stages_for(self, lanes: int) -> dict[int, Any]:
+        """The affine stages for ``lanes`` lanes: the first on lane-packed ciphertexts, the next one
+        lane-weighted with its lane sum, the rest as for one lane (built once per lane count)."""
+        if lanes == 1:
+            return self.linear
+        if lanes not in self._lane_stages:
+            from capc.he import lanes as ln
+
+            geom = self.plan.public_plan.first_conv
+            if geom is None:
+                raise HEError("this plan has no first convolution to lay lanes over")
+            first = self.plan.stages[0]
+            lin0 = _Linear(ln.lane_first_stage(first, geom, lanes), self.primes[self.linear[0].level],
+                           self._w_scales[0], self._in_scale[0])
+            lin0.level, lin0.drops = self.linear[0].level, self.linear[0].drops
+            stages: dict[int, Any] = dict(self.linear)
+            stages[0] = lin0
+            if len(self.plan.stages) > 2:
+                old = self.linear[2]
+                lin2 = _LaneLinear(self.plan.stages[2], ln.unit_table(geom, lanes), lanes,
+                                   self._ntt_classes(old.level, lanes), self._w_scales[2], self._in_scale[2])
+                lin2.level, lin2.drops = old.level, old.drops
+                stages[2] = lin2
+            self._lane_stages[lanes] = stages
+        return self._lane_stages[lanes]
+
+    def _ntt_classes(self, level: int, lanes: int) -> list[Any]:
+        """Per prime of ``level``, the NTT classes of ``Y = X^(N/2P)`` (from SEAL's own NTT)."""
+        from capc.he import lanes as ln
+
+        big_n = self.ctx.first_context_data().parms().poly_modulus_degree()
+        primes = self.primes[level]
+        vals = np.zeros((2, len(primes), big_n), dtype=np.uint64)
+        vals[:, :, big_n // (2 * lanes)] = 1
+        ct = raw.new_ciphertext(self.ctx, self.pids[level], vals, 1.0)
+        raw.set_ntt_form(ct, False)
+        seal.Evaluator(self.ctx).transform_to_ntt_inplace(ct)
+        y = raw.residues(ct)[0].copy()
+        return [ln.ntt_classes(y[i], q, lanes) for i, q in enumerate(primes)]
 
     # ----------------------------------------------------------------- lifecycle
     def _side(self) -> _SealSide:
@@ -269,18 +404,19 @@ class BatchEngine:
                 pass
             shm.unlink()
 
-    def _square(self, y: np.ndarray, y_shm: SharedMemory | None, lin: _Linear,
+    def _square(self, y: np.ndarray, y_shm: SharedMemory | None, lin: Any,
                 shms: list[SharedMemory]) -> tuple[np.ndarray, SharedMemory | None]:
         """Finish affine stage ``lin`` on ``y`` and square each output (size 3, not relinearised)."""
         m, _, lvl, big_n = y.shape
+        lanesum = getattr(lin, "lanesum", 1)
         out, out_shm = self._alloc((m, 3, lvl - lin.drops, big_n), shms)
         if out_shm is None or y_shm is None:
-            self._side().finish_block(y, out, lin.level, lin.scale, lin.drops, True, self.delta)
+            self._side().finish_block(y, out, lin.level, lin.scale, lin.drops, True, self.delta, lanesum)
             return out, out_shm
         bounds = np.linspace(0, m, self.workers + 1).astype(int)
         pool = self._get_pool()
         futs = [pool.submit(_worker_finish, y_shm.name, out_shm.name, y.shape, out.shape, int(lo), int(hi),
-                            lin.level, lin.scale, lin.drops, True, self.delta)
+                            lin.level, lin.scale, lin.drops, True, self.delta, lanesum)
                 for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
         try:
             for f in futs:
@@ -292,22 +428,23 @@ class BatchEngine:
             raise
         return out, out_shm
 
-    def run(self, x: np.ndarray) -> list[seal.Ciphertext]:
-        """Evaluate the plan on query residues ``x`` [n, 2, L0, N]; returns the C output ciphertexts
-        (rescaled, relinearised, at scale Delta, before masking)."""
-        return self.run_owned([x])
+    def run(self, x: np.ndarray, lanes: int = 1) -> list[seal.Ciphertext]:
+        """Evaluate the plan on query residues ``x`` [n, 2, L0, N] laid out with ``lanes`` lanes;
+        returns the output ciphertexts (rescaled, relinearised, at scale Delta, before masking)."""
+        return self.run_owned([x], lanes)
 
-    def run_owned(self, box: list[np.ndarray]) -> list[seal.Ciphertext]:
+    def run_owned(self, box: list[np.ndarray], lanes: int = 1) -> list[seal.Ciphertext]:
         """:meth:`run` on the array taken out of ``box`` (a one-element list), so that the query's
         residues can be freed as soon as the first affine stage has read them."""
         stages = self.plan.stages
+        linear = self._stages_for(lanes)
         shms: list[SharedMemory] = []
         cur = box.pop()
         cur_shm: SharedMemory | None = None
         try:
             idx = 0
             while idx < len(stages):
-                lin = self.linear.get(idx)
+                lin = linear.get(idx)
                 if lin is None:
                     raise HEError("batch engine expects alternating affine and square stages")
                 square = idx + 1 < len(stages) and isinstance(stages[idx + 1], SquareStage)
@@ -319,7 +456,9 @@ class BatchEngine:
                     del cur
                     self._release(cur_shm, shms)
                     side = self._side()
-                    return [side.finish(y[j], lin.level, lin.scale, lin.drops, self.delta) for j in range(lin.m)]
+                    lanesum = getattr(lin, "lanesum", 1)
+                    return [side.finish(y[j], lin.level, lin.scale, lin.drops, self.delta, lanesum)
+                            for j in range(y.shape[0])]
                 y, y_shm = self._alloc((lin.m, *cur.shape[1:]), shms)
                 lin.apply(cur, y, self.workers)
                 del cur

@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from capc.he.errors import HEError, UnsupportedModelError
 from capc.he.hybrid import HybridPlan, RawMaxPool, RawOp, RawRelu, build_plan
-from capc.he.plan import Plan, RawLinear, RawPoly
+from capc.he.plan import ConvGeometry, Plan, RawLinear, RawPoly
 
 Shape = tuple[int, ...]
 
@@ -96,6 +96,16 @@ def _conv_geometry(h: int, w: int, kh: int, kw: int, strides: tuple[int, int], p
     if ho <= 0 or wo <= 0:
         raise HEError(f"window {kh}x{kw} does not fit input {h}x{w}")
     return ho, wo, pt, pl
+
+
+def conv_geometry(in_shape: Shape, kernel_shape: tuple[int, ...], strides: tuple[int, int], padding: Any
+                  ) -> ConvGeometry:
+    """The public geometry of a convolution (kernel shape [kh, kw, cin, cout])."""
+    h, w, cin = in_shape
+    kh, kw, _, cout = kernel_shape
+    ho, wo, pt, pl = _conv_geometry(h, w, kh, kw, strides, padding)
+    return ConvGeometry(int(h), int(w), int(cin), int(ho), int(wo), int(cout), int(kh), int(kw),
+                        int(strides[0]), int(strides[1]), int(pt), int(pl))
 
 
 def conv2d_matrix(in_shape: Shape, kernel: np.ndarray, strides: tuple[int, int], padding: Any
@@ -213,9 +223,10 @@ class _Chain:
     def size(self) -> int:
         return int(np.prod(self.shape))
 
-    def linear(self, mat: sp.csr_matrix, bias: np.ndarray | None, shape: Shape, name: str) -> None:
+    def linear(self, mat: sp.csr_matrix, bias: np.ndarray | None, shape: Shape, name: str,
+               conv: ConvGeometry | None = None) -> None:
         b = np.zeros(mat.shape[0]) if bias is None else np.asarray(bias, np.float64).reshape(-1)
-        self.ops.append(RawLinear(mat, b, name))
+        self.ops.append(RawLinear(mat, b, name, conv))
         self.shape = tuple(int(d) for d in shape)
 
     def broadcast(self, value: Any, name: str) -> np.ndarray:
@@ -307,9 +318,10 @@ def _keras_layer(chain: _Chain, layer: Any, is_last: bool) -> None:
         if tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or cfg.get("groups", 1) != 1:
             raise UnsupportedModelError(f"layer '{name}' (Conv2D): dilation and groups are unsupported")
         kernel = np.asarray(layer.kernel.numpy())
-        mat, shape = conv2d_matrix(_image(chain, name), kernel, tuple(cfg["strides"]), cfg["padding"])
+        image = _image(chain, name)
+        mat, shape = conv2d_matrix(image, kernel, tuple(cfg["strides"]), cfg["padding"])
         bias = np.tile(layer.bias.numpy(), shape[0] * shape[1]) if layer.use_bias else None
-        chain.linear(mat, bias, shape, name)
+        chain.linear(mat, bias, shape, name, conv_geometry(image, kernel.shape, tuple(cfg["strides"]), cfg["padding"]))
         check_activation()
     elif isinstance(layer, L.Dense) and cls == "Dense":
         mat, shape = dense_matrix(chain.shape, np.asarray(layer.kernel.numpy()))
@@ -522,8 +534,10 @@ def _compile_graphdef(path: str, input_shape: Shape | None) -> Plan | HybridPlan
                 padding: Any = ((ep[2], ep[3]), (ep[4], ep[5]))
             else:
                 padding = pad
-            mat, shape = conv2d_matrix(_image(chain, name), const_in[0], (strides[1], strides[2]), padding)
-            chain.linear(mat, None, shape, name)
+            image = _image(chain, name)
+            mat, shape = conv2d_matrix(image, const_in[0], (strides[1], strides[2]), padding)
+            chain.linear(mat, None, shape, name,
+                         conv_geometry(image, np.shape(const_in[0]), (strides[1], strides[2]), padding))
         elif op == "MatMul":
             if node.attr["transpose_a"].b:
                 raise UnsupportedModelError(f"node '{name}' (MatMul): transpose_a is unsupported")

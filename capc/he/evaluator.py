@@ -30,7 +30,7 @@ from capc.he.mask import (draw_flood, draw_mask, draw_share_mask, flood_std, gri
 from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, MIN_HIDING_BITS, mask_sizing,
                             needed_output_bits)
 from capc.he.hybrid import HybridPlan, segments_of
-from capc.he.layout import query_vectors
+from capc.he.layout import query_vectors, result_values
 from capc.he.plan import LinearStage, Plan, SquareStage
 from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, make_context,
                           unframe)
@@ -63,6 +63,7 @@ class _Segment:
         self.single: list[dict[str, Any]] = []
         self.schedule: list[tuple[int, float]] = []  # (input level, input scale) per stage
         self.engine: BatchEngine | None = None
+        self.batch_layouts: dict[int, Any] = {}  # batch size -> layout (lanes)
 
 
 class ModelEvaluator:
@@ -168,7 +169,8 @@ class ModelEvaluator:
             for seg in self._segs:
                 w_scales = {i: p["w_scale"] for i, p in enumerate(seg.single) if "w_scale" in p}
                 seg.engine = BatchEngine(seg.plan, seg.schedule, w_scales, self.ctx, data[b"P"], data[b"R"],
-                                         int(header.get("security_level", 128)), self.scale, workers)
+                                         int(header.get("security_level", 128)), self.scale, workers,
+                                         data.get(b"G", b""))
 
     @property
     def segments(self) -> int:
@@ -271,14 +273,29 @@ class ModelEvaluator:
             raise HEError(f"the query uses an unknown encoding {encoding!r}")
         if encoding != "seal" and self.packing != "batch":
             raise HEError("only batch queries may be residue-encoded")
-        want = seg.layout.query_cts
+        layout = self._layout(seg, header)
+        lanes = header.get("lanes", 1)
+        if self.packing == "batch" and lanes != layout.lanes:
+            raise HEError(f"the query is laid out with {lanes!r} lanes; this plan gives {layout.lanes} "
+                          f"for a batch of {header.get('batch')}")
+        want = layout.query_cts
         if encoding == "seal" and (len(sections) != want or any(t != b"C" for t, _ in sections)):
             raise HEError(f"the query has {len(sections)} ciphertexts; this plan expects {want}")
         return header, sections, seg
 
+    def _layout(self, seg: _Segment, header: dict[str, Any]) -> Any:
+        """The layout of this request: the segment's, or for batch packing the one for its batch
+        size (lanes, :mod:`capc.he.lanes`)."""
+        if self.packing == "single":
+            return seg.layout
+        b = int(header.get("batch", 0))
+        if b not in seg.batch_layouts:
+            seg.batch_layouts[b] = batch_layout(seg.plan.public_plan, self.slots, b)
+        return seg.batch_layouts[b]
+
     def _query_residues(self, header: dict[str, Any], sections: list[tuple[bytes, Any]], seg: _Segment) -> np.ndarray:
         """The query's ciphertexts as residues ``[n, 2, L, N]`` (validated)."""
-        n = seg.layout.query_cts
+        n = self._layout(seg, header).query_cts
         primes = [m.value() for m in self.ctx.first_context_data().parms().coeff_modulus()]
         if header.get("encoding", "seal") == residue_wire.ENCODING:
             return residue_wire.unpack(sections, primes, n, self.N)
@@ -387,8 +404,14 @@ class ModelEvaluator:
                 x = self._linear_single(cts[0] if x is None else x, prep)
         return [x]
 
-    def _run_batch(self, cts: list[seal.Ciphertext], seg: _Segment) -> list[seal.Ciphertext]:
+    def _run_batch(self, cts: list[seal.Ciphertext], seg: _Segment, lanes: int = 1) -> list[seal.Ciphertext]:
+        """Batch packing with SEAL calls only (a TenSEAL build :mod:`capc.he.raw` does not
+        recognise): one plaintext product per weight; with ``lanes > 1`` the first stage runs on the
+        lane-packed query and the second multiplies by per-lane weight vectors, then sums the lanes."""
+        from capc.he import lanes as ln
+
         xs = cts
+        geom = seg.plan.public_plan.first_conv
         for idx, st in enumerate(seg.plan.stages):
             level, _ = seg.schedule[idx]
             if isinstance(st, SquareStage):
@@ -396,6 +419,13 @@ class ModelEvaluator:
                 continue
             w_scale = seg.single[idx]["w_scale"]
             pid = self.levels[level][0]
+            if lanes > 1 and idx == 0:
+                assert geom is not None
+                st = ln.lane_first_stage(st, geom, lanes)
+            elif lanes > 1 and idx == 2:
+                assert geom is not None
+                xs = self._lane_stage_seal(xs, st, ln.unit_table(geom, lanes), lanes, pid, level, w_scale)
+                continue
             w = st.weight
             out = []
             pt = seal.Plaintext()
@@ -423,6 +453,40 @@ class ModelEvaluator:
             xs = out
         return xs
 
+    def _lane_stage_seal(self, xs: list[seal.Ciphertext], st: LinearStage, units: np.ndarray, lanes: int,
+                         pid: Any, level: int, w_scale: float) -> list[seal.Ciphertext]:
+        """A position-mixing stage on lane-packed inputs with SEAL calls: per-lane weight vectors
+        (``W[i, units[j, l]]`` in slot ``q P + l``), bias in lane 0, then the lane sum."""
+        from capc.he import lanes as ln
+
+        dense, bias = ln.lane_weights(st, units)
+        out = []
+        pt = seal.Plaintext()
+        reps = self.slots // lanes
+        for i in range(dense.shape[0]):
+            acc = None
+            for j in range(dense.shape[1]):
+                if not np.any(dense[i, j]):
+                    continue
+                self.encoder.encode(np.tile(dense[i, j], reps).tolist(), pid, w_scale, pt)
+                t = self._mul(xs[j], pt)
+                if acc is None:
+                    acc = t
+                else:
+                    self.ev.add_inplace(acc, t)
+            if acc is None:
+                raise HEError(f"output {i} of a lane-weighted stage has no weights")
+            self.ev.rescale_to_next_inplace(acc)
+            acc.scale = self.scale
+            self.encoder.encode(np.tile(bias[i], reps).tolist(), self.levels[level + 1][0], self.scale, pt)
+            self.ev.add_plain_inplace(acc, pt)
+            step = 1
+            while step < lanes:
+                self.ev.add_inplace(acc, self._rot(acc, step))
+                step *= 2
+            out.append(acc)
+        return out
+
     def _unmask(self, cts: list[seal.Ciphertext], seg: _Segment, unmask: np.ndarray | None,
                 header: dict[str, Any], frac_bits: int) -> list[seal.Ciphertext]:
         """Add back this party's mask ``m`` (fixed point, [B, n] or [n]) to the re-encrypted
@@ -445,7 +509,7 @@ class ModelEvaluator:
             batch = int(header.get("batch", -1))
             if m.size != batch * n:
                 raise HEError(f"the mask has shape {np.shape(unmask)}; expected [{batch}, {n}]")
-            vecs = query_vectors(seg.layout, m.reshape(batch, n))
+            vecs = query_vectors(self._layout(seg, header), m.reshape(batch, n))
         if len(vecs) != len(cts):
             raise HEError(f"the mask lays out into {len(vecs)} vectors for {len(cts)} ciphertexts")
         pt = seal.Plaintext()
@@ -465,7 +529,7 @@ class ModelEvaluator:
             del cts
         del sections
         try:
-            return seg.engine.run_owned(box)
+            return seg.engine.run_owned(box, self._layout(seg, header).lanes)
         except raw.RawLayoutError as exc:
             raise HEError(f"batch evaluation failed: {exc}") from None
 
@@ -476,7 +540,8 @@ class ModelEvaluator:
             if seg.engine is not None:
                 return self._run_fast_batch(header, sections, seg, unmask, frac_bits)
             cts = self._unmask(self._query_ciphertexts(header, sections, seg), seg, unmask, header, frac_bits)
-            return self._run_single(cts, seg) if self.packing == "single" else self._run_batch(cts, seg)
+            return self._run_single(cts, seg) if self.packing == "single" else \
+                self._run_batch(cts, seg, self._layout(seg, header).lanes)
         except (RuntimeError, ValueError) as exc:
             raise HEError(f"SEAL refused the evaluation: {exc}") from None
 
@@ -533,7 +598,7 @@ class ModelEvaluator:
             secret = c if last else self.slots
         else:
             batch = int(header["batch"])
-            b = fixedpoint.encode(np.stack([r[:batch] for r in shares], axis=1), f)
+            b = fixedpoint.encode(result_values(self._layout(seg, header), shares, batch), f)
             secret = c * self.slots
         self.last_hiding = hiding_report(s_bits, bound, f, secret,
                                          2 * self.slots * len(res) - secret, seg.bound)

@@ -18,7 +18,7 @@ from capc.he import raw, residue_wire
 from capc.he.bounds import PIXELS, InputDomain
 from capc.he.errors import HEError
 from capc.he.hybrid import segments_of
-from capc.he.layout import batch_layout, query_vectors, single_layout
+from capc.he.layout import batch_layout, query_vectors, result_values, single_layout
 from capc.he.params import HESetup, choose_params
 from capc.he.plan import as_public
 from capc.he.residue_wire import ResiduePacker
@@ -116,6 +116,7 @@ class QueryKeys:
         last = len(self.segments) - 1
         self._layouts: list[Any] = [single_layout(seg, self.slots, hidden=k < last) if packing == "single"
                                     else batch_layout(seg, self.slots) for k, seg in enumerate(self.segments)]
+        self._batch_layouts: dict[tuple[int, int], Any] = {}
         steps = sorted({r for lay in self._layouts for r in lay.rotation_steps})
         parms_bytes = self._scratch.dump(parms)
         relin = self._scratch.dump(keygen.create_relin_keys())
@@ -148,6 +149,13 @@ class QueryKeys:
         self.encrypt_workers = encrypt_workers
         self._parms_bytes = parms_bytes
         self._pool: ProcessPoolExecutor | None = None
+
+    def batch_layout(self, segment: int, batch: int) -> Any:
+        """The batch layout of ``segment`` for ``batch`` queries (lanes, query and result tables)."""
+        key = (segment, int(batch))
+        if key not in self._batch_layouts:
+            self._batch_layouts[key] = batch_layout(self.segments[segment], self.slots, int(batch))
+        return self._batch_layouts[key]
 
     def public_context(self) -> bytes:
         """Serialized public context (parameters, public key, relin keys, needed Galois keys; no
@@ -276,9 +284,12 @@ class QueryKeys:
         else:
             v = self._check_values(x, batch=True, segment=segment)
             count = v.shape[0]
-        vecs = query_vectors(self._layouts[segment], v)
+        layout = self._layouts[segment] if self.packing == "single" else self.batch_layout(segment, count)
+        vecs = query_vectors(layout, v)
         header = {"kind": "query", "packing": self.packing, "key_id": self.key_id,
                   "plan": self.plan.fingerprint, "count": len(vecs), "batch": count, "segment": segment}
+        if self.packing == "batch":
+            header["lanes"] = layout.lanes
         if self.packing == "batch" and self.residue_encoding:
             header["encoding"] = residue_wire.ENCODING
             return self._encrypt_residues(np.asarray(vecs), header)
@@ -295,7 +306,11 @@ class QueryKeys:
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self.segments):
             raise HEError(f"the result names segment {k!r}; this plan has {len(self.segments)}")
         c = self.segments[k].num_classes
-        expect = 1 if self.packing == "single" else c
+        b = int(header.get("batch", 0))
+        if self.packing == "batch" and not 0 < b <= self.slots:
+            raise HEError(f"result names batch size {header.get('batch')!r}")
+        layout = None if self.packing == "single" else self.batch_layout(k, b)
+        expect = 1 if layout is None else (c if layout.result_units is None else layout.result_units.shape[0])
         if header.get("packing") != self.packing or len(sections) != expect:
             raise HEError(f"result has {len(sections)} ciphertexts for {header.get('packing')!r} packing; "
                           f"expected {expect} for {self.packing!r}")
@@ -311,7 +326,6 @@ class QueryKeys:
             pt = seal.Plaintext()
             self._decryptor.decrypt(ct, pt)
             values.append(np.asarray(self._encoder.decode_double(pt), dtype=np.float64))
-        if self.packing == "single":
+        if layout is None:
             return values[0][:c].copy()
-        b = int(header.get("batch", 0))
-        return np.stack([v[:b] for v in values], axis=1)
+        return result_values(layout, values, b)

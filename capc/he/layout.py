@@ -15,7 +15,9 @@ Single-query packing (one query, many slots), S = N/2 slots:
 * **The last affine map** uses ``n'`` diagonals, no fold, and zero rows beyond ``C``: only slots
   ``0..C-1`` carry logits, so no copy of them lands elsewhere in the ciphertext.
 
-Batch packing: one ciphertext per input feature, query ``q`` in slot ``q``; no rotations at all.
+Batch packing: one ciphertext per input feature, query ``q`` in slot ``q``; no rotations at all --
+or, when the first map is a convolution and the batch leaves room, ``P`` lanes per query
+(:mod:`capc.he.lanes`): query ``q`` in slots ``q P .. q P + P - 1``.
 """
 
 from __future__ import annotations
@@ -82,12 +84,22 @@ class SingleLayout:
 
 @dataclass(frozen=True)
 class BatchLayout:
-    """Batch layout: ``batch_size`` queries per ciphertext, one ciphertext per input feature."""
+    """Batch layout: up to ``batch_size`` queries per ciphertext, ``lanes`` slots per query.
+
+    With one lane, one ciphertext per input feature (query ``q`` in slot ``q``) and one result
+    ciphertext per output.  With ``P > 1`` lanes (:mod:`capc.he.lanes`), ``query_table[ct, l]`` is the
+    input feature in lane ``l`` of query ciphertext ``ct`` and ``result_units[ct, l]`` the output in
+    lane ``l`` of result ciphertext ``ct`` (-1: none); slot ``q P + l`` is query ``q``'s lane ``l``.
+    """
 
     slots: int
     batch_size: int
     query_cts: int
     rotation_steps: list[int]
+    lanes: int = 1
+    query_table: np.ndarray | None = None
+    result_units: np.ndarray | None = None
+    output_size: int = 0
 
 
 def _baby_steps(num_diags: int) -> int:
@@ -164,9 +176,49 @@ def single_layout(p: PublicPlan, slots: int, hidden: bool = False) -> SingleLayo
                         0 if gather is not None else diags[0].n_pad)
 
 
-def batch_layout(p: PublicPlan, slots: int) -> BatchLayout:
-    """Batch layout: up to ``slots`` queries, ``input_size`` query ciphertexts, no rotations."""
-    return BatchLayout(slots, slots, p.input_size, [])
+def batch_rotation_steps(p: PublicPlan, slots: int) -> list[int]:
+    """Rotation steps batch packing may need for any batch size (the lane sum's)."""
+    from capc.he.lanes import lane_rotation_steps
+
+    return [s for s in lane_rotation_steps(p) if s < slots]
+
+
+def batch_layout(p: PublicPlan, slots: int, batch: int | None = None) -> BatchLayout:
+    """Batch layout for ``batch`` queries (None: the one-lane layout for up to ``slots``)."""
+    from capc.he import lanes as ln
+
+    steps = batch_rotation_steps(p, slots)
+    out = p.stage_shapes[-1][1]
+    lanes = 1 if batch is None else ln.lane_count(p, int(batch), slots)
+    if lanes == 1:
+        return BatchLayout(slots, slots, p.input_size, steps, 1, None, None, out)
+    g = p.first_conv
+    assert g is not None
+    table = ln.query_table(g, lanes)
+    if len(p.stage_shapes) == 1:
+        units = ln.unit_table(g, lanes)
+    else:
+        units = np.full((out, lanes), -1, dtype=np.int64)
+        units[:, 0] = np.arange(out)
+    return BatchLayout(slots, slots // lanes, table.shape[0], steps, lanes, table, units, out)
+
+
+def result_values(layout: BatchLayout, vecs: list[np.ndarray] | np.ndarray, batch: int) -> np.ndarray:
+    """The outputs ``[batch, output_size]`` held by decoded result slot vectors (one per result
+    ciphertext), read back through the layout."""
+    if layout.lanes == 1:
+        return np.stack([np.asarray(v)[:batch] for v in vecs], axis=1)
+    units = layout.result_units
+    assert units is not None
+    if len(vecs) != units.shape[0]:
+        raise ParameterError(f"{len(vecs)} result vectors for a layout of {units.shape[0]}")
+    out = np.zeros((batch, layout.output_size), dtype=np.asarray(vecs[0]).dtype)
+    p = layout.lanes
+    for j, v in enumerate(vecs):
+        lanes = np.asarray(v)[:batch * p].reshape(batch, p)
+        ok = units[j] >= 0
+        out[:, units[j][ok]] = lanes[:, ok]
+    return out
 
 
 def query_vectors(layout: SingleLayout | BatchLayout, values: np.ndarray) -> np.ndarray:
@@ -176,7 +228,13 @@ def query_vectors(layout: SingleLayout | BatchLayout, values: np.ndarray) -> np.
     The querying party encrypts these vectors; in the hybrid protocol the answering party lays its
     own mask out the same way to remove it from a re-encrypted activation (the layout is linear)."""
     if isinstance(layout, BatchLayout):
-        return np.ascontiguousarray(np.asarray(values, dtype=np.float64).T)
+        vals = np.asarray(values, dtype=np.float64)
+        if layout.lanes == 1:
+            return np.ascontiguousarray(vals.T)
+        assert layout.query_table is not None
+        ext = np.concatenate([vals, np.zeros((vals.shape[0], 1))], axis=1)  # column -1 reads 0
+        gathered = ext[:, layout.query_table]  # [B, cts, lanes]
+        return np.ascontiguousarray(gathered.transpose(1, 0, 2).reshape(layout.query_cts, -1))
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     if layout.gather is not None:
         tab = layout.gather.table

@@ -32,12 +32,93 @@ from capc.he.errors import HEError, UnsupportedModelError
 
 
 @dataclass(frozen=True)
+class ConvGeometry:
+    """Public shape of a 2-D convolution (NHWC, TF padding): input ``h x w x cin``, output
+    ``ho x wo x cout``, kernel ``kh x kw``, strides ``sh, sw``, top/left padding ``pt, pl``.
+
+    Output unit ``p * cout + c`` (``p = oy * wo + ox``) reads, at kernel offset ``k = (ky * kw + kx) *
+    cin + ci``, input ``((oy*sh + ky - pt) * w + ox*sw + kx - pl) * cin + ci`` when inside the image.
+    Batch packing uses it to put several output positions in one ciphertext (:mod:`capc.he.lanes`).
+    """
+
+    h: int
+    w: int
+    cin: int
+    ho: int
+    wo: int
+    cout: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    pt: int
+    pl: int
+
+    @property
+    def positions(self) -> int:
+        return self.ho * self.wo
+
+    @property
+    def taps(self) -> int:
+        """Kernel offsets per output unit, ``kh * kw * cin``."""
+        return self.kh * self.kw * self.cin
+
+    def patches(self) -> np.ndarray:
+        """int64 [positions, taps]: the input index each position reads at each offset, -1 outside."""
+        oy, ox, ky, kx, ci = np.meshgrid(np.arange(self.ho), np.arange(self.wo), np.arange(self.kh),
+                                         np.arange(self.kw), np.arange(self.cin), indexing="ij")
+        iy = oy * self.sh + ky - self.pt
+        ix = ox * self.sw + kx - self.pl
+        ok = (iy >= 0) & (iy < self.h) & (ix >= 0) & (ix < self.w)
+        idx = np.where(ok, (iy * self.w + ix) * self.cin + ci, -1)
+        return idx.reshape(self.positions, self.taps).astype(np.int64)
+
+    def as_list(self) -> list[int]:
+        return [self.h, self.w, self.cin, self.ho, self.wo, self.cout, self.kh, self.kw, self.sh, self.sw,
+                self.pt, self.pl]
+
+    def kernel_of(self, weight: sp.csr_matrix, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(kernel [cout, taps], bias [cout])`` if ``y = weight x + bias`` is exactly this
+        convolution (every position applies the same kernel and bias; nothing outside the patches),
+        else None."""
+        m, n = self.positions * self.cout, self.h * self.w * self.cin
+        if weight.shape != (m, n) or np.shape(bias) != (m,):
+            return None
+        w = weight.tocsr()
+        rows = np.repeat(np.arange(m), np.diff(w.indptr))
+        pos, ch = rows // self.cout, rows % self.cout
+        oy, ox = pos // self.wo, pos % self.wo
+        cols = w.indices.astype(np.int64)
+        ci, pix = cols % self.cin, cols // self.cin
+        ky = pix // self.w - oy * self.sh + self.pt
+        kx = pix % self.w - ox * self.sw + self.pl
+        if np.any((ky < 0) | (ky >= self.kh) | (kx < 0) | (kx >= self.kw)):
+            return None  # a weight outside the position's patch
+        k = (ky * self.kw + kx) * self.cin + ci
+        kern = np.zeros((self.cout, self.taps))
+        kern[ch, k] = w.data
+        if not np.array_equal(kern[ch, k], w.data):
+            return None  # two positions disagree on a kernel weight
+        b = np.asarray(bias, dtype=np.float64).reshape(self.positions, self.cout)
+        if not np.all(b == b[0]):
+            return None
+        # every non-zero kernel weight must appear at every position whose patch holds its input
+        inside = self.patches() >= 0
+        expected = int(sum(np.count_nonzero(kern[:, inside[p]]) for p in range(self.positions)))
+        if expected != w.nnz:
+            return None
+        return kern, b[0].copy()
+
+
+@dataclass(frozen=True)
 class RawLinear:
-    """An affine map ``y = W x + b`` on flattened activations, as read from one model layer."""
+    """An affine map ``y = W x + b`` on flattened activations, as read from one model layer
+    (``conv``: its geometry when the layer is a convolution)."""
 
     weight: sp.csr_matrix
     bias: np.ndarray
     name: str
+    conv: ConvGeometry | None = None
 
 
 @dataclass(frozen=True)
@@ -50,10 +131,12 @@ class RawPoly:
 
 @dataclass(frozen=True)
 class LinearStage:
-    """Normalised affine stage: ``weight`` is a CSR matrix [out, in], ``bias`` a float64 vector [out]."""
+    """Normalised affine stage: ``weight`` is a CSR matrix [out, in], ``bias`` a float64 vector [out];
+    ``conv``: the convolution geometry it may still have (checked by :class:`Plan`)."""
 
     weight: sp.csr_matrix
     bias: np.ndarray
+    conv: ConvGeometry | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -104,7 +187,7 @@ def normalise(raw: list[RawLinear | RawPoly], input_size: int) -> list[Stage]:
             ops.append(_identity(size))
         prev = ops[-1]
         assert isinstance(prev, RawLinear)
-        ops[-1] = RawLinear(prev.weight, prev.bias + shift, prev.name)
+        ops[-1] = RawLinear(prev.weight, prev.bias + shift, prev.name, prev.conv)
         ops.append("sq")
         ops.append(RawLinear(sp.identity(size, format="csr") * c2,
                              np.full(size, c0 - c1 * c1 / (4.0 * c2)), op.name))
@@ -124,11 +207,14 @@ def normalise(raw: list[RawLinear | RawPoly], input_size: int) -> list[Stage]:
             last = stages[-1]
             w = (o.weight @ last.weight).tocsr()
             w.eliminate_zeros()
-            stages[-1] = LinearStage(w, o.weight @ last.bias + o.bias)
+            # a diagonal map after a convolution (bias, per-channel scale) may keep it a convolution
+            diagonal = o.weight.shape[0] == o.weight.shape[1] and sp.triu(o.weight, 1).nnz == 0 \
+                and sp.tril(o.weight, -1).nnz == 0
+            stages[-1] = LinearStage(w, o.weight @ last.bias + o.bias, last.conv if diagonal else None)
         else:
             w = o.weight.tocsr().astype(np.float64)
             w.eliminate_zeros()
-            stages.append(LinearStage(w, np.asarray(o.bias, dtype=np.float64).copy()))
+            stages.append(LinearStage(w, np.asarray(o.bias, dtype=np.float64).copy(), o.conv))
     return stages
 
 
@@ -141,6 +227,8 @@ class PublicPlan:
         num_classes: number of logits C.
         stage_shapes: per stage ``("linear", out, in)`` or ``("square", size, size)``.
         first_indptr, first_indices: CSR structure (not values) of the first affine map.
+        first_conv: the first affine map's convolution geometry when it is exactly a convolution
+            (same kernel and bias at every position), else None.
     """
 
     input_shape: tuple[int, ...]
@@ -148,6 +236,7 @@ class PublicPlan:
     stage_shapes: tuple[tuple[str, int, int], ...]
     first_indptr: np.ndarray = field(repr=False)
     first_indices: np.ndarray = field(repr=False)
+    first_conv: ConvGeometry | None = None
 
     @property
     def input_size(self) -> int:
@@ -166,17 +255,20 @@ class PublicPlan:
                              [list(s) for s in self.stage_shapes]]).encode())
         h.update(np.ascontiguousarray(self.first_indptr, dtype=np.int64).tobytes())
         h.update(np.ascontiguousarray(self.first_indices, dtype=np.int64).tobytes())
+        if self.first_conv is not None:
+            h.update(json.dumps(["conv", *self.first_conv.as_list()]).encode())
         return h.hexdigest()
 
     def rotations(self, packing: str, poly_modulus_degree: int, hidden: bool = False) -> list[int]:
         """Left-rotation steps (slots) the evaluation needs for ``packing`` at ring degree N
-        (``hidden``: as a hybrid plan's segment before the last, see :func:`capc.he.layout.single_layout`)."""
-        from capc.he.layout import batch_layout, single_layout
+        (``hidden``: as a hybrid plan's segment before the last, see :func:`capc.he.layout.single_layout`;
+        batch packing: for every batch size)."""
+        from capc.he.layout import batch_rotation_steps, single_layout
 
         if packing == "single":
             return single_layout(self, poly_modulus_degree // 2, hidden).rotation_steps
         if packing == "batch":
-            return batch_layout(self, poly_modulus_degree // 2).rotation_steps
+            return batch_rotation_steps(self, poly_modulus_degree // 2)
         raise HEError(f"unknown packing {packing!r} (use 'single' or 'batch')")
 
     def to_bytes(self) -> bytes:
@@ -188,6 +280,7 @@ class PublicPlan:
             "stage_shapes": [list(s) for s in self.stage_shapes],
             "first_indptr": base64.b64encode(np.asarray(self.first_indptr, "<i8").tobytes()).decode(),
             "first_indices": base64.b64encode(np.asarray(self.first_indices, "<i8").tobytes()).decode(),
+            "first_conv": None if self.first_conv is None else self.first_conv.as_list(),
         }).encode()
 
     @classmethod
@@ -197,10 +290,15 @@ class PublicPlan:
             d = json.loads(blob)
             if d.get("format") != "capc-he-public-plan-1":
                 raise ValueError("unknown format tag")
+            conv = d.get("first_conv")
+            if conv is not None and (not isinstance(conv, list) or len(conv) != 12
+                                     or not all(isinstance(v, int) and not isinstance(v, bool) for v in conv)):
+                raise ValueError("first_conv must be a list of 12 integers")
             plan = cls(tuple(int(v) for v in d["input_shape"]), int(d["num_classes"]),
                        tuple((str(k), int(a), int(b)) for k, a, b in d["stage_shapes"]),
                        np.frombuffer(base64.b64decode(d["first_indptr"]), "<i8").copy(),
-                       np.frombuffer(base64.b64decode(d["first_indices"]), "<i8").copy())
+                       np.frombuffer(base64.b64decode(d["first_indices"]), "<i8").copy(),
+                       None if conv is None else ConvGeometry(*conv))
         except (ValueError, KeyError, TypeError) as exc:
             raise HEError(f"malformed public plan: {exc}") from None
         m = plan.stage_shapes[0][1] if plan.stage_shapes else -1
@@ -208,6 +306,10 @@ class PublicPlan:
                 (plan.first_indices.size and (plan.first_indices.min() < 0 or
                                               plan.first_indices.max() >= plan.input_size)):
             raise HEError("malformed public plan: inconsistent first-layer structure")
+        g = plan.first_conv
+        if g is not None and (min(g.as_list()[:10]) < 1 or min(g.pt, g.pl) < 0 or g.h * g.w * g.cin != plan.input_size
+                              or g.positions * g.cout != m or g.taps > 4096):
+            raise HEError("malformed public plan: the first convolution's geometry does not match its shapes")
         return plan
 
 
@@ -263,9 +365,11 @@ class Plan(PlanFacts):
                 shapes.append(("linear", *s.shape))
             else:
                 shapes.append(("square", s.size, s.size))
+        conv = first.conv if first.conv is not None and first.conv.kernel_of(first.weight, first.bias) is not None \
+            else None
         self.public_plan = PublicPlan(self.input_shape, last.shape[0], tuple(shapes),
                                       first.weight.indptr.astype(np.int64),
-                                      first.weight.indices.astype(np.int64))
+                                      first.weight.indices.astype(np.int64), conv)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Plaintext float64 reference: logits for one input (any shape with ``input_size`` values,

@@ -195,3 +195,31 @@ def matmul_mod(w: sp.csr_matrix | np.ndarray, x: np.ndarray, q: int, bits: int, 
     if bias is not None:
         acc = addmod(acc, np.asarray(bias, dtype=np.uint64)[:, None] % np.uint64(q), q)
     return acc
+
+
+def matmul_mod_limbs(w_limbs: np.ndarray, x: np.ndarray, q: int, bits: int, limb_shift: int,
+                     bias: np.ndarray | None = None) -> np.ndarray:
+    """Exact ``(sum_a 2^(a limb_shift) w_limbs[a]) @ x + bias mod q`` for a full-residue weight
+    matrix given as float64 limbs ``w_limbs`` [A, m, n] (each ``< 2^limb_shift``), uint64 ``x``
+    [n, k] < q and ``bits``-bit limbs of x (:func:`limb_bits` of the limbs).  ``x`` is split once and
+    all weight limbs go through one BLAS product."""
+    a_count, m, n = w_limbs.shape
+    if _rns is None or q >= 2 ** 62:
+        acc = None
+        for a in range(a_count):
+            part = matmul_mod(w_limbs[a], x, q, bits, 1 << (a * limb_shift), bias if a == 0 else None)
+            acc = part if acc is None else addmod(acc, part, q)
+        assert acc is not None
+        return acc
+    nlimbs = -(-int(q).bit_length() // bits)
+    limbs = _rns.split_limbs(np.ascontiguousarray(x, dtype=np.uint64), bits, nlimbs)
+    prod = np.ascontiguousarray(w_limbs.reshape(a_count * m, n) @ limbs)
+    del limbs
+    acc = None
+    for a in range(a_count):
+        b = _EMPTY if bias is None or a else np.ascontiguousarray(bias, dtype=np.uint64)
+        part = _rns.combine_limbs(np.ascontiguousarray(prod[a * m:(a + 1) * m]), nlimbs, bits, int(q),
+                                  (1 << (a * limb_shift)) % q, b)
+        acc = part if acc is None else addmod(acc, part, q)
+    assert acc is not None
+    return acc

@@ -214,8 +214,10 @@ def test_public_hybrid_plan_round_trip_has_only_structure(demo_plans):
     d = json.loads(blob)
     assert set(d) == {"format", "segments", "gc_layers"}
     for seg in d["segments"]:
+        # first_conv: the first map's convolution geometry (shapes, strides, padding), no weights
         assert set(seg) == {"format", "input_shape", "num_classes", "stage_shapes", "first_indptr",
-                            "first_indices"}
+                            "first_indices", "first_conv"}
+        assert seg["first_conv"] is None or all(isinstance(v, int) for v in seg["first_conv"])
     assert [set(g) for g in d["gc_layers"]] == [{"size_in", "relu", "windows", "window"},
                                                 {"size_in", "relu"}, {"size_in", "relu"}]
     with pytest.raises(HEError):

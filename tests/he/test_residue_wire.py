@@ -129,10 +129,12 @@ def test_parallel_encryption_matches_and_stops_its_workers(batch_keys):
 
 def test_a_dead_encryption_worker_falls_back_to_this_process(batch_keys):
     plan, keys = batch_keys
-    x = np.random.default_rng(7).uniform(0, 1, (70, 8, 8, 1))
+    # more than half the slots: one lane, so the query has one ciphertext per input (enough to split)
+    x = np.random.default_rng(7).uniform(0, 1, (keys.slots // 2 + 1, 8, 8, 1))
     with QueryKeys(plan, keys.setup, packing="batch", encrypt_workers=2) as par:
+        assert par.batch_layout(0, len(x)).lanes == 1
         par.warm_up()
-        par.encrypt(x[:64])
+        par.encrypt(x[:keys.slots // 2 + 1])
         for proc in list(par._pool._processes.values()):
             proc.kill()
             proc.join()
