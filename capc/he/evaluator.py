@@ -456,7 +456,7 @@ class ModelEvaluator:
     def _lane_stage_seal(self, xs: list[seal.Ciphertext], st: LinearStage, units: np.ndarray, lanes: int,
                          pid: Any, level: int, w_scale: float) -> list[seal.Ciphertext]:
         """A position-mixing stage on lane-packed inputs with SEAL calls: per-lane weight vectors
-        (``W[i, units[j, l]]`` in slot ``q P + l``), bias in lane 0, then the lane sum."""
+        (``W[i, units[j, l]]`` in slot ``q P + l``), the bias in lane 0, then the lane sum."""
         from capc.he import lanes as ln
 
         dense, bias = ln.lane_weights(st, units)
@@ -599,7 +599,7 @@ class ModelEvaluator:
         else:
             batch = int(header["batch"])
             b = fixedpoint.encode(result_values(self._layout(seg, header), shares, batch), f)
-            secret = c * self.slots
+            secret = self.slots * len(res)  # every real slot of every result (lanes: partial sums too)
         self.last_hiding = hiding_report(s_bits, bound, f, secret,
                                          2 * self.slots * len(res) - secret, seg.bound)
         self.last_hiding["flood_std"] = std

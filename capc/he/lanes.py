@@ -18,8 +18,9 @@ carries ``P`` *lanes* per query: slot ``q P + l`` holds query ``q``'s value for 
   only ``2P`` distinct values, one per *class* of NTT coefficients.  So per class the product is again
   an exact matrix product (:class:`LaneWeights`), with weights that are full residues instead of small
   integers.  ``log2 P`` rotations then sum the lanes into lane 0 (bias in lane 0 only), and every later
-  stage runs as plain batch packing on slots ``q P``; the other lanes carry partial sums that the
-  result mask covers like any other slot.
+  stage runs as plain batch packing on slots ``q P``.  The other lanes hold the same network on a
+  hidden layer mixed from queries ``q`` and ``q + 1`` (:func:`lane_weights`): values within the same
+  sound bounds, masked like any other slot.
 * A plan whose only stage is the convolution (a hybrid plan's first segment) returns its lane-packed
   outputs as they are.
 
@@ -104,7 +105,13 @@ def lane_first_stage(st: LinearStage, g: ConvGeometry, lanes: int) -> LinearStag
 
 def lane_weights(st: LinearStage, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-lane weights of a position-mixing stage on lane-packed inputs: ``[m, n_cts, lanes]``
-    with ``W[i, units[j, l]]`` (0 on padding lanes), and the bias in lane 0 only ``[m, lanes]``."""
+    with ``W[i, units[j, l]]`` (0 on padding lanes), and the bias in lane 0 only ``[m, lanes]``.
+
+    After the lane sum, slot ``q P + l`` (l > 0) holds the sum over the P lanes from ``q P + l``,
+    which runs into query ``q + 1``: every term ``W[i, u] x[u]`` exactly once (from one query or the
+    other) and exactly one lane 0, so one bias.  That is the stage's output for an input whose every
+    value lies in its own interval, so every slot stays within the sound bounds that size the result
+    mask and the modulus headroom (:mod:`capc.he.bounds`; tested slot by slot)."""
     w = st.weight.tocsc()
     m = st.shape[0]
     n_cts, lanes = units.shape

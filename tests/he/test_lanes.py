@@ -161,3 +161,63 @@ def test_the_evaluator_refuses_a_query_with_the_wrong_lane_count(lane_setup):
     with ModelEvaluator(plan, keys.public_context(), workers=1) as ev:
         with pytest.raises(HEError, match="lanes"):
             ev.evaluate(frame(QUERY_MAGIC, {**header, "lanes": 1}, secs))
+
+
+def _simulate_slots(plan, lay, x: np.ndarray, slots: int) -> np.ndarray:
+    """Plaintext model of every slot of a lane-packed evaluation (garbage lanes included)."""
+    g = plan.public_plan.first_conv
+    p = lay.lanes
+    v = np.zeros((lay.query_cts, slots))
+    v[:, :x.shape[0] * p] = query_vectors(lay, x.reshape(x.shape[0], -1))
+    st0 = ln.lane_first_stage(plan.stages[0], g, p)
+    cur = st0.weight @ v + st0.bias[:, None]
+    lane = np.arange(slots) % p
+    for idx, st in enumerate(plan.stages[1:], start=1):
+        if not hasattr(st, "weight"):
+            cur = cur * cur
+        elif idx == 2:
+            dense, bias = ln.lane_weights(st, ln.unit_table(g, p))
+            a = np.einsum("ijs,js->is", dense[:, :, lane], cur) + bias[:, lane]
+            cur = sum(np.roll(a, -k, axis=1) for k in range(p))
+        else:
+            cur = st.weight @ cur + st.bias[:, None]
+    return cur
+
+
+def test_every_slot_of_a_lane_result_is_the_network_on_in_box_inputs(lane_setup):
+    """All slots, not just lane 0, match the layout's plaintext model, and they stay within the
+    derived bound that sizes the mask and the headroom (each P-lane window holds one bias)."""
+    plan, keys = lane_setup
+    b = 37
+    x = np.random.default_rng(11).uniform(0, 1, (b, 8, 8, 1))
+    lay = keys.batch_layout(0, b)
+    with ModelEvaluator(plan, keys.public_context(), workers=1) as ev:
+        blob = ev.evaluate(keys.encrypt(x))
+        bound = ev.derived_bound
+    from capc.he.seal import RESULT_MAGIC, unframe
+
+    _, secs = unframe(blob, RESULT_MAGIC, "result")
+    got = []
+    for _, data in secs:
+        ct = seal.Ciphertext()
+        keys._scratch.load(ct, data, keys._ctx)
+        pt = seal.Plaintext()
+        keys._decryptor.decrypt(ct, pt)
+        got.append(keys._encoder.decode_double(pt))
+    got = np.asarray(got)
+    want = _simulate_slots(plan, lay, x, keys.slots)
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    assert np.abs(got).max() <= bound
+    np.testing.assert_allclose(result_values(lay, list(got), b), plan.forward(x), atol=1e-4)
+    # independently of the lane code: lane l of query q is the network on the hidden layer whose
+    # positions in lanes >= l come from query q and the others from query q + 1
+    g = plan.public_plan.first_conv
+    flat = x.reshape(b, -1)
+    hidden = (plan.stages[0].weight @ flat.T + plan.stages[0].bias[:, None]) ** 2  # [units, B]
+    lane_of_unit = (np.arange(hidden.shape[0]) // g.cout) % lay.lanes
+    for q, lane in [(0, 1), (5, 3), (20, 7)]:
+        mixed = np.where(lane_of_unit >= lane, hidden[:, q], hidden[:, q + 1])
+        v = mixed
+        for st in plan.stages[2:]:
+            v = st.weight @ v + st.bias if hasattr(st, "weight") else v * v
+        np.testing.assert_allclose(got[:, q * lay.lanes + lane], v, atol=1e-3)
