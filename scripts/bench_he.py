@@ -6,8 +6,9 @@ Network: conv 5x5 stride 2 SAME, 5 channels (980) -> square -> dense 100 -> squa
 per CKKS segment (the AP's masked evaluation, query and result bytes) for single packing and each
 ``--batch`` size; the garbled-circuit layers between segments are measured by bench_protocol.py.
 Single-query packing is measured unless ``--no-single``; ``--batch B [B ...]`` also measures batch
-packing at each batch size (the cost per batch is the same up to N/2 queries, so the amortised cost
-is lowest at the largest batch), with ``--workers`` processes.  Times are medians over ``--repeat``
+packing at each batch size, with ``--workers`` processes: up to N/16 queries a batch runs with 8
+lanes per query (capc.he.lanes) and costs about half of a full one; larger batches cost the same up
+to N/2 queries.  Times are medians over ``--repeat``
 runs; run it with ``nice`` on a shared machine and read the load average in the last row.
 """
 
@@ -100,12 +101,12 @@ def main() -> None:
         t, keys = timed(lambda: QueryKeys(plan, bs, packing="batch", encrypt_workers=enc_workers), 1)
         keys.warm_up()
         rows.append(("batch: keygen (QP), public keys", f"{t:.2f} s, {keys.sizes['public_context'] / 1e6:.1f} MB "
-                     f"(relin only, no Galois keys)"))
+                     f"(relin + {keys.sizes['galois_key_count']} Galois keys for the lane sum)"))
         t, ev = timed(lambda: ModelEvaluator(plan, keys.public_context(), workers=args.workers), 1)
         rows.append(("batch: AP set-up", f"{t:.2f} s, {ev.workers} worker process(es)"))
         for n in args.batch:
             xb = rng.uniform(0, 1, (n, 28, 28, 1))
-            tag = f"batch {n}"
+            tag = f"batch {n} ({keys.batch_layout(0, n).lanes} lanes)"
             keys.encrypt(xb[:64])  # warm-up: waits for the encryption workers to start
             t, qb = timed(lambda: keys.encrypt(xb), 1)
             rows.append((f"{tag}: encrypt ({enc_workers} processes)",

@@ -193,6 +193,10 @@ class Pattern(Kind):
 
 IDENT = Pattern(_IDENT_RE, "a lower-case identifier [a-z][a-z0-9_]{0,63}")
 RUN_ID = Pattern(_RUN_ID_RE, "a run id [A-Za-z0-9._-]{1,64}")
+#: a spooled query's name (its SHA-256, :mod:`capc.parties.spool`), or "" for none
+SPOOL_NAME = Pattern(re.compile(r"^([0-9a-f]{64})?$"), "a SHA-256 hex digest or empty")
+#: a party's spool token (proves a shared file system), or "" for none
+SPOOL_TOKEN = Pattern(re.compile(r"^([0-9a-f]{32})?$"), "32 hex digits or empty")
 
 
 @dataclass(frozen=True)
@@ -231,14 +235,17 @@ class Blob(Kind):
         return bytes(r.take(f, v))
 
 
+@dataclass(frozen=True)
 class Blobs(Kind):
-    """A tuple of 1..MAX_CIPHERTEXTS non-empty byte strings, one blob each."""
+    """A tuple of ``min_count``..MAX_CIPHERTEXTS non-empty byte strings, one blob each."""
+
+    min_count: int = 1
 
     def check(self, m: str, f: str, v: Any, msg: Any) -> tuple[bytes, ...]:
         if isinstance(v, (bytes, bytearray, memoryview, str)) or not isinstance(v, (list, tuple)):
             raise _err(m, f, f"must be a tuple of byte strings, got {type(v).__name__}")
-        if not 1 <= len(v) <= MAX_CIPHERTEXTS:
-            raise _err(m, f, f"must hold 1..{MAX_CIPHERTEXTS} items, got {len(v)}")
+        if not self.min_count <= len(v) <= MAX_CIPHERTEXTS:
+            raise _err(m, f, f"must hold {self.min_count}..{MAX_CIPHERTEXTS} items, got {len(v)}")
         return tuple(_bytes(m, f"{f}[{i}]", x) for i, x in enumerate(v))
 
     def write(self, w: _Writer, v: Any) -> Any:
@@ -247,8 +254,8 @@ class Blobs(Kind):
     def read(self, r: _Reader, f: str, v: Any) -> Any:
         if not isinstance(v, list):
             raise _err(r.msg, f, "must be a list of blob references")
-        if not 1 <= len(v) <= MAX_CIPHERTEXTS:
-            raise _err(r.msg, f, f"must hold 1..{MAX_CIPHERTEXTS} items, got {len(v)}")
+        if not self.min_count <= len(v) <= MAX_CIPHERTEXTS:
+            raise _err(r.msg, f, f"must hold {self.min_count}..{MAX_CIPHERTEXTS} items, got {len(v)}")
         return tuple(bytes(r.take(f"{f}[{i}]", x)) for i, x in enumerate(v))
 
 
@@ -448,6 +455,9 @@ class ModelPlan(Message):
 
     TYPE: ClassVar[MessageType] = MessageType.MODEL_PLAN
     plan_bytes: bytes = spec(Blob())
+    #: where this AP reads spooled queries, and the token it wrote there (:mod:`capc.parties.spool`)
+    spool_dir: str = spec(Text(), default="")
+    spool_token: str = spec(SPOOL_TOKEN, default="")
 
 
 @_message
@@ -465,14 +475,22 @@ class QueryRequest(Message):
     """Step 1a, QP -> AP: the queries ``query_ids`` encrypted (one blob per query with single packing,
     one for all of them with batch packing), the number of classes C the AP must return and the logit
     fixed-point scale 2^frac_bits.  With a ReLU / max-pool model (:mod:`capc.he.hybrid`) ``segment``
-    k > 0 carries the re-encrypted, AP-masked activations entering CKKS segment k."""
+    k > 0 carries the re-encrypted, AP-masked activations entering CKKS segment k.  Instead of the
+    ciphertexts, ``spool`` may name a file in the AP's spool directory holding the one batch blob
+    (its SHA-256, checked on reading): APs that share the QP's file system then read one copy."""
 
     TYPE: ClassVar[MessageType] = MessageType.QUERY_REQUEST
     query_ids: np.ndarray = spec(QUERY_IDS)
-    ciphertexts: tuple[bytes, ...] = spec(Blobs())
+    ciphertexts: tuple[bytes, ...] = spec(Blobs(min_count=0))
     num_classes: int = spec(CLASSES)
     frac_bits: int = spec(Int(0, 62))
     segment: int = spec(Int(0, 255), default=0)
+    spool: str = spec(SPOOL_NAME, default="")
+
+    def _check(self) -> None:
+        if bool(self.ciphertexts) == bool(self.spool):
+            raise SchemaError("QueryRequest: carries either ciphertexts or a spooled blob's name, "
+                              f"got {len(self.ciphertexts)} ciphertexts and spool {self.spool!r}")
 
 
 @_message

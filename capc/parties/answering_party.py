@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,7 @@ from capc.he.hybrid import garble_layer, segment_width
 from capc.net.channel import Channel
 from capc.net.messages import (ErrorCode, ErrorReply, GcStart, ModelPlan, PublicContext, QueryRequest,
                                QueryResult, Shutdown, StepDone, VoteShare)
-from capc.parties import transport
+from capc.parties import spool, transport
 from capc.parties.common import PartyContext
 from capc.parties.crypto import MaskedEvaluator
 from capc.parties.transport import Link
@@ -70,6 +71,7 @@ class AnsweringParty:
         self._pg_lock = threading.Lock()
         self._seen: dict[str, set[int]] = {}
         self._seen_lock = threading.Lock()
+        self._spool: tuple[str, str] | None = None
 
     # ------------------------------------------------------------------ protocol steps
 
@@ -96,14 +98,24 @@ class AnsweringParty:
             raise Refusal(f"queries {ids[0]}..: segment {k} does not follow the GC layer of these queries")
         else:
             unmask = pending.mask
+        blobs = req.ciphertexts
+        if req.spool:
+            spool_dir, _ = self._spool_announcement()
+            try:
+                blobs = (spool.read_spooled(Path(spool_dir), req.spool),) if spool_dir else ()
+            except spool.SpoolError as exc:
+                raise Refusal(f"queries {ids[0]}..: {exc}") from None
+            if not blobs:
+                raise Refusal(f"queries {ids[0]}..: spooled, but this party announced no spool directory")
         with self.ctx.timing.span("1a_he_inference", ids[0], batch=len(ids), segment=k):
-            result, b = evaluator.evaluate_masked(req.ciphertexts, len(ids), p.frac_bits, unmask)
+            result, b = evaluator.evaluate_masked(blobs, len(ids), p.frac_bits, unmask)
         width = segment_width(self.model.gc_layers, k, p.num_classes)
         if b.shape != (len(ids), width):
             raise Refusal(f"the model of {self.ctx.name} produced shares of shape {b.shape}, expected "
                           f"({len(ids)}, {width})")
         self.ctx.timing.record("1a_hiding_bits", 0.0, ids[0], hiding_bits=evaluator.last_hiding, segment=k,
-                               result_bytes=sum(len(c) for c in result), request_bytes=sum(len(c) for c in req.ciphertexts))
+                               result_bytes=sum(len(c) for c in result), request_bytes=sum(len(c) for c in blobs),
+                               spooled=bool(req.spool))
         started = time.time() if pending is None or k == 0 else pending.started
         return (QueryResult(query_ids=req.query_ids, ciphertexts=result, segment=k),
                 _Pending(b, ids, started, k))
@@ -163,6 +175,19 @@ class AnsweringParty:
                               "refused", ErrorCode.REPLAYED)
             seen.update(ids)
 
+    def _spool_announcement(self) -> tuple[str, str]:
+        """This AP's spool directory and token (:mod:`capc.parties.spool`), made once; ("", "") when
+        the run directory cannot hold one (the QP then sends every query inline)."""
+        with self._seen_lock:
+            if self._spool is None:
+                directory = (self.ctx.run_dir / "spool").resolve()
+                try:
+                    self._spool = (str(directory), spool.announce(directory, self.ctx.name))
+                except OSError as exc:
+                    self.ctx.log.info("no spool directory (%s): queries arrive inline", exc)
+                    self._spool = ("", "")
+            return self._spool
+
     def serve_connection(self, chan: Channel, qp: str) -> None:
         """Handle one querying party's channel until it shuts down or fails."""
         log = self.ctx.log
@@ -171,7 +196,8 @@ class AnsweringParty:
         pending: _Pending | None = None
         try:
             # The QP needs the layout (not the weights) to make keys with exactly the rotations it uses.
-            chan.send(ModelPlan(plan_bytes=self.model.public_plan()))
+            spool_dir, token = self._spool_announcement()
+            chan.send(ModelPlan(plan_bytes=self.model.public_plan(), spool_dir=spool_dir, spool_token=token))
             while True:
                 msg = chan.recv((PublicContext, QueryRequest, GcStart, Shutdown), timeout=transport.IDLE_TIMEOUT)
                 if isinstance(msg, Shutdown):

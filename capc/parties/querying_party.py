@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -36,7 +37,7 @@ from capc.errors import CapcError
 from capc.he.hybrid import evaluate_layer, segment_width
 from capc.net.messages import (BudgetReserved, ErrorCode, GcStart, ModelPlan, NoisyArgmaxRequest,
                                PublicContext, QueryRequest, QueryResult, StepDone)
-from capc.parties import transport
+from capc.parties import spool, transport
 from capc.parties.common import PartyContext
 from capc.parties.crypto import QueryCipher
 from capc.parties.label_store import LabelStore, ReplayedQueryId
@@ -94,6 +95,9 @@ class QueryingParty:
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.cfg.answering_parties)))
         # with every AP on this machine, one batch evaluation at a time (each uses all cores)
         self._step_1a_lock = threading.Lock() if self.p.sequential_batch_aps else None
+        #: APs that proved they read this host's files: batch queries go to them through the spool
+        self._spool_dirs: dict[str, Path] = {}
+        self._spool = spool.QuerySpool()
 
     def _link(self, name: str) -> Link:
         return Link(name, self.ctx.connect(name), self.ctx.providers.mpc, "evaluator", self.p.timeout)
@@ -107,7 +111,10 @@ class QueryingParty:
         def open_link(ap: str) -> tuple[Link, bytes] | None:
             try:
                 link = self._link(ap)
-                return link, link.expect(ModelPlan, f"{ap}'s public model plan").plan_bytes
+                mp = link.expect(ModelPlan, f"{ap}'s public model plan")
+                if spool.shares_spool(mp.spool_dir, ap, mp.spool_token):
+                    self._spool_dirs[ap] = Path(mp.spool_dir)
+                return link, mp.plan_bytes
             except CapcError as exc:
                 self.ctx.log.warning("answering party %s is unreachable and is left out: %s", ap, exc)
                 self.ctx.report("progress", event="ap_failed", party=ap, reason=str(exc)[:300])
@@ -154,8 +161,16 @@ class QueryingParty:
         cipher = self.keys[link.name]
         layers = cipher.gc_layers
         for k in range(len(layers) + 1):
-            link.send(QueryRequest(query_ids=ids, ciphertexts=blobs, num_classes=self.p.num_classes,
-                                   frac_bits=self.p.frac_bits, segment=k))
+            directory = self._spool_dirs.get(link.name)
+            if directory is not None and len(blobs) == 1 and len(blobs[0]) >= spool.SPOOL_MIN_BYTES:
+                # one copy on this host for every AP that shares it, instead of one TLS transfer each
+                req = QueryRequest(query_ids=ids, ciphertexts=(), num_classes=self.p.num_classes,
+                                   frac_bits=self.p.frac_bits, segment=k,
+                                   spool=self._spool.put(directory, blobs[0]))
+            else:
+                req = QueryRequest(query_ids=ids, ciphertexts=blobs, num_classes=self.p.num_classes,
+                                   frac_bits=self.p.frac_bits, segment=k)
+            link.send(req)
             what = f"{link.name}'s encrypted logits" if k == len(layers) else \
                 f"{link.name}'s masked pre-activations of segment {k}"
             res = link.expect(QueryResult, what)
@@ -279,7 +294,10 @@ class QueryingParty:
         except CapcError as exc:
             return self._fail_all(ids, labels, Status.FAILED, f"encrypting the queries failed: {exc}", {})
         self.ctx.timing.record("1a_encrypt", time.perf_counter() - t, ids[0], batch=len(ids))
-        w = self._on_aps(live, lambda link: self._votes(link, ids, blobs[id(self.keys[link.name])]))
+        try:
+            w = self._on_aps(live, lambda link: self._votes(link, ids, blobs[id(self.keys[link.name])]))
+        finally:
+            self._spool.clear()  # every AP has answered (or failed): its spooled copy is no longer needed
         per_query = {"1a+1b": (time.perf_counter() - t) / len(ids)}
         if not w:
             return self._fail_all(ids, labels, Status.FAILED,
