@@ -176,3 +176,49 @@ def segment_bounds(plan: Any, domain: InputDomain = PIXELS) -> list[float]:
         if k < len(plan.gc_layers):
             lo, hi = plan.gc_layers[k].interval(*_widen(lo, hi))
     return out
+
+
+def partial_sum_bound(plan: Any, domain: InputDomain = PIXELS) -> float:
+    """A sound bound on every partial sum ``|sum_{j in S} W_ij x_j|`` (any subset ``S``, no bias) of a
+    row of the plan's last affine map over ``domain``: single packing's last map leaves such sums in
+    slots other than the logits' (:func:`capc.he.layout.result_support`), masked like the logits.
+    Over the map's input box ``[lo, hi]`` the largest subset sum of row ``i`` takes every term that can
+    be positive at its largest, ``sum_j max(0, W_ij lo_j, W_ij hi_j)``, and the most negative one
+    likewise; the bound is the larger of the two over all rows (exact), widened like
+    :func:`derive_logit_bound`.
+
+    Raises:
+        HEError: for a plan without weights or a bound that is not finite.
+    """
+    from capc.he.hybrid import HybridPlan
+    from capc.he.plan import LinearStage
+
+    stages = getattr(plan, "stages", None) if not isinstance(plan, HybridPlan) else None
+    if isinstance(plan, HybridPlan):
+        n = plan.input_size
+        lo, hi = np.full(n, float(domain.lo)), np.full(n, float(domain.hi))
+        for k, seg in enumerate(plan.segments[:-1]):
+            lo, hi = plan.gc_layers[k].interval(*_widen(*interval_stages(seg.stages, lo, hi)))
+        stages = plan.segments[-1].stages
+    elif stages is None:
+        raise HEError("a partial-sum bound needs the full Plan (with weights)")
+    else:
+        n = plan.input_size
+        lo, hi = np.full(n, float(domain.lo)), np.full(n, float(domain.hi))
+    last = stages[-1]
+    if not isinstance(last, LinearStage):
+        raise HEError("the plan does not end with an affine map")
+    lo, hi = interval_stages(stages[:-1], lo, hi)
+    w = last.weight
+    up, down = np.maximum(hi, 0.0), np.maximum(-lo, 0.0)  # how far each input reaches above / below 0
+
+    def part(sign: float) -> sp.csr_matrix:
+        # copies: scipy would canonicalise (sort) the plan's own index arrays in place
+        return sp.csr_matrix((np.maximum(sign * w.data, 0.0), w.indices.copy(), w.indptr.copy()), shape=w.shape)
+
+    pos, neg = part(1.0), part(-1.0)
+    rows = np.maximum(pos @ up + neg @ down, pos @ down + neg @ up)
+    raw = float(np.max(rows)) if rows.size else 0.0
+    if not math.isfinite(raw):
+        raise HEError("the partial-sum bound over the input domain overflows float64")
+    return raw * (1.0 + REL_MARGIN) + ABS_MARGIN

@@ -22,9 +22,10 @@ import tenseal.sealapi as seal
 from capc import fixedpoint
 from capc.he import raw, residue_wire
 from capc.he.batch import BatchEngine, default_workers
-from capc.he.bounds import segment_bounds
+from capc.he.bounds import partial_sum_bound, segment_bounds
 from capc.he.errors import HEError
-from capc.he.layout import DiagSpec, batch_layout, single_layout
+from capc.he.layout import (DiagSpec, batch_layout, diagonal_vectors, gather_vectors, result_support,
+                            single_layout)
 from capc.he.mask import (draw_flood, draw_mask, draw_share_mask, flood_std, grid_smoothing_bits,
                           hiding_report)
 from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, MIN_HIDING_BITS, mask_sizing,
@@ -34,22 +35,6 @@ from capc.he.layout import query_vectors, result_values
 from capc.he.plan import LinearStage, Plan, SquareStage
 from capc.he.seal import (CONTEXT_MAGIC, QUERY_MAGIC, RESULT_MAGIC, _Scratch, frame, make_context,
                           unframe)
-
-
-def _diagonals(w: np.ndarray, spec: DiagSpec, slots: int) -> np.ndarray:
-    """Generalised diagonals ``D_k[s]`` (rows k < num_diags) over all slots, see layout docstring."""
-    wp = np.zeros((spec.m_pad, spec.n_pad))
-    wp[: w.shape[0], : w.shape[1]] = w
-    period = max(spec.m_pad, spec.n_pad)
-    s = np.arange(period)
-    k = np.arange(spec.num_diags)[:, None]
-    d = wp[s % spec.m_pad, (s[None, :] + k) % spec.n_pad]
-    if spec.final:
-        d[:, s >= spec.m] = 0.0
-        out = np.zeros((spec.num_diags, slots))
-        out[:, :period] = d
-        return out
-    return np.tile(d, (1, slots // period))
 
 
 class _Segment:
@@ -64,6 +49,9 @@ class _Segment:
         self.schedule: list[tuple[int, float]] = []  # (input level, input scale) per stage
         self.engine: BatchEngine | None = None
         self.batch_layouts: dict[int, Any] = {}  # batch size -> layout (lanes)
+        #: single packing's last map: result slots holding partial sums of logit rows, and their bound
+        self.partial_coords = 0
+        self.partial_bound: float | None = None
 
 
 class ModelEvaluator:
@@ -152,6 +140,12 @@ class ModelEvaluator:
         self._segs = [_Segment(seg, single_layout(seg.public_plan, self.slots, hidden=k < len(segs) - 1)
                                if self.packing == "single" else batch_layout(seg.public_plan, self.slots), bound)
                       for k, (seg, bound) in enumerate(zip(segs, bounds))]
+        last_seg = self._segs[-1]
+        if self.packing == "single":
+            spec = last_seg.layout.diags.get(len(last_seg.plan.stages) - 1)
+            if spec is not None and spec.final and spec.fold_steps:
+                last_seg.partial_coords = int(result_support(spec, self.slots).sum()) - spec.m
+                last_seg.partial_bound = partial_sum_bound(plan)
         steps = {r for seg in self._segs for r in seg.layout.rotation_steps}
         missing = steps - set(header.get("rotation_steps", []))
         if missing or (steps and self.galois is None):
@@ -221,36 +215,18 @@ class ModelEvaluator:
             scale = self.scale
 
     def _prepare_linear(self, lay: Any, idx: int, st: LinearStage, level: int, w_scale: float) -> dict[str, Any]:
-        m = st.shape[0]
         if idx == 0 and lay.gather is not None:
-            g = lay.gather
-            w = st.weight
-            counts = np.diff(w.indptr)
-            vals = np.zeros((g.num_cts * g.blocks_per_ct, g.m_pad))
-            for k in range(int(counts.max())):
-                rows = np.nonzero(counts > k)[0]
-                vals[k, rows] = w.data[w.indptr[rows] + k]
-            vecs = vals.reshape(g.num_cts, self.slots)
-            pts = [self._encode(v, level, w_scale) for v in vecs]
-            bias = np.zeros(g.m_pad)
-            bias[:m] = st.bias
-            return {"gather": pts, "bias": self._encode(np.tile(bias, self.slots // g.m_pad),
-                                                         level + 1, self.scale), "folds": g.fold_steps}
+            vecs, bias = gather_vectors(st, lay.gather, self.slots)
+            return {"gather": [self._encode(v, level, w_scale) for v in vecs],
+                    "bias": self._encode(bias, level + 1, self.scale), "folds": lay.gather.fold_steps}
         spec = lay.diags[idx]
-        diags = _diagonals(st.weight.toarray(), spec, self.slots)
+        diags, bias = diagonal_vectors(st, spec, self.slots)
         pts: dict[int, seal.Plaintext] = {}
         for k in range(spec.num_diags):
             if not np.any(np.abs(diags[k]) * w_scale >= 0.5):
                 continue  # nothing survives encoding: multiplying by it would give a transparent result
             j = k // spec.baby
             pts[k] = self._encode(np.roll(diags[k], j * spec.baby), level, w_scale)
-        bias = np.zeros(self.slots)
-        if spec.final:
-            bias[:m] = st.bias
-        else:
-            b = np.zeros(spec.m_pad)
-            b[:m] = st.bias
-            bias = np.tile(b, self.slots // spec.m_pad)
         return {"diag": pts, "spec": spec, "bias": self._encode(bias, level + 1, self.scale),
                 "folds": spec.fold_steps}
 
@@ -600,8 +576,10 @@ class ModelEvaluator:
             batch = int(header["batch"])
             b = fixedpoint.encode(result_values(self._layout(seg, header), shares, batch), f)
             secret = self.slots * len(res)  # every real slot of every result (lanes: partial sums too)
+        partial = seg.partial_coords if self.packing == "single" and last else 0
         self.last_hiding = hiding_report(s_bits, bound, f, secret,
-                                         2 * self.slots * len(res) - secret, seg.bound)
+                                         2 * self.slots * len(res) - secret - partial, seg.bound,
+                                         partial, seg.partial_bound)
         self.last_hiding["flood_std"] = std
         self.last_hiding["grid_smoothing_bits"] = grid_smoothing_bits(std, s_bits, log2_bound,
                                                                       2 * self.slots * len(res))

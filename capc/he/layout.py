@@ -3,17 +3,27 @@
 Single-query packing (one query, many slots), S = N/2 slots:
 
 * **First affine map, "gather" mode.**  The querying party knows the first layer's sparsity pattern
-  (public plan) and sends ``T`` ciphertexts whose slots hold, for output row ``i`` (padded to
-  ``m' = 2^ceil(log2 m)``) and non-zero ``k`` of that row, the input value ``x[col_k(i)]``: block ``k``
-  occupies slots ``[j m', (j+1) m')`` of ciphertext ``k // (S/m')``.  The answering party multiplies
-  each ciphertext by a plaintext of weights and sums; ``log2(S/m')`` rotate-and-add steps fold the
-  blocks together.  This is the im2col idea (proto "v7") for any sparse first layer.
+  (public plan) and sends ``T`` ciphertexts of blocks of ``P`` slots: slot ``s`` of block ``k`` holds,
+  for output row ``rows[s]``, the input that row reads as its ``k``-th non-zero.  The answering party
+  multiplies each ciphertext by a plaintext of weights and sums; ``log2(S/P)`` rotate-and-add steps
+  fold the blocks together, leaving the output ``P``-periodic with row ``rows[s mod P]`` in slot ``s``.
+  This is the im2col idea (proto "v7") for any sparse first layer.  ``P`` is the output's padded size
+  with ``rows`` the identity, or -- when the next affine map shrinks -- a larger power of two whose
+  arrangement ``rows`` lets that map use ``P`` times fewer diagonals (below); :func:`single_layout`
+  picks ``P`` by an operation count.
 * **Other affine maps** use the diagonal method of Halevi and Shoup (CRYPTO 2014) with baby-step /
-  giant-step (Halevi–Shoup 2018): the input of width ``n'`` is ``n'``-periodic in all slots;
-  ``z = sum_k D_k * rot(x, k)`` with ``D_k[s] = W[s mod m', (s + k) mod n']`` uses ``min(m', n')``
-  diagonals; when ``m' < n'`` a fold ``z + rot(z, m') + ...`` makes the result ``m'``-periodic.
-* **The last affine map** uses ``n'`` diagonals, no fold, and zero rows beyond ``C``: only slots
-  ``0..C-1`` carry logits, so no copy of them lands elsewhere in the ciphertext.
+  giant-step (Halevi-Shoup 2018) on an input that repeats every ``P_in`` slots, slot ``s`` holding
+  input ``in_rows[s mod P_in]`` (by default ``P_in = n'`` and the identity):
+  ``z = sum_k D_k * rot(x, k)`` with ``D_k[s] = W[s mod m', in_rows[(s + k) mod P_in]]``.  A map that
+  does not shrink (``m' >= n'``) uses ``n'`` diagonals.  A shrinking one (``m' < n'``) uses
+  ``K = n' m' / P_in`` diagonals and folds ``z + rot(z, m') + ...`` up to ``P_in / 2``, which leaves
+  the result ``m'``-periodic; this covers every weight exactly once when slot ``m' a + b`` holds input
+  ``(b mod K) + K a`` (:func:`spread_rows`): for output ``i`` the slots ``i + m' a`` and shifts
+  ``k < K`` read every input once.
+* **The last affine map** writes its diagonals into the first ``P_in`` slots only (rows ``>= C``
+  zero): after the same folds slots ``0..C-1`` hold the logits, and the other slots the result can
+  reach hold partial sums of logit rows (:func:`result_support`), masked like the logits and counted
+  in the hiding report; a map that does not shrink leaves nothing outside slots ``0..C-1``.
 
 Batch packing: one ciphertext per input feature, query ``q`` in slot ``q``; no rotations at all --
 or, when the first map is a convolution and the batch leaves room, ``P`` lanes per query
@@ -28,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from capc.he.errors import ParameterError
-from capc.he.plan import PublicPlan
+from capc.he.plan import LinearStage, PublicPlan
 
 #: Above this many query ciphertexts the first layer switches from gather to diagonal mode.
 MAX_GATHER_CIPHERTEXTS = 16
@@ -51,7 +61,14 @@ class DiagSpec:
     num_diags: int      # number of generalised diagonals
     baby: int           # baby-step count g
     fold_steps: tuple[int, ...]
-    final: bool         # last stage: rows >= m are zero and no fold
+    final: bool         # last stage: diagonals in the first period only, rows >= m zero
+    in_period: int = 0  # P_in: the input repeats every P_in slots (0: n_pad)
+    in_rows: np.ndarray | None = None  # [P_in] input index in slot s mod P_in (-1: none; None: s mod n_pad)
+
+    @property
+    def period(self) -> int:
+        """Slots per period of the diagonals (the input's for a shrinking map, else the output's)."""
+        return max(self.m_pad, self.in_period or self.n_pad)
 
     @property
     def giants(self) -> int:
@@ -60,13 +77,15 @@ class DiagSpec:
 
 @dataclass(frozen=True)
 class GatherSpec:
-    """Gather-mode layout of the first affine stage."""
+    """Gather-mode layout of the first affine stage: blocks of ``period`` slots, slot ``s`` of a block
+    computing output row ``rows[s]``."""
 
     m: int
-    m_pad: int
+    period: int
+    rows: np.ndarray     # [period] output row per slot of a block, -1 = none
     blocks_per_ct: int
     num_cts: int
-    table: np.ndarray    # [num_cts * blocks_per_ct, m_pad] column index, -1 = zero
+    table: np.ndarray    # [num_cts * blocks_per_ct, period] column index, -1 = zero
     fold_steps: tuple[int, ...]
 
 
@@ -107,30 +126,96 @@ def _baby_steps(num_diags: int) -> int:
     return next_pow2(int(math.isqrt(max(num_diags - 1, 0))) + 1) if num_diags > 1 else 1
 
 
-def _diag_spec(stage: int, m: int, n: int, slots: int, final: bool) -> DiagSpec:
+def _diag_spec(stage: int, m: int, n: int, slots: int, final: bool, in_period: int = 0,
+               in_rows: np.ndarray | None = None) -> DiagSpec:
     m_pad, n_pad = next_pow2(m), next_pow2(n)
     if max(m_pad, n_pad) > slots:
         raise ParameterError(
             f"stage {stage} ({n} -> {m}) needs {max(m_pad, n_pad)} slots in single-query packing "
             f"but the ring gives {slots} (N = {2 * slots}); use a larger poly_modulus_degree")
-    if final or m_pad >= n_pad:
+    p_in = in_period or n_pad
+    if m_pad >= n_pad:
+        if p_in != n_pad:
+            raise ParameterError(f"stage {stage}: a spread input layout needs a shrinking map")
         num = n_pad
         folds: tuple[int, ...] = ()
     else:
-        num = m_pad
-        folds = tuple(m_pad << j for j in range(int(math.log2(n_pad // m_pad))))
+        num = n_pad * m_pad // p_in
+        folds = tuple(m_pad << j for j in range(int(math.log2(p_in // m_pad))))
     g = min(_baby_steps(num), num)
-    return DiagSpec(stage, m, n, m_pad, n_pad, num, g, folds, final)
+    return DiagSpec(stage, m, n, m_pad, n_pad, num, g, folds, final,
+                    p_in if in_rows is not None else 0, in_rows)
 
 
-def _gather_table(p: PublicPlan, m: int, m_pad: int, k_max: int, rows_total: int) -> np.ndarray:
-    table = np.full((rows_total, m_pad), -1, dtype=np.int64)
+def spread_rows(n_pad: int, m_pad: int, period: int, n: int) -> np.ndarray:
+    """int64 [period]: the input index slot ``s`` must hold so that a shrinking map ``n' -> m'`` on
+    an input repeating every ``period`` slots needs only ``K = n' m' / period`` diagonals: slot
+    ``m' a + b`` holds ``(b mod K) + K a`` (-1 beyond the ``n`` real inputs).  For every output ``i``
+    and shift ``k < K`` the slots ``i + m' a`` then read each input exactly once."""
+    k = n_pad * m_pad // period
+    s = np.arange(period)
+    rows = (s % m_pad) % k + k * (s // m_pad)
+    return np.where(rows < n, rows, -1).astype(np.int64)
+
+
+def result_support(spec: DiagSpec, slots: int) -> np.ndarray:
+    """bool [slots]: the slots the last map's result can carry anything but CKKS error in (its
+    diagonals' rows ``< m`` in the first period, spread by the folds).  Slots ``0..m-1`` hold the
+    outputs; any other slot in the support holds a partial sum of an output row."""
+    sup = np.zeros(slots, dtype=bool)
+    s = np.arange(spec.period)
+    sup[:spec.period] = (s % spec.m_pad) < spec.m
+    for step in spec.fold_steps:
+        sup |= np.roll(sup, -step)
+    return sup
+
+
+def _gather_table(p: PublicPlan, rows: np.ndarray, k_max: int, blocks: int) -> np.ndarray:
+    """[blocks, period] column of block ``k``'s slot ``s``: row ``rows[s]``'s ``k``-th non-zero."""
+    table = np.full((blocks, rows.size), -1, dtype=np.int64)
     indptr, indices = p.first_indptr, p.first_indices
     counts = np.diff(indptr)
+    valid = rows >= 0
+    r = np.where(valid, rows, 0)
     for k in range(k_max):
-        rows = np.nonzero(counts > k)[0]
-        table[k, rows] = indices[indptr[rows] + k]
+        ok = valid & (counts[r] > k)
+        table[k, ok] = indices[indptr[r[ok]] + k]
     return table
+
+
+#: Relative costs per operation for choosing the gather period (measured on SEAL at N = 16384, in
+#: units of a rotation at the level where the second map runs): a plaintext product with its sum, and
+#: one query ciphertext (the querying party's encryption and serialisation, the answering party's load
+#: and product).
+_COST_PRODUCT = 0.08
+_COST_QUERY_CT = 1.5
+
+
+def _baby_giant_rotations(num: int) -> int:
+    g = min(_baby_steps(num), num)
+    return (g - 1) + (-(-num // g) - 1)
+
+
+def _gather_period(m0: int, k_max: int, slots: int, nxt: tuple[int, int] | None) -> int:
+    """The gather block size: the padded output size, or when the next affine map ``(m, n)`` shrinks,
+    the power of two that minimises the operation count of the first two maps (folds, rotations,
+    products, query ciphertexts), keeping the query within :data:`MAX_GATHER_CIPHERTEXTS`."""
+    m0_pad = next_pow2(m0)
+    if nxt is None or next_pow2(nxt[0]) >= next_pow2(nxt[1]):
+        return m0_pad
+    m_pad, n_pad = next_pow2(nxt[0]), next_pow2(nxt[1])
+    best, best_cost = m0_pad, math.inf
+    p = m0_pad
+    while p <= slots and p <= n_pad * m_pad:
+        cts = -(-k_max // (slots // p))
+        if cts <= MAX_GATHER_CIPHERTEXTS:
+            num = n_pad * m_pad // p
+            rotations = int(math.log2(slots // p)) + _baby_giant_rotations(num) + int(math.log2(p // m_pad))
+            cost = rotations + _COST_PRODUCT * (num + cts) + _COST_QUERY_CT * cts
+            if cost < best_cost - 1e-9:
+                best, best_cost = p, cost
+        p *= 2
+    return best
 
 
 def single_layout(p: PublicPlan, slots: int, hidden: bool = False) -> SingleLayout:
@@ -152,17 +237,29 @@ def single_layout(p: PublicPlan, slots: int, hidden: bool = False) -> SingleLayo
     m0_pad = next_pow2(m0)
     gather = None
     if (last > 0 or hidden) and m0_pad <= slots and k_max > 0:
-        bpc = slots // m0_pad
+        # the map after the first one (past its square) on the gather's output
+        nxt = next(((m, n) for kind, m, n in stages[1:] if kind == "linear"), None)
+        period = _gather_period(m0, k_max, slots, nxt)
+        bpc = slots // period
         num_cts = -(-k_max // bpc)
         if num_cts <= MAX_GATHER_CIPHERTEXTS:
-            folds = tuple(m0_pad << j for j in range(int(math.log2(bpc))))
-            gather = GatherSpec(m0, m0_pad, bpc, num_cts,
-                                _gather_table(p, m0, m0_pad, k_max, num_cts * bpc), folds)
+            if period == m0_pad:
+                rows = np.where(np.arange(period) < m0, np.arange(period), -1).astype(np.int64)
+            else:
+                assert nxt is not None
+                rows = spread_rows(next_pow2(nxt[1]), next_pow2(nxt[0]), period, m0)
+            folds = tuple(period << j for j in range(int(math.log2(bpc))))
+            gather = GatherSpec(m0, period, rows, bpc, num_cts,
+                                _gather_table(p, rows, k_max, num_cts * bpc), folds)
     diags: dict[int, DiagSpec] = {}
+    first_diag = True
     for idx, (kind, m, n) in enumerate(stages):
         if kind != "linear" or (idx == 0 and gather is not None):
             continue
-        diags[idx] = _diag_spec(idx, m, n, slots, idx == last and not hidden)
+        spread = gather is not None and first_diag and gather.period != next_pow2(gather.m)
+        diags[idx] = _diag_spec(idx, m, n, slots, idx == last and not hidden,
+                                gather.period if spread else 0, gather.rows if spread else None)
+        first_diag = False
     steps: set[int] = set()
     if gather is not None:
         steps.update(gather.fold_steps)
@@ -174,6 +271,48 @@ def single_layout(p: PublicPlan, slots: int, hidden: bool = False) -> SingleLayo
     query_cts = gather.num_cts if gather is not None else 1
     return SingleLayout(slots, gather, diags, sorted(steps), query_cts,
                         0 if gather is not None else diags[0].n_pad)
+
+
+def gather_vectors(stage: LinearStage, g: GatherSpec, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first map's weight vectors in gather mode, ``[num_cts, slots]`` (slot ``s`` of block ``k``:
+    row ``rows[s]``'s ``k``-th non-zero weight, matching the query's :func:`query_vectors`), and its
+    bias vector ``[slots]`` laid out like the folded output."""
+    w = stage.weight
+    counts = np.diff(w.indptr)
+    valid = g.rows >= 0
+    rows = np.where(valid, g.rows, 0)
+    vals = np.zeros((g.num_cts * g.blocks_per_ct, g.period))
+    for k in range(int(counts.max())):
+        ok = valid & (counts[rows] > k)
+        vals[k, ok] = w.data[w.indptr[rows[ok]] + k]
+    bias = np.where(valid, stage.bias[rows], 0.0)
+    return vals.reshape(g.num_cts, slots), np.tile(bias, slots // g.period)
+
+
+def diagonal_vectors(stage: LinearStage, spec: DiagSpec, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """The generalised diagonals ``D_k`` ``[num_diags, slots]`` of an affine map (see the module
+    docstring), and its bias vector ``[slots]``: in slots ``0..m-1`` for the last map, else repeating
+    every ``m'`` slots like its output."""
+    wp = np.zeros((spec.m_pad, spec.n_pad + 1))  # the extra zero column serves input index -1
+    wp[: stage.shape[0], : stage.shape[1]] = stage.weight.toarray()
+    period = spec.period
+    s = np.arange(period)
+    k = np.arange(spec.num_diags)[:, None]
+    if spec.in_rows is None:
+        cols = (s[None, :] + k) % spec.n_pad
+    else:
+        cols = spec.in_rows[(s[None, :] + k) % spec.in_period]
+    d = wp[s % spec.m_pad, cols]
+    bias = np.zeros(slots)
+    if spec.final:
+        d[:, (s % spec.m_pad) >= spec.m] = 0.0
+        diags = np.zeros((spec.num_diags, slots))
+        diags[:, :period] = d
+        bias[: spec.m] = stage.bias
+        return diags, bias
+    b = np.zeros(spec.m_pad)
+    b[: spec.m] = stage.bias
+    return np.tile(d, (1, slots // period)), np.tile(b, slots // spec.m_pad)
 
 
 def batch_rotation_steps(p: PublicPlan, slots: int) -> list[int]:

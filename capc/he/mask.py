@@ -99,23 +99,32 @@ def grid_smoothing_bits(std: float, hiding_bits: int, log2_bound: int, coords: i
 
 
 def hiding_report(hiding_bits: int, logit_bound: float, frac_bits: int, secret_coords: int,
-                  noise_coords: int, derived_bound: float | None = None) -> dict[str, float]:
+                  noise_coords: int, derived_bound: float | None = None, partial_coords: int = 0,
+                  partial_bound: float | None = None) -> dict[str, float]:
     """Statistical hiding a masked result achieves.
 
     ``secret_coords`` slot coordinates carry a logit: with the mask uniform over ``2^(s+1) B`` and
     ``|z| <= D`` each contributes distance ``<= 2^-s max(1, D / B)``, where ``D`` is the sound bound
     ``derived_bound`` over the model's input domain (:mod:`capc.he.bounds`; ``D = B`` when not given,
-    i.e. trusting B).  ``noise_coords`` carry only CKKS error, bounded by the tolerated ``2^-(f+1)``:
-    each contributes <= 2^-(f+1) / (2^s B).  The total is the union bound over all coordinates.
+    i.e. trusting B).  ``partial_coords`` more carry partial sums of logit rows (single packing's last
+    map, :func:`capc.he.layout.result_support`), each bounded by ``partial_bound`` ``A``: distance
+    ``<= 2^-s max(1, A / B)`` each.  ``noise_coords`` carry only CKKS error, bounded by the tolerated
+    ``2^-(f+1)``: each contributes <= 2^-(f+1) / (2^s B).  The total is the union bound over all
+    coordinates.
     """
     ratio = 1.0 if derived_bound is None else max(1.0, float(derived_bound) / logit_bound)
     per_logit = 2.0 ** -hiding_bits * ratio
+    partial_ratio = ratio if partial_bound is None else max(1.0, float(partial_bound) / logit_bound)
+    per_partial = 2.0 ** -hiding_bits * partial_ratio
     noise = 2.0 ** -(frac_bits + 1) / (2.0 ** hiding_bits * logit_bound)
-    total = secret_coords * per_logit + noise_coords * noise
+    total = secret_coords * per_logit + partial_coords * per_partial + noise_coords * noise
     report = {"per_logit_bits": -math.log2(per_logit) if per_logit < 1 else 0.0,
               "result_bits": -math.log2(total) if 0 < total < 1 else (float("inf") if total == 0 else 0.0),
               "secret_coords": float(secret_coords), "noise_coords": float(noise_coords),
               "requested_bits": float(hiding_bits), "logit_bound": float(logit_bound)}
+    if partial_coords:
+        report["partial_coords"] = float(partial_coords)
+        report["per_partial_bits"] = -math.log2(per_partial) if per_partial < 1 else 0.0
     if derived_bound is not None:
         report["derived_logit_bound"] = float(derived_bound)
     return report

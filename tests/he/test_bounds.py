@@ -159,3 +159,38 @@ def test_deriving_the_bound_leaves_the_plan_untouched() -> None:
     derive_logit_bound(plan)
     assert np.array_equal(w.indices, before[0]) and np.array_equal(w.data, before[1])
     assert plan.fingerprint == before[2]
+
+
+def test_hiding_report_counts_partial_sums_at_their_own_bound() -> None:
+    """Single packing's last map leaves partial sums of logit rows in other slots: each counts in the
+    union bound with its own bound A, so 150 of them at A = 2B cost log2(1 + 150 * 2 / 10) bits."""
+    from capc.he.mask import hiding_report
+
+    base = hiding_report(40, 16.0, 3, 10, 0)
+    h = hiding_report(40, 16.0, 3, 10, 0, partial_coords=150, partial_bound=32.0)
+    assert h["per_logit_bits"] == base["per_logit_bits"] == 40.0
+    assert h["per_partial_bits"] == pytest.approx(39.0) and h["partial_coords"] == 150.0
+    assert h["result_bits"] == pytest.approx(base["result_bits"] - np.log2(1 + 150 * 2 / 10))
+
+
+def test_partial_sum_bound_covers_every_subset_sum_of_a_last_row() -> None:
+    """Brute force over all subsets of a small last map's terms: each subset sum's exact extremes
+    over the input box (every term at the end of its interval that makes it largest or smallest)."""
+    from itertools import combinations
+
+    from capc.he.bounds import interval_stages, partial_sum_bound
+
+    rng = np.random.default_rng(7)
+    w1 = sp.csr_matrix(rng.normal(size=(6, 4)))
+    w2 = sp.csr_matrix(rng.normal(size=(3, 6)) * 3)
+    plan = Plan([LinearStage(w1, rng.normal(size=6)), SquareStage(6), LinearStage(w2, np.full(3, -50.0))], (4,), [])
+    a = partial_sum_bound(plan)
+    lo, hi = interval_stages(plan.stages[:-1], np.zeros(4), np.ones(4))
+    w = w2.toarray()
+    top = 0.0
+    for i in range(3):
+        for r in range(1, 7):
+            for sub in combinations(range(6), r):
+                ends = np.array([[w[i, j] * lo[j], w[i, j] * hi[j]] for j in sub])
+                top = max(top, ends.max(axis=1).sum(), -ends.min(axis=1).sum())
+    assert top <= a <= top * (1 + 2.0 ** -19) + 2.0 ** -9  # sound, and tight up to the margins
