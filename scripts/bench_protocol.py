@@ -156,11 +156,25 @@ def bench_batch(n_aps: int, n_queries: int, batch: int, dataset: str, base: Path
             per_batch[key] = per_batch.get(key, 0.0) + r["seconds"]
     ap = list(per_batch.values())
     keygen = [r["seconds"] for r in timing if r["step"] == "setup_keygen"]
+
+    def total(step: str, party: str = "") -> float:
+        return sum(r["seconds"] for r in timing if r["step"] == step and str(r.get("party", "")).startswith(party))
+
+    # where a batch's time goes: the QP's encryption, then per AP its 1a (send, evaluate, receive,
+    # decrypt) and 1b (garbled argmax), then the PG's steps 2+3 for the whole batch
+    n_batches = max(1, -(-n_queries // batch))
+    per_ap_1a = [r["seconds"] for r in timing if r["step"] == "1a" and r.get("party") == "qp-0"]
+    per_ap_1b = [r["seconds"] for r in timing if r["step"] == "1b" and r.get("party") == "qp-0"]
+    breakdown = {"encrypt": total("1a_encrypt", "qp") / n_batches,
+                 "1a per AP": statistics.mean(per_ap_1a) if per_ap_1a else float("nan"),
+                 "AP inference": statistics.mean(ap) if ap else float("nan"),
+                 "1b per AP": statistics.mean(per_ap_1b) if per_ap_1b else float("nan"),
+                 "2+3": sum(q["seconds"].get("2+3", 0.0) for q in res) / n_batches}
     labelling = sum(sum(q["seconds"].values()) for q in res)
     return {"N": n_aps, "queries": len(res), "batch": batch, "wall": wall, "labelling": labelling,
             "keygen": keygen[0] if keygen else float("nan"), "ap_batch": statistics.mean(ap) if ap else float("nan"),
             "answered": sum(q["answered"] for q in res), "model_type": model_type,
-            "layers": layer_rows(timing, set())}
+            "layers": layer_rows(timing, set()), "breakdown": breakdown}
 
 
 def print_table(head: list[str], rows: list[list[str]]) -> None:
@@ -207,6 +221,10 @@ def main() -> None:
                     [[r["model_type"], f"{r['N']:d}", f"{r['queries']:d}", f"{r['batch']:d}", f"{r['keygen']:.2f}",
                       f"{r['ap_batch']:.2f}", f"{r['labelling']:.2f}", f"{r['labelling'] / r['queries']:.4f}",
                       f"{r['wall']:.2f}", f"{r['answered']:d}"] for r in rows])
+        print("\n  where a batch's time goes (seconds per batch; 1a per AP includes its transfer and the QP's "
+              "decryption; 1b overlaps the next AP's 1a)")
+        print_table(["model", "N"] + list(rows[0]["breakdown"]),
+                    [[r["model_type"], f"{r['N']:d}"] + [f"{v:.2f}" for v in r["breakdown"].values()] for r in rows])
         print_layers(rows)
         return
     rows = []

@@ -126,6 +126,10 @@ def _worker_init(parms: bytes, relin: bytes, security_level: int, galois: bytes)
     _WORKER = _SealSide(parms, relin, security_level, galois)
 
 
+def _worker_ready() -> bool:
+    return _WORKER is not None
+
+
 def _worker_finish(in_name: str, out_name: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
                    lo: int, hi: int, level: int, scale_in: float, drops: int, square: bool,
                    delta: float, lanesum: int) -> float:
@@ -375,6 +379,16 @@ class BatchEngine:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                              initializer=_worker_init, initargs=self._init_args)
         return self._pool
+
+    def prepare(self, lanes: int) -> None:
+        """Do now what the first batch laid out with ``lanes`` lanes would otherwise wait for: build
+        its affine stages (the lane-weighted one's per-class weights) and start the worker processes,
+        returning once each has loaded the keys."""
+        self._stages_for(lanes)
+        if self.workers > 1:
+            pool = self._get_pool()
+            for f in [pool.submit(_worker_ready) for _ in range(self.workers)]:
+                f.result()
 
     def close(self) -> None:
         """Stop the worker processes (idempotent)."""

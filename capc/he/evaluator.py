@@ -171,6 +171,20 @@ class ModelEvaluator:
         """Number of CKKS segments (1 for a plain plan)."""
         return len(self._segs)
 
+    def prepare(self, batch_size: int) -> None:
+        """Get ready for batches of ``batch_size`` queries now (set-up) rather than at the first one:
+        the layouts, the batch engine's stages for that many lanes and its worker processes.  A batch
+        of another size still works (its stages are built when it arrives).  Nothing to do for single
+        packing, whose weights are encoded at construction."""
+        if self.packing != "batch":
+            return
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 0 < batch_size <= self.slots:
+            raise HEError(f"batch_size must be in 1..{self.slots}, got {batch_size!r}")
+        for seg in self._segs:
+            lanes = self._layout(seg, {"batch": batch_size}).lanes
+            if seg.engine is not None:
+                seg.engine.prepare(lanes)
+
     def close(self) -> None:
         """Stop the batch worker processes, if any (idempotent; the evaluator can still be used and
         restarts them on demand)."""

@@ -206,6 +206,10 @@ class AnsweringParty:
                 try:
                     if isinstance(msg, PublicContext):
                         evaluator = self.model.evaluator(msg.context_bytes)
+                        if self.cfg.protocol.packing == "batch":
+                            # set-up work the first batch would otherwise wait for
+                            with self.ctx.timing.span("setup_prepare", 0, batch=self.cfg.protocol.batch_size):
+                                evaluator.prepare(self.cfg.protocol.batch_size)
                         chan.send(StepDone(query_id=0, step="public_context"))
                         log.info("received the public context of %s (%d bytes, no secret key)",
                                  qp, len(msg.context_bytes))

@@ -78,6 +78,10 @@ class MaskedEvaluator(Protocol):
         """A fresh mask (uint64[count, n_out]) for the outputs of the GC layer after ``segment``,
         sized by the sound bound on them (statistical hiding)."""
 
+    def prepare(self, batch_size: int) -> None:
+        """Set-up for batches of ``batch_size`` queries (weights laid out, helpers started), so that
+        the first batch does not wait for it."""
+
 
 class AnswerModel(Protocol):
     """An AP's own model, as the HE provider loaded it."""
@@ -253,6 +257,9 @@ class _RealEvaluator:
 
     def activation_mask(self, segment: int, count: int, frac_bits: int) -> np.ndarray:
         return self.ev.activation_mask(segment, count, frac_bits)  # type: ignore[attr-defined]
+
+    def prepare(self, batch_size: int) -> None:
+        self.ev.prepare(batch_size)  # type: ignore[attr-defined]
 
 
 class _RealModel:

@@ -119,6 +119,9 @@ class _PlainEvaluator:
 
         return draw_share_mask((count, self.model.gc_layers[segment].size_out), *_PLAIN_MASK_BITS, frac_bits)
 
+    def prepare(self, batch_size: int) -> None:
+        """Nothing to lay out in the clear."""
+
 
 class PlaintextHE:
     """Step 1a in the clear. ``forward_for(path)`` returns (forward, input shape, classes) for a

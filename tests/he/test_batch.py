@@ -87,6 +87,33 @@ def test_close_is_idempotent_and_evaluator_restarts(batch_setup):
     ev.close()
 
 
+def test_prepare_builds_the_batch_stages_and_starts_the_workers(batch_setup):
+    """prepare(B) at set-up: the lane stages for B's lane count exist and every worker process is up
+    before the first batch; a prepared evaluator gives exactly the results of an unprepared one, also
+    for a batch of another size; bad sizes are refused."""
+    from capc.he import HEError
+
+    plan, keys = batch_setup
+    x = np.random.default_rng(5).uniform(0, 1, (40, 8, 8, 1))
+    q = keys.encrypt(x)
+    lanes = keys.batch_layout(0, 40).lanes
+    with ModelEvaluator(plan, keys.public_context(), workers=2) as cold:
+        want = keys.decrypt_logits(cold.evaluate(q))
+    with ModelEvaluator(plan, keys.public_context(), workers=2) as ev:
+        engine = ev._segs[0].engine
+        assert engine._pool is None and not engine._lane_stages
+        ev.prepare(40)
+        assert lanes > 1 and lanes in engine._lane_stages
+        procs = list(engine._pool._processes.values())
+        assert len(procs) == 2 and all(p.is_alive() for p in procs)
+        np.testing.assert_array_equal(keys.decrypt_logits(ev.evaluate(q)), want)
+        assert list(engine._pool._processes.values()) == procs  # the same workers served the batch
+        np.testing.assert_allclose(keys.decrypt_logits(ev.evaluate(keys.encrypt(x[:3]))), want[:3], atol=1e-6)
+        for bad in (0, -1, keys.slots + 1, True, 2.5):
+            with pytest.raises(HEError, match="batch_size"):
+                ev.prepare(bad)
+
+
 def test_bad_worker_count(batch_setup):
     plan, keys = batch_setup
     from capc.he import HEError

@@ -8,6 +8,7 @@ the other parties up, never record a label twice and never under-count the priva
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -72,6 +73,12 @@ def test_batch_packing_gives_the_same_labels(tmp_path, sequential):
         assert [labels[q] for q in queries] == plurality(ap_predictions(2, queries))
         assert "4 queries: step 1a done" in run.log("ap-1").read_text()
         assert "3 queries: step 1a done" in run.log("ap-1").read_text()  # the last, partial batch
+        # each AP laid out its weights and started its workers for batches of 4 at set-up
+        for ap in ("ap-1", "ap-2"):
+            steps = [json.loads(line) for line in (run.dir / f"timing-{ap}.jsonl").read_text().splitlines()]
+            prep = [r for r in steps if r["step"] == "setup_prepare"]
+            assert len(prep) == 1 and prep[0]["batch"] == 4
+            assert steps.index(prep[0]) < min(i for i, r in enumerate(steps) if r["step"] == "1a_he_inference")
     finally:
         run.stop_all()
 
