@@ -24,8 +24,8 @@ from capc.he import raw, residue_wire
 from capc.he.batch import BatchEngine, default_workers
 from capc.he.bounds import partial_sum_bound, segment_bounds
 from capc.he.errors import HEError
-from capc.he.layout import (DiagSpec, batch_layout, diagonal_vectors, gather_vectors, result_support,
-                            single_layout)
+from capc.he.layout import (DiagSpec, baby_giant_vectors, batch_layout, diagonal_vectors, gather_vectors,
+                            monomial_slots, result_support, single_layout)
 from capc.he.mask import (draw_flood, draw_mask, draw_share_mask, flood_std, grid_smoothing_bits,
                           hiding_report)
 from capc.he.params import (DEFAULT_HIDING_BITS, DEFAULT_LOGIT_BOUND, MIN_HIDING_BITS, mask_sizing,
@@ -150,6 +150,8 @@ class ModelEvaluator:
         missing = steps - set(header.get("rotation_steps", []))
         if missing or (steps and self.galois is None):
             raise HEError(f"public context lacks Galois keys for rotations {sorted(missing)[:8]}")
+        if any(getattr(seg.layout, "conjugate", False) for seg in self._segs) and not header.get("conjugate"):
+            raise HEError("public context lacks the conjugation key this plan's single-query layout uses")
         self.encoder = seal.CKKSEncoder(self.ctx)
         self.ev = seal.Evaluator(self.ctx)
         for seg in self._segs:
@@ -232,17 +234,20 @@ class ModelEvaluator:
         if idx == 0 and lay.gather is not None:
             vecs, bias = gather_vectors(st, lay.gather, self.slots)
             return {"gather": [self._encode(v, level, w_scale) for v in vecs],
-                    "bias": self._encode(bias, level + 1, self.scale), "folds": lay.gather.fold_steps}
+                    "bias": self._encode(bias, level + 1, self.scale), "folds": lay.gather.fold_steps,
+                    "conj": lay.gather.complex}
         spec = lay.diags[idx]
         diags, bias = diagonal_vectors(st, spec, self.slots)
-        pts: dict[int, seal.Plaintext] = {}
-        for k in range(spec.num_diags):
-            if not np.any(np.abs(diags[k]) * w_scale >= 0.5):
+        pts: dict[tuple[int, int], seal.Plaintext] = {}
+        for key, vec in baby_giant_vectors(diags, spec).items():
+            if not np.any(np.abs(vec) * w_scale >= 0.5):
                 continue  # nothing survives encoding: multiplying by it would give a transparent result
-            j = k // spec.baby
-            pts[k] = self._encode(np.roll(diags[k], j * spec.baby), level, w_scale)
-        return {"diag": pts, "spec": spec, "bias": self._encode(bias, level + 1, self.scale),
-                "folds": spec.fold_steps}
+            pts[key] = self._encode(vec, level, w_scale)
+        prep = {"pts": pts, "spec": spec, "bias": self._encode(bias, level + 1, self.scale),
+                "folds": spec.fold_steps, "conj": spec.complex_baby}
+        if spec.complex_baby:  # X^(N/2) at scale 1: an exact slot-wise product by +-i, no level
+            prep["mono"] = self._encode(monomial_slots(self.slots), level, 1.0)
+        return prep
 
     # ------------------------------------------------------------------ query I/O
     def _read_query(self, blob: bytes) -> tuple[dict[str, Any], list[tuple[bytes, Any]], _Segment]:
@@ -337,19 +342,27 @@ class ModelEvaluator:
         acc.scale = self.scale  # removes float drift only: the true scale is Delta up to rounding
         for step in prep["folds"]:
             self.ev.add_inplace(acc, self._rot(acc, step))
+        if prep["conj"]:  # z + conj(z) = 2 Re z: the products' imaginary parts cancel
+            conj = seal.Ciphertext()
+            self.ev.complex_conjugate(acc, self.galois, conj)
+            self.ev.add_inplace(acc, conj)
         self.ev.add_plain_inplace(acc, prep["bias"])
         return acc
 
     def _linear_single(self, x: seal.Ciphertext, prep: dict[str, Any]) -> seal.Ciphertext:
         spec: DiagSpec = prep["spec"]
-        pts: dict[int, seal.Plaintext] = prep["diag"]
-        needed_babies = sorted({k % spec.baby for k in pts})
-        babies = {b: (x if b == 0 else self._rot(x, b)) for b in needed_babies}
+        pts: dict[tuple[int, int], seal.Plaintext] = prep["pts"]
+        src = x
+        if spec.complex_baby:  # y = x + u rot(x, 1): each rotation of y carries two shifts of x
+            src = self._rot(x, 1)
+            self.ev.multiply_plain_inplace(src, prep["mono"])
+            self.ev.add_inplace(src, x)
+        babies = {b: (src if b == 0 else self._rot(src, b)) for b in sorted({b for _, b in pts})}
         acc = None
         for j in range(spec.giants):
             inner = None
-            for b in range(spec.baby):
-                pt = pts.get(j * spec.baby + b)
+            for b in spec.baby_shifts:
+                pt = pts.get((j, b))
                 if pt is None:
                     continue
                 t = self._mul(babies[b], pt)

@@ -126,17 +126,19 @@ class QueryKeys:
         pk = seal.PublicKey()
         keygen.create_public_key(pk)
         public_key = self._scratch.dump(pk)
-        galois = (self._scratch.dump(keygen.create_galois_keys(galois_elements(steps, he.poly_modulus_degree)))
-                  if steps else b"")
+        conjugate = any(getattr(lay, "conjugate", False) for lay in self._layouts)
+        elements = galois_elements(steps, he.poly_modulus_degree) + \
+            ([2 * he.poly_modulus_degree - 1] if conjugate else [])  # SEAL's complex conjugation
+        galois = self._scratch.dump(keygen.create_galois_keys(elements)) if elements else b""
         self.key_id = secrets.token_hex(16)
         header = {"kind": "context", "packing": packing, "scale": he.scale,
                   "security_level": he.security_level, "coeff_modulus": list(he.coeff_modulus),
                   "poly_modulus_degree": he.poly_modulus_degree, "plan": self.plan.fingerprint,
-                  "key_id": self.key_id, "rotation_steps": steps}
+                  "key_id": self.key_id, "rotation_steps": steps, "conjugate": conjugate}
         sections = ([(b"P", parms_bytes), (b"K", public_key), (b"R", relin)]
                     + ([(b"G", galois)] if galois else []))
         self._public = frame(CONTEXT_MAGIC, header, sections)
-        self.sizes = {"public_key": len(public_key), "relin_keys": len(relin), "galois_keys": len(galois), "galois_key_count": len(steps),
+        self.sizes = {"public_key": len(public_key), "relin_keys": len(relin), "galois_keys": len(galois), "galois_key_count": len(elements),
                       "public_context": len(self._public)}
         self._encoder = seal.CKKSEncoder(self._ctx)
         self._encryptor = seal.Encryptor(self._ctx, self._sk)

@@ -9,8 +9,11 @@ Single-query packing (one query, many slots), S = N/2 slots:
   fold the blocks together, leaving the output ``P``-periodic with row ``rows[s mod P]`` in slot ``s``.
   This is the im2col idea (proto "v7") for any sparse first layer.  ``P`` is the output's padded size
   with ``rows`` the identity, or -- when the next affine map shrinks -- a larger power of two whose
-  arrangement ``rows`` lets that map use ``P`` times fewer diagonals (below); :func:`single_layout`
-  picks ``P`` by an operation count.
+  arrangement ``rows`` lets that map use ``P`` times fewer diagonals (below).  When a square follows,
+  the query may also be *complex*: every slot carries one block in its real and another in its
+  imaginary part (half the ciphertexts), the weights are ``(w_re - i w_im) / 2``, and after the folds
+  ``z + conj(z)`` keeps ``2 Re z``, the sum over both blocks (one conjugation).  :func:`single_layout`
+  picks ``P`` and the packing by an operation count.
 * **Other affine maps** use the diagonal method of Halevi and Shoup (CRYPTO 2014) with baby-step /
   giant-step (Halevi-Shoup 2018) on an input that repeats every ``P_in`` slots, slot ``s`` holding
   input ``in_rows[s mod P_in]`` (by default ``P_in = n'`` and the identity):
@@ -19,7 +22,11 @@ Single-query packing (one query, many slots), S = N/2 slots:
   ``K = n' m' / P_in`` diagonals and folds ``z + rot(z, m') + ...`` up to ``P_in / 2``, which leaves
   the result ``m'``-periodic; this covers every weight exactly once when slot ``m' a + b`` holds input
   ``(b mod K) + K a`` (:func:`spread_rows`): for output ``i`` the slots ``i + m' a`` and shifts
-  ``k < K`` read every input once.
+  ``k < K`` read every input once.  *Complex baby steps* (a hidden map with enough diagonals): with
+  ``y = x + u * rot(x, 1)``, ``u`` the slot vector of the monomial ``X^(N/2)`` (``+-i``, exact, no
+  level), ``rot(y, 2b)`` carries shifts ``2b`` and ``2b + 1`` at once, and the real part of
+  ``(D_2b - conj(u) D_2b+1) / 2 * rot(y, 2b)`` is half their two products: half the baby rotations and
+  products, and one conjugation at the end (``z + conj(z)``).
 * **The last affine map** writes its diagonals into the first ``P_in`` slots only (rows ``>= C``
   zero): after the same folds slots ``0..C-1`` hold the logits, and the other slots the result can
   reach hold partial sums of logit rows (:func:`result_support`), masked like the logits and counted
@@ -49,6 +56,13 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
 
+def monomial_slots(slots: int) -> np.ndarray:
+    """complex [slots]: the slot values of the monomial ``X^(N/2)`` under SEAL's CKKS encoding (slot
+    ``j`` is the evaluation at ``zeta^(3^j)``, so ``+i`` for even ``j`` and ``-i`` for odd ``j``).
+    A plaintext of it at scale 1 multiplies a ciphertext exactly, without a level."""
+    return np.where(np.arange(slots) % 2 == 0, 1j, -1j)
+
+
 @dataclass(frozen=True)
 class DiagSpec:
     """Diagonal-method layout of one affine stage."""
@@ -59,11 +73,12 @@ class DiagSpec:
     m_pad: int          # output period m'
     n_pad: int          # input period n'
     num_diags: int      # number of generalised diagonals
-    baby: int           # baby-step count g
+    baby: int           # baby-step count g (shifts per giant step)
     fold_steps: tuple[int, ...]
     final: bool         # last stage: diagonals in the first period only, rows >= m zero
     in_period: int = 0  # P_in: the input repeats every P_in slots (0: n_pad)
     in_rows: np.ndarray | None = None  # [P_in] input index in slot s mod P_in (-1: none; None: s mod n_pad)
+    complex_baby: bool = False  # baby steps on y = x + u rot(x, 1), two shifts a rotation; ends with a conjugation
 
     @property
     def period(self) -> int:
@@ -74,19 +89,49 @@ class DiagSpec:
     def giants(self) -> int:
         return -(-self.num_diags // self.baby)
 
+    @property
+    def baby_shifts(self) -> list[int]:
+        """The rotations of the baby-step input (of x, or of y for complex baby steps)."""
+        return list(range(0, self.baby, 2)) if self.complex_baby else list(range(self.baby))
+
+    @property
+    def rotation_steps(self) -> set[int]:
+        steps = set(self.baby_shifts) | {self.baby * j for j in range(1, self.giants)} | set(self.fold_steps)
+        if self.complex_baby:
+            steps.add(1)
+        steps.discard(0)
+        return steps
+
+    @property
+    def key_switches(self) -> int:
+        """Rotations and conjugations the stage costs."""
+        baby = len(self.baby_shifts) - 1 + (2 if self.complex_baby else 0)  # + rot(x, 1) and the conjugation
+        return baby + self.giants - 1 + len(self.fold_steps)
+
 
 @dataclass(frozen=True)
 class GatherSpec:
     """Gather-mode layout of the first affine stage: blocks of ``period`` slots, slot ``s`` of a block
-    computing output row ``rows[s]``."""
+    computing output row ``rows[s]``; with ``complex``, each ciphertext carries blocks in the real and
+    the imaginary parts of its slots."""
 
     m: int
     period: int
     rows: np.ndarray     # [period] output row per slot of a block, -1 = none
-    blocks_per_ct: int
+    blocks_per_ct: int   # blocks along the slots of one ciphertext (S / period)
     num_cts: int
-    table: np.ndarray    # [num_cts * blocks_per_ct, period] column index, -1 = zero
+    table: np.ndarray    # [num_cts * parts * blocks_per_ct, period] column index, -1 = zero
     fold_steps: tuple[int, ...]
+    complex: bool = False
+
+    @property
+    def parts(self) -> int:
+        """Real numbers per slot the query uses (2 for a complex query)."""
+        return 2 if self.complex else 1
+
+    @property
+    def key_switches(self) -> int:
+        return len(self.fold_steps) + (1 if self.complex else 0)
 
 
 @dataclass(frozen=True)
@@ -99,6 +144,7 @@ class SingleLayout:
     rotation_steps: list[int]
     query_cts: int
     input_period: int    # n' of the first stage in diagonal mode (0 in gather mode)
+    conjugate: bool = False  # some stage conjugates: the context needs the conjugation key
 
 
 @dataclass(frozen=True)
@@ -121,9 +167,28 @@ class BatchLayout:
     output_size: int = 0
 
 
-def _baby_steps(num_diags: int) -> int:
-    # g ~ sqrt(D) minimises (g - 1) + (D / g - 1) rotations; powers of two let layers share keys.
-    return next_pow2(int(math.isqrt(max(num_diags - 1, 0))) + 1) if num_diags > 1 else 1
+#: Relative costs for choosing layouts, in key switches (a rotation or conjugation at the level where
+#: the second map runs; measured on SEAL at N = 16384): a plaintext product with its sum, and one query
+#: ciphertext (the querying party's encryption and serialisation, the answering party's load and
+#: product).
+_COST_PRODUCT = 0.08
+_COST_QUERY_CT = 1.5
+
+
+def _baby_choice(num: int, complex_ok: bool) -> tuple[int, bool]:
+    """(g, complex baby steps) with the fewest key switches, then the fewest products, for ``num``
+    diagonals; g a power of two (layers then share rotation keys)."""
+    best: tuple[float, int, bool] | None = None
+    g = 1
+    while g <= max(1, next_pow2(num)):
+        for cplx in ((False, True) if complex_ok and g >= 4 else (False,)):
+            babies = (g // 2 - 1 + 2) if cplx else g - 1
+            cost = babies + (-(-num // g) - 1) + _COST_PRODUCT * (num / 2 if cplx else num)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, g, cplx)
+        g *= 2
+    assert best is not None
+    return best[1], best[2]
 
 
 def _diag_spec(stage: int, m: int, n: int, slots: int, final: bool, in_period: int = 0,
@@ -142,9 +207,10 @@ def _diag_spec(stage: int, m: int, n: int, slots: int, final: bool, in_period: i
     else:
         num = n_pad * m_pad // p_in
         folds = tuple(m_pad << j for j in range(int(math.log2(p_in // m_pad))))
-    g = min(_baby_steps(num), num)
+    # the last map's imaginary parts would reach the querying party: its baby steps stay real
+    g, cplx = _baby_choice(num, complex_ok=not final)
     return DiagSpec(stage, m, n, m_pad, n_pad, num, g, folds, final,
-                    p_in if in_rows is not None else 0, in_rows)
+                    p_in if in_rows is not None else 0, in_rows, cplx)
 
 
 def spread_rows(n_pad: int, m_pad: int, period: int, n: int) -> np.ndarray:
@@ -183,39 +249,34 @@ def _gather_table(p: PublicPlan, rows: np.ndarray, k_max: int, blocks: int) -> n
     return table
 
 
-#: Relative costs per operation for choosing the gather period (measured on SEAL at N = 16384, in
-#: units of a rotation at the level where the second map runs): a plaintext product with its sum, and
-#: one query ciphertext (the querying party's encryption and serialisation, the answering party's load
-#: and product).
-_COST_PRODUCT = 0.08
-_COST_QUERY_CT = 1.5
-
-
-def _baby_giant_rotations(num: int) -> int:
-    g = min(_baby_steps(num), num)
-    return (g - 1) + (-(-num // g) - 1)
-
-
-def _gather_period(m0: int, k_max: int, slots: int, nxt: tuple[int, int] | None) -> int:
-    """The gather block size: the padded output size, or when the next affine map ``(m, n)`` shrinks,
-    the power of two that minimises the operation count of the first two maps (folds, rotations,
-    products, query ciphertexts), keeping the query within :data:`MAX_GATHER_CIPHERTEXTS`."""
+def _gather_choice(m0: int, k_max: int, slots: int, nxt: tuple[int, int] | None,
+                   square_next: bool) -> tuple[int, bool] | None:
+    """(period, complex query) of the gather with the lowest operation count of the first two maps
+    (folds, conjugations, rotations, products, query ciphertexts) within
+    :data:`MAX_GATHER_CIPHERTEXTS`; None if even the smallest query is larger.  A complex query needs a
+    square next (the conjugation keeps the real part before it).  The period grows past the padded
+    output size only when the next map shrinks."""
     m0_pad = next_pow2(m0)
-    if nxt is None or next_pow2(nxt[0]) >= next_pow2(nxt[1]):
-        return m0_pad
-    m_pad, n_pad = next_pow2(nxt[0]), next_pow2(nxt[1])
-    best, best_cost = m0_pad, math.inf
+    spread = nxt is not None and next_pow2(nxt[0]) < next_pow2(nxt[1])
+    best: tuple[float, int, bool] | None = None
     p = m0_pad
-    while p <= slots and p <= n_pad * m_pad:
-        cts = -(-k_max // (slots // p))
-        if cts <= MAX_GATHER_CIPHERTEXTS:
-            num = n_pad * m_pad // p
-            rotations = int(math.log2(slots // p)) + _baby_giant_rotations(num) + int(math.log2(p // m_pad))
-            cost = rotations + _COST_PRODUCT * (num + cts) + _COST_QUERY_CT * cts
-            if cost < best_cost - 1e-9:
-                best, best_cost = p, cost
+    while p <= slots and (p == m0_pad or (spread and p <= next_pow2(nxt[0]) * next_pow2(nxt[1]))):
+        for cplx in ((False, True) if square_next else (False,)):
+            parts = 2 if cplx else 1
+            cts = -(-k_max // (parts * (slots // p)))
+            if cts > MAX_GATHER_CIPHERTEXTS:
+                continue
+            cost = int(math.log2(slots // p)) + (1 if cplx else 0) + _COST_PRODUCT * cts + _COST_QUERY_CT * cts
+            if nxt is not None:
+                in_p = p if spread else 0
+                spec = _diag_spec(-1, nxt[0], nxt[1], slots, False, in_p, np.zeros(max(in_p, 1), np.int64))
+                cost += spec.key_switches + _COST_PRODUCT * spec.num_diags / (2 if spec.complex_baby else 1)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, p, cplx)
+        if not spread:
+            break
         p *= 2
-    return best
+    return None if best is None else (best[1], best[2])
 
 
 def single_layout(p: PublicPlan, slots: int, hidden: bool = False) -> SingleLayout:
@@ -239,18 +300,21 @@ def single_layout(p: PublicPlan, slots: int, hidden: bool = False) -> SingleLayo
     if (last > 0 or hidden) and m0_pad <= slots and k_max > 0:
         # the map after the first one (past its square) on the gather's output
         nxt = next(((m, n) for kind, m, n in stages[1:] if kind == "linear"), None)
-        period = _gather_period(m0, k_max, slots, nxt)
-        bpc = slots // period
-        num_cts = -(-k_max // bpc)
-        if num_cts <= MAX_GATHER_CIPHERTEXTS:
+        square_next = last > 0 and stages[1][0] == "square"
+        choice = _gather_choice(m0, k_max, slots, nxt if last > 0 else None, square_next)
+        if choice is not None:
+            period, cplx = choice
             if period == m0_pad:
                 rows = np.where(np.arange(period) < m0, np.arange(period), -1).astype(np.int64)
             else:
                 assert nxt is not None
                 rows = spread_rows(next_pow2(nxt[1]), next_pow2(nxt[0]), period, m0)
+            bpc = slots // period
+            parts = 2 if cplx else 1
+            num_cts = -(-k_max // (parts * bpc))
             folds = tuple(period << j for j in range(int(math.log2(bpc))))
             gather = GatherSpec(m0, period, rows, bpc, num_cts,
-                                _gather_table(p, rows, k_max, num_cts * bpc), folds)
+                                _gather_table(p, rows, k_max, num_cts * parts * bpc), folds, cplx)
     diags: dict[int, DiagSpec] = {}
     first_diag = True
     for idx, (kind, m, n) in enumerate(stages):
@@ -264,29 +328,32 @@ def single_layout(p: PublicPlan, slots: int, hidden: bool = False) -> SingleLayo
     if gather is not None:
         steps.update(gather.fold_steps)
     for d in diags.values():
-        steps.update(range(1, d.baby))
-        steps.update(d.baby * j for j in range(1, d.giants))
-        steps.update(d.fold_steps)
+        steps.update(d.rotation_steps)
     steps.discard(0)
+    conjugate = (gather is not None and gather.complex) or any(d.complex_baby for d in diags.values())
     query_cts = gather.num_cts if gather is not None else 1
     return SingleLayout(slots, gather, diags, sorted(steps), query_cts,
-                        0 if gather is not None else diags[0].n_pad)
+                        0 if gather is not None else diags[0].n_pad, conjugate)
 
 
 def gather_vectors(stage: LinearStage, g: GatherSpec, slots: int) -> tuple[np.ndarray, np.ndarray]:
     """The first map's weight vectors in gather mode, ``[num_cts, slots]`` (slot ``s`` of block ``k``:
-    row ``rows[s]``'s ``k``-th non-zero weight, matching the query's :func:`query_vectors`), and its
-    bias vector ``[slots]`` laid out like the folded output."""
+    row ``rows[s]``'s ``k``-th non-zero weight, matching the query's :func:`query_vectors`; complex
+    ``(w_re - i w_im) / 2`` for a complex query), and its bias vector ``[slots]`` laid out like the
+    folded output."""
     w = stage.weight
     counts = np.diff(w.indptr)
     valid = g.rows >= 0
     rows = np.where(valid, g.rows, 0)
-    vals = np.zeros((g.num_cts * g.blocks_per_ct, g.period))
+    vals = np.zeros((g.num_cts * g.parts * g.blocks_per_ct, g.period))
     for k in range(int(counts.max())):
         ok = valid & (counts[rows] > k)
         vals[k, ok] = w.data[w.indptr[rows[ok]] + k]
-    bias = np.where(valid, stage.bias[rows], 0.0)
-    return vals.reshape(g.num_cts, slots), np.tile(bias, slots // g.period)
+    bias = np.tile(np.where(valid, stage.bias[rows], 0.0), slots // g.period)
+    if g.complex:
+        parts = vals.reshape(g.num_cts, 2, slots)
+        return (parts[:, 0] - 1j * parts[:, 1]) / 2.0, bias
+    return vals.reshape(g.num_cts, slots), bias
 
 
 def diagonal_vectors(stage: LinearStage, spec: DiagSpec, slots: int) -> tuple[np.ndarray, np.ndarray]:
@@ -313,6 +380,31 @@ def diagonal_vectors(stage: LinearStage, spec: DiagSpec, slots: int) -> tuple[np
     b = np.zeros(spec.m_pad)
     b[: spec.m] = stage.bias
     return np.tile(d, (1, slots // period)), np.tile(b, slots // spec.m_pad)
+
+
+def baby_giant_vectors(diags: np.ndarray, spec: DiagSpec) -> dict[tuple[int, int], np.ndarray]:
+    """The plaintexts of the baby-step / giant-step evaluation ``z = sum_j rot(sum_b P[j, b] *
+    rot(src, b), j g)``, keyed ``(j, b)`` with ``b`` a baby shift of :attr:`DiagSpec.baby_shifts`
+    (``src`` is ``x``, or ``y = x + u rot(x, 1)`` for complex baby steps; all-zero ones left out).
+    Each is pre-rotated by ``-j g`` so that the giant rotation lines it up; ``g`` is even for complex
+    baby steps, so the rotations leave ``u`` unchanged."""
+    out: dict[tuple[int, int], np.ndarray] = {}
+    g = spec.baby
+    u = monomial_slots(diags.shape[1]) if spec.complex_baby else None
+    for j in range(spec.giants):
+        for b in spec.baby_shifts:
+            k = j * g + b
+            if k >= spec.num_diags:
+                continue
+            vec = np.roll(diags[k], j * g)
+            if u is not None:
+                # Re((d + conj(u) d') / 2 * (x + u x')) = (d x + d' x') / 2 because u is +-i and
+                # u conj(u) = 1 (even rotations keep u); the conjugation at the end doubles it
+                nxt = np.roll(diags[k + 1], j * g) if k + 1 < spec.num_diags else np.zeros(diags.shape[1])
+                vec = (vec + np.conj(u) * nxt) / 2.0
+            if np.any(vec):
+                out[(j, b)] = vec
+    return out
 
 
 def batch_rotation_steps(p: PublicPlan, slots: int) -> list[int]:
@@ -376,8 +468,11 @@ def query_vectors(layout: SingleLayout | BatchLayout, values: np.ndarray) -> np.
         return np.ascontiguousarray(gathered.transpose(1, 0, 2).reshape(layout.query_cts, -1))
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     if layout.gather is not None:
-        tab = layout.gather.table
-        vals = np.where(tab >= 0, v[np.maximum(tab, 0)], 0.0)
-        return vals.reshape(layout.gather.num_cts, layout.slots)
+        g = layout.gather
+        vals = np.where(g.table >= 0, v[np.maximum(g.table, 0)], 0.0)
+        if g.complex:  # blocks in the real parts, then as many in the imaginary parts, per ciphertext
+            parts = vals.reshape(g.num_cts, 2, layout.slots)
+            return parts[:, 0] + 1j * parts[:, 1]
+        return vals.reshape(g.num_cts, layout.slots)
     per = layout.input_period
     return np.tile(np.pad(v, (0, per - v.size)), layout.slots // per)[None, :]

@@ -22,33 +22,37 @@ def _rot(v: np.ndarray, step: int) -> np.ndarray:
 
 
 def simulate(plan: Plan, lay: L.SingleLayout, x: np.ndarray) -> np.ndarray:
-    """The result slot vector of single packing on plaintext slots (no encryption)."""
+    """The result slot vector of single packing on plaintext (complex) slots, no encryption: the
+    answering party's operations in its order -- products, baby and giant rotations, folds,
+    conjugations, squares."""
     slots = lay.slots
     cts = L.query_vectors(lay, x)
     cur = None
     for idx, st in enumerate(plan.stages):
         if isinstance(st, SquareStage):
+            assert np.abs(cur.imag).max() <= 1e-9 * max(1.0, np.abs(cur.real).max()), \
+                "a square would mix a complex slot's two parts"
             cur = cur * cur
             continue
         if idx == 0 and lay.gather is not None:
             vecs, bias = L.gather_vectors(st, lay.gather, slots)
             acc = (vecs * cts).sum(axis=0)
-            folds = lay.gather.fold_steps
+            folds, conj = lay.gather.fold_steps, lay.gather.complex
         else:
             spec = lay.diags[idx]
             diags, bias = L.diagonal_vectors(st, spec, slots)
             src = cts[0] if cur is None else cur
-            acc = np.zeros(slots)
-            for j in range(spec.giants):  # baby-step / giant-step exactly as the evaluator runs it
-                inner = np.zeros(slots)
-                for b in range(spec.baby):
-                    k = j * spec.baby + b
-                    if k < spec.num_diags:
-                        inner += np.roll(diags[k], j * spec.baby) * _rot(src, b)
-                acc += _rot(inner, j * spec.baby)
-            folds = spec.fold_steps
+            if spec.complex_baby:
+                src = src + L.monomial_slots(slots) * _rot(src, 1)
+            babies = {b: _rot(src, b) for b in spec.baby_shifts}
+            acc = np.zeros(slots, dtype=complex)
+            for (j, b), vec in L.baby_giant_vectors(diags, spec).items():
+                acc += _rot(vec * babies[b], j * spec.baby)
+            folds, conj = spec.fold_steps, spec.complex_baby
         for step in folds:
             acc = acc + _rot(acc, step)
+        if conj:
+            acc = acc + np.conj(acc)
         cur = acc + bias
     return cur
 
@@ -76,6 +80,8 @@ def _check(plan: Plan, lay: L.SingleLayout, rng: np.random.Generator) -> None:
     out = simulate(plan, lay, x)
     c = plan.num_classes
     np.testing.assert_allclose(out[:c], plan.forward(x), rtol=1e-9, atol=1e-9)
+    assert np.abs(out.imag).max() <= 1e-9 * np.abs(out.real).max()  # the last map stays real
+    out = out.real
     spec = lay.diags[len(plan.stages) - 1]
     support = L.result_support(spec, lay.slots)
     assert not np.any(out[~support]), "a slot outside the declared support carries a value"
@@ -125,50 +131,72 @@ def test_cryptonets_layout_spreads_the_first_map() -> None:
     ([50, 30, 80, 5], 4, 1024),     # an expanding middle map: no spreading
     ([64, 100, 10], 9, 1024),       # the spread map is the last one
     ([30, 16, 16, 16, 3], 5, 256),
+    ([100, 200, 64, 10], 25, 1024),  # many diagonals in the middle map: complex baby steps
 ])
-def test_random_plans_are_exact_for_every_gather_period(sizes, nnz, slots, monkeypatch) -> None:
-    """Every admissible gather period (forced) gives the plan's outputs, with nothing outside the
-    declared support and partial sums within their bound."""
+def test_random_plans_are_exact_for_every_gather_choice(sizes, nnz, slots, monkeypatch) -> None:
+    """Every admissible gather period, real or complex (forced), gives the plan's outputs, with nothing
+    outside the declared support and partial sums within their bound."""
     rng = np.random.default_rng(sum(sizes))
     plan = random_plan(rng, sizes, nnz)
     base = L.next_pow2(sizes[1])
     periods = [base << j for j in range(int(np.log2(slots // base)) + 1)]
-    orig = L._gather_period
     seen = set()
     for period in periods:
-        monkeypatch.setattr(L, "_gather_period",
-                            lambda m0, k, s, nxt, p=period: p if nxt and L.next_pow2(nxt[0]) < L.next_pow2(nxt[1])
-                            and p <= L.next_pow2(nxt[0]) * L.next_pow2(nxt[1]) else orig(m0, k, s, nxt))
-        lay = L.single_layout(plan.public_plan, slots)
-        if lay.gather is None:
-            continue
-        seen.add(lay.gather.period)
-        _check(plan, lay, rng)
-    assert seen
+        for cplx in (False, True):
+            def forced(m0, k, s, nxt, square_next, p=period, c=cplx):
+                spread_ok = nxt is not None and L.next_pow2(nxt[0]) < L.next_pow2(nxt[1]) \
+                    and p <= L.next_pow2(nxt[0]) * L.next_pow2(nxt[1])
+                return (p if spread_ok else L.next_pow2(m0), c and square_next)
+            monkeypatch.setattr(L, "_gather_choice", forced)
+            lay = L.single_layout(plan.public_plan, slots)
+            if lay.gather is None or lay.query_cts > 64:
+                continue
+            seen.add((lay.gather.period, lay.gather.complex))
+            _check(plan, lay, rng)
+    assert any(c for _, c in seen) and any(not c for _, c in seen)
+    monkeypatch.undo()
+    _check(plan, L.single_layout(plan.public_plan, slots), rng)  # the layout chosen by operation count
+
+
+def test_complex_baby_steps_halve_the_baby_rotations() -> None:
+    """A hidden map with many diagonals takes complex baby steps: rotations of y = x + u rot(x, 1) by
+    even shifts, one conjugation, and the layout stays exact."""
+    rng = np.random.default_rng(11)
+    plan = random_plan(rng, [256, 256, 128, 10], 3)
+    lay = L.single_layout(plan.public_plan, 2048)
+    mid = lay.diags[2]
+    assert mid.complex_baby and lay.conjugate and 1 in lay.rotation_steps
+    assert all(b % 2 == 0 for b in mid.baby_shifts) and len(mid.baby_shifts) == mid.baby // 2
+    assert not lay.diags[4].complex_baby  # the last map's imaginary parts would reach the querying party
+    _check(plan, lay, rng)
 
 
 def test_diagonal_mode_and_hidden_segments_are_unchanged_in_kind() -> None:
     """A dense first map (no gather) and a hidden segment's periodic result keep their layouts: a
     hidden last map folds to an m'-periodic result that holds every output in slots 0..m-1."""
     rng = np.random.default_rng(3)
-    stages = [LinearStage(sp.csr_matrix(rng.normal(size=(40, 600)) / 25), rng.normal(size=40)), SquareStage(40),
+    stages = [LinearStage(sp.csr_matrix(rng.normal(size=(40, 1200)) / 35), rng.normal(size=40)), SquareStage(40),
               LinearStage(sp.csr_matrix(rng.normal(size=(10, 40))), rng.normal(size=10))]
-    plan = Plan(stages, (600,), [])  # 600 non-zeros a row: too many query ciphertexts to gather
+    plan = Plan(stages, (1200,), [])  # 1,200 non-zeros a row: too many query ciphertexts to gather
     lay = L.single_layout(plan.public_plan, 2048)
     assert lay.gather is None
     _check(plan, lay, rng)
     hidden = L.single_layout(plan.public_plan, 2048, hidden=True)
-    out = simulate(plan, hidden, rng.uniform(0, 1, 600))
+    out = simulate(plan, hidden, rng.uniform(0, 1, 1200)).real
     assert hidden.diags[2].fold_steps and not hidden.diags[2].final
     m_pad = hidden.diags[2].m_pad
     np.testing.assert_allclose(out.reshape(-1, m_pad), np.broadcast_to(out[:m_pad], (2048 // m_pad, m_pad)))
 
 
-def test_gather_period_choice_is_deterministic_and_bounded() -> None:
-    for m0, k_max, slots, nxt in itertools.product([100, 980, 2000], [9, 25, 49], [4096, 8192, 16384],
-                                                    [None, (100, 980), (10, 100), (2000, 980)]):
-        p = L._gather_period(m0, k_max, slots, nxt)
-        assert p == L._gather_period(m0, k_max, slots, nxt)
-        assert p >= L.next_pow2(m0) and slots % p == 0 or p > slots
-        if p != L.next_pow2(m0):
-            assert -(-k_max // (slots // p)) <= L.MAX_GATHER_CIPHERTEXTS
+def test_gather_choice_is_deterministic_and_bounded() -> None:
+    for m0, k_max, slots, nxt, sq in itertools.product([100, 980, 2000], [9, 25, 49], [4096, 8192, 16384],
+                                                        [None, (100, 980), (10, 100), (2000, 980)],
+                                                        [False, True]):
+        got = L._gather_choice(m0, k_max, slots, nxt, sq)
+        assert got == L._gather_choice(m0, k_max, slots, nxt, sq)
+        if got is None:
+            continue
+        p, cplx = got
+        assert p >= L.next_pow2(m0) and slots % p == 0
+        assert not cplx or sq
+        assert -(-k_max // ((2 if cplx else 1) * (slots // p))) <= L.MAX_GATHER_CIPHERTEXTS
