@@ -30,6 +30,10 @@ from capc.he.worker_guard import exit_with_parent
 #: Fewest ciphertexts per encryption worker worth the inter-process round trip.
 _MIN_PER_WORKER = 32
 
+#: Fewest ciphertexts of a single query worth splitting over the workers (about 10 ms each to encrypt
+#: and serialise at N = 16384, against a round trip of well under a millisecond).
+_MIN_SERIALISED_PER_SPLIT = 4
+
 
 def _encrypt_into(encoder: Any, encryptor: Any, scale: float, vecs: np.ndarray, packer: ResiduePacker,
                   first: int) -> None:
@@ -59,6 +63,19 @@ def _worker_ping() -> None:
     return None
 
 
+def _worker_encrypt_serialised(vecs: list[np.ndarray]) -> list[bytes]:
+    """Single packing: SEAL's seeded serialisation of each vector's symmetric encryption."""
+    if "scratch" not in _WORKER:
+        _WORKER["scratch"] = _Scratch()
+    scratch = _WORKER["scratch"]
+    pt = seal.Plaintext()
+    out = []
+    for vec in vecs:
+        _WORKER["encoder"].encode(vec.tolist(), _WORKER["scale"], pt)
+        out.append(scratch.dump(_WORKER["encryptor"].encrypt_symmetric(pt)))
+    return out
+
+
 def _worker_encrypt(shm_name: str, primes: list[int], count: int, n: int, first: int, vecs: np.ndarray) -> None:
     shm = SharedMemory(shm_name)
     try:
@@ -81,9 +98,9 @@ class QueryKeys:
         domain: the model's declared input domain (default pixels in [0, 1]); :meth:`encrypt`
             refuses any value outside it, because the answering party's mask is sized by a logit
             bound that holds only on this domain (:mod:`capc.he.bounds`).
-        encrypt_workers: processes that encrypt a batch in parallel (batch packing only).  They are
-            this party's own children and receive the secret key through a private pipe; call
-            :meth:`close` (or use ``with``) to stop them.
+        encrypt_workers: processes that encrypt in parallel: a batch, or a single query of several
+            ciphertexts.  They are this party's own children and receive the secret key through a
+            private pipe; call :meth:`close` (or use ``with``) to stop them.
 
     The secret key never leaves the querying party: :meth:`public_context` holds the encryption
     parameters, the public key (for the APs' re-randomisation), the relinearisation keys and only the Galois keys the plan's rotations need; with
@@ -253,7 +270,7 @@ class QueryKeys:
     def warm_up(self) -> None:
         """Start the encryption worker processes now (in the background) rather than at the first
         batch, so that their start-up overlaps the querying party's set-up."""
-        if self.residue_encoding and self.encrypt_workers > 1:
+        if self.encrypt_workers > 1:
             pool = self._get_pool()
             for _ in range(self.encrypt_workers):
                 pool.submit(_worker_ping)
@@ -295,7 +312,24 @@ class QueryKeys:
         if self.packing == "batch" and self.residue_encoding:
             header["encoding"] = residue_wire.ENCODING
             return self._encrypt_residues(np.asarray(vecs), header)
-        return frame(QUERY_MAGIC, header, [(b"C", self._encrypt_vec(vec)) for vec in vecs])
+        return frame(QUERY_MAGIC, header, [(b"C", blob) for blob in self._encrypt_serialised(list(vecs))])
+
+    def _encrypt_serialised(self, vecs: list[np.ndarray]) -> list[bytes]:
+        """SEAL's serialised symmetric encryptions of ``vecs``; a single query of several ciphertexts
+        is split over the encryption workers (its latency is on every query's critical path)."""
+        if self.encrypt_workers > 1 and len(vecs) >= _MIN_SERIALISED_PER_SPLIT:
+            try:
+                pool = self._get_pool()
+                bounds = np.linspace(0, len(vecs), self.encrypt_workers + 1).astype(int)
+                futs = [pool.submit(_worker_encrypt_serialised, vecs[lo:hi])
+                        for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+                return [blob for f in futs for blob in f.result()]
+            except (BrokenProcessPool, OSError) as exc:
+                warnings.warn(f"parallel encryption failed ({type(exc).__name__}: {exc}); encrypting in "
+                              "this process from now on", RuntimeWarning, stacklevel=3)
+                self._shutdown_pool()
+                self.encrypt_workers = 1
+        return [self._encrypt_vec(vec) for vec in vecs]
 
     def decrypt_logits(self, blob: bytes) -> np.ndarray:
         """Decrypt a result: float64 [C] (single) or [B, C] (batch), C being the outputs of the

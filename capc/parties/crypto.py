@@ -215,8 +215,7 @@ class _RealKeyRing:
         fp = pub.fingerprint
         if fp not in self._keys:
             packing = self.cfg.protocol.packing
-            keys = QueryKeys(pub, he_setup(pub, self.cfg), packing=packing,
-                             encrypt_workers=default_workers() if packing == "batch" else 1)
+            keys = QueryKeys(pub, he_setup(pub, self.cfg), packing=packing, encrypt_workers=default_workers())
             keys.warm_up()  # the encryption workers start while the QP finishes its set-up
             self._keys[fp] = _RealCipher(keys, packing)
         return self._keys[fp]

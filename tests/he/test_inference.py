@@ -180,3 +180,37 @@ def test_one_key_set_decrypts_from_several_threads(model, single):
             assert all(np.array_equal(g, e) for g, e in zip(got, expected))
             encs = list(pool.map(keys.encrypt, x))
             assert all(isinstance(e, bytes) and e for e in encs)
+
+
+def test_a_single_query_splits_its_ciphertexts_over_the_encryption_workers():
+    """Single packing with encryption workers: a query of several ciphertexts is encrypted by the
+    workers (seeded SEAL ciphertexts, as in-process), evaluates to the plan's logits, and a dead
+    worker makes the QP encrypt in its own process instead of failing the query."""
+    import scipy.sparse as sp
+
+    from capc.he.plan import LinearStage, Plan, SquareStage
+
+    rng = np.random.default_rng(0)
+    m, n, k = 512, 256, 200  # 200 inputs a first-layer row: a query of several ciphertexts
+    cols = np.stack([rng.choice(n, k, replace=False) for _ in range(m)])
+    w = sp.csr_matrix((rng.normal(size=m * k) / 10, cols.reshape(-1), np.arange(0, m * k + 1, k)), shape=(m, n))
+    plan = Plan([LinearStage(w, np.zeros(m)), SquareStage(m),
+                 LinearStage(sp.csr_matrix(rng.normal(size=(10, m)) / 20), np.zeros(10))], (n,), [])
+    x = rng.uniform(0, 1, n)
+    with QueryKeys(plan, choose_params(plan), packing="single", encrypt_workers=2) as par:
+        assert par._layouts[0].query_cts >= 4
+        par.warm_up()
+        q = par.encrypt(x)
+        pool = par._pool
+        assert pool is not None and len(pool._processes) == 2
+        header, sections = unframe(q, b"CAPCHEq1", "query")
+        assert len(sections) == header["count"] == par._layouts[0].query_cts
+        ev = ModelEvaluator(plan, par.public_context())
+        np.testing.assert_allclose(par.decrypt_logits(ev.evaluate(q)), plan.forward(x), atol=1e-4)
+        for proc in list(pool._processes.values()):
+            proc.kill()
+            proc.join()
+        with pytest.warns(RuntimeWarning, match="parallel encryption failed"):
+            q2 = par.encrypt(x)
+        assert par.encrypt_workers == 1 and par._pool is None
+        np.testing.assert_allclose(par.decrypt_logits(ev.evaluate(q2)), plan.forward(x), atol=1e-4)
