@@ -6,9 +6,9 @@ Network: conv 5x5 stride 2 SAME, 5 channels (980) -> square -> dense 100 -> squa
 per CKKS segment (the AP's masked evaluation, query and result bytes) for single packing and each
 ``--batch`` size; the garbled-circuit layers between segments are measured by bench_protocol.py.
 Single-query packing is measured unless ``--no-single``; ``--batch B [B ...]`` also measures batch
-packing at each batch size, with ``--workers`` processes: up to N/16 queries a batch runs with 8
-lanes per query (capc.he.lanes) and costs about half of a full one; larger batches cost the same up
-to N/2 queries.  Times are medians over ``--repeat``
+packing at each batch size, with ``--workers`` processes: a batch of B queries gets the most lanes
+per query (capc.he.lanes, up to 16) that fit its B in N/2 slots, so up to N/32 queries run with 16
+lanes, up to N/16 with 8, and larger batches with one lane cost the same up to N/2 queries.  Times are medians over ``--repeat``
 runs; run it with ``nice`` on a shared machine and read the load average in the last row.
 """
 

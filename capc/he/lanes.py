@@ -40,7 +40,7 @@ from capc.he.errors import HEError
 from capc.he.plan import ConvGeometry, LinearStage, PublicPlan
 
 #: Most lanes when a later stage mixes positions (its lane sum needs rotations by 1, 2, .., MAX_LANES/2).
-MAX_LANES = 8
+MAX_LANES = 16
 
 
 def lane_count(p: PublicPlan, batch: int, slots: int) -> int:

@@ -71,13 +71,13 @@ def test_a_lane_weighted_product_multiplies_each_lane_by_its_weight(lanes):
 
 def test_lane_count_follows_the_batch_and_never_grows_the_query():
     plan = _public(CRYPTONETS)
-    assert [ln.lane_count(plan, b, 8192) for b in (1, 100, 1000, 1024)] == [8, 8, 8, 8]
+    assert [ln.lane_count(plan, b, 8192) for b in (1, 100, 512, 513, 1000, 1024)] == [16, 16, 16, 8, 8, 8]
     # 2 or 4 lanes would make the im2col query larger than the 784 plain ciphertexts
     assert [ln.lane_count(plan, b, 8192) for b in (1025, 2048, 4096, 8192)] == [1, 1, 1, 1]
     assert ln.lane_count(_public(None), 10, 8192) == 1
     one_stage = _public(CRYPTONETS, stages=1)
     assert ln.lane_count(one_stage, 100, 8192) == 64 and ln.lane_count(one_stage, 1000, 8192) == 8
-    assert ln.lane_rotation_steps(plan) == [1, 2, 4] and ln.lane_rotation_steps(one_stage) == []
+    assert ln.lane_rotation_steps(plan) == [1, 2, 4, 8] and ln.lane_rotation_steps(one_stage) == []
     lay = batch_layout(plan, 8192, 1000)
     assert (lay.lanes, lay.query_cts, lay.batch_size) == (8, 25 * 25, 1024)
 
@@ -139,10 +139,10 @@ def lane_setup():
 def test_batches_with_and_without_lanes_match_the_plaintext_plan(lane_setup, fast):
     plan, keys = lane_setup
     with ModelEvaluator(plan, keys.public_context(), workers=1, fast_batch=fast) as ev:
-        for b in ((5, 700) if fast else (5,)):
+        for b, lanes in (((5, 16), (700, 8)) if fast else ((5, 16),)):
             x = np.random.default_rng(b).uniform(0, 1, (b, 8, 8, 1))
             lay = keys.batch_layout(0, b)
-            assert lay.lanes == 8 and lay.query_cts < plan.input_size
+            assert lay.lanes == lanes and lay.query_cts < plan.input_size
             z = keys.decrypt_logits(ev.evaluate(keys.encrypt(x)))
             np.testing.assert_allclose(z, plan.forward(x), atol=1e-4)
         if fast:  # one lane
