@@ -110,15 +110,16 @@ def bench(n_aps: int, n_queries: int, dataset: str, base: Path, model_type: str 
 
 
 def make_query_file(path: Path, dataset: str, n: int) -> Path:
-    """n queries for batch labelling: the dataset's query pool, repeated with one-pixel shifts so that
-    every query is a distinct image (a pool of a few hundred digits cannot give 1,000 otherwise)."""
+    """n queries for batch labelling: the dataset's query pool, repeated with shifts of up to three
+    pixels (smallest first) so that every query is a distinct image (a pool of a few hundred digits
+    cannot give 1,000, let alone 8,192, otherwise)."""
     import numpy as np
 
     from capc.learning.datasets import load_dataset
 
     ds = load_dataset(dataset)
     xs, ys = [], []
-    shifts = [(0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1)]
+    shifts = sorted(((dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)), key=lambda s: (abs(s[0]) + abs(s[1]), s))
     for dy, dx in shifts:
         xs.append(np.roll(ds.x_query, (dy, dx), axis=(1, 2)))
         ys.append(ds.y_query)

@@ -215,3 +215,51 @@ def test_flooding_noise_is_gaussian_and_from_the_csprng():
     # 4-sigma tail mass of a Gaussian: 6.3e-5
     assert np.mean(np.abs(g) > 2.0) < 2e-4
     assert flooding_bits(2.0 ** -21, 2.0 ** -8, 2 * 8192) == pytest.approx(-np.log2(2.0 ** 7 * 2.0 ** -21 / 2.0 ** -7))
+
+
+def _all_slots(keys: QueryKeys, blob: bytes) -> np.ndarray:
+    """The QP's view of every slot (real parts) of a one-ciphertext single-packing result."""
+    _, sections = unframe(blob, RESULT_MAGIC, "result")
+    (_, data), = sections
+    ct, pt = seal.Ciphertext(), seal.Plaintext()
+    _Scratch().load(ct, bytes(data), keys._ctx)
+    keys._decryptor.decrypt(ct, pt)
+    return np.asarray(keys._encoder.decode_double(pt), dtype=np.float64)
+
+
+def test_partial_sums_of_the_last_map_are_hidden_like_the_logits():
+    """Single packing's last map leaves partial sums of logit rows in slots the QP decrypts.  The attack:
+    the QP reads those slots.  On the unmasked output they are the partial sums (premise: exact
+    agreement with the AP's own computation); on what the AP returns, the QP's values have no
+    correlation with them, and every one is masked by far more than its sound bound."""
+    import scipy.sparse as sp
+
+    from capc.he.bounds import partial_sum_bound
+    from capc.he.layout import result_support
+    from capc.he.plan import LinearStage, Plan, SquareStage
+
+    rng = np.random.default_rng(21)
+    m, n, k = 200, 64, 9
+    cols = np.stack([rng.choice(n, k, replace=False) for _ in range(m)])
+    w1 = sp.csr_matrix((rng.normal(size=m * k) / 3, cols.reshape(-1), np.arange(0, m * k + 1, k)), shape=(m, n))
+    plan = Plan([LinearStage(w1, rng.normal(size=m) * 0.1), SquareStage(m),
+                 LinearStage(sp.csr_matrix(rng.normal(size=(10, m)) / 10), rng.normal(size=10))], (n,), [])
+    keys = QueryKeys(plan.public_plan, choose_params(plan.public_plan))
+    spec = keys._layouts[0].diags[2]
+    support = result_support(spec, keys.slots)
+    partial = support.copy()
+    partial[:10] = False
+    assert partial.sum() > 100  # the folds spread partial sums over many slots
+    truth, seen = [], []
+    with ModelEvaluator(plan, keys.public_context()) as ev:
+        for _ in range(3):
+            q = keys.encrypt(rng.uniform(0, 1, n))
+            plain = _all_slots(keys, ev.evaluate(q))
+            masked = _all_slots(keys, ev.evaluate_masked(q, 3)[0])
+            truth.append(plain[partial])
+            seen.append(masked[partial])
+        assert ev.last_hiding["partial_coords"] == partial.sum()
+    truth, seen = np.concatenate(truth), np.concatenate(seen)
+    assert np.abs(truth).max() <= partial_sum_bound(plan) and np.abs(truth).max() > 0.1
+    assert abs(np.corrcoef(truth, seen)[0, 1]) < 0.2  # about 1/sqrt(samples) if independent
+    assert np.abs(seen).std() > 2.0 ** 20 * np.abs(truth).max()
