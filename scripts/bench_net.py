@@ -61,7 +61,7 @@ def main() -> None:
                 with ch:
                     for _ in range(args.round_trips):
                         m = ch.recv(VoteShare, timeout=30)
-                        ch.send(StepDone(m.query_id, "vote_share"))
+                        ch.send(StepDone(int(m.query_ids[0]), "vote_share"))
                     for _ in args.big_mib:
                         ch.recv(PublicContext, timeout=120)
                         ch.send(StepDone(0, "context"))
@@ -76,10 +76,10 @@ def main() -> None:
             t = threading.Thread(target=serve)
             t.start()
             ch = connect("127.0.0.1", lst.port, qp, "pg", 30, run_id=RUN)
-            share = np.arange(10, dtype=np.uint64)
+            share = np.arange(10, dtype=np.uint64).reshape(1, 10)
             t0 = time.perf_counter()
             for i in range(args.round_trips):
-                ch.send(VoteShare("qp-0", i, 10, share))
+                ch.send(VoteShare("qp-0", np.array([i], dtype=np.uint64), 10, share))
                 ch.recv(StepDone, timeout=30)
             dt = (time.perf_counter() - t0) / args.round_trips
             rows.append(("VoteShare(C=10) -> StepDone round trip", f"{1e6 * dt:.0f} us"))

@@ -266,8 +266,6 @@ class ModelEvaluator:
         encoding = header.get("encoding", "seal")
         if encoding not in ("seal", residue_wire.ENCODING):
             raise HEError(f"the query uses an unknown encoding {encoding!r}")
-        if encoding != "seal" and self.packing != "batch":
-            raise HEError("only batch queries may be residue-encoded")
         layout = self._layout(seg, header)
         lanes = header.get("lanes", 1)
         if self.packing == "batch" and lanes != layout.lanes:

@@ -30,9 +30,9 @@ from capc.he.worker_guard import exit_with_parent
 #: Fewest ciphertexts per encryption worker worth the inter-process round trip.
 _MIN_PER_WORKER = 32
 
-#: Fewest ciphertexts of a single query worth splitting over the workers (about 10 ms each to encrypt
-#: and serialise at N = 16384, against a round trip of well under a millisecond).
-_MIN_SERIALISED_PER_SPLIT = 4
+#: Fewest ciphertexts of a single query worth splitting over the workers (about 7 ms each to encode,
+#: encrypt and pack at N = 16384, against a round trip of about a millisecond).
+_MIN_SINGLE_SPLIT = 4
 
 
 def _encrypt_into(encoder: Any, encryptor: Any, scale: float, vecs: np.ndarray, packer: ResiduePacker,
@@ -61,19 +61,6 @@ def _worker_init(parms: bytes, secret_key: bytes, security_level: int, scale: fl
 
 def _worker_ping() -> None:
     return None
-
-
-def _worker_encrypt_serialised(vecs: list[np.ndarray]) -> list[bytes]:
-    """Single packing: SEAL's seeded serialisation of each vector's symmetric encryption."""
-    if "scratch" not in _WORKER:
-        _WORKER["scratch"] = _Scratch()
-    scratch = _WORKER["scratch"]
-    pt = seal.Plaintext()
-    out = []
-    for vec in vecs:
-        _WORKER["encoder"].encode(vec.tolist(), _WORKER["scale"], pt)
-        out.append(scratch.dump(_WORKER["encryptor"].encrypt_symmetric(pt)))
-    return out
 
 
 def _worker_encrypt(shm_name: str, primes: list[int], count: int, n: int, first: int, vecs: np.ndarray) -> None:
@@ -160,8 +147,10 @@ class QueryKeys:
         self._encoder = seal.CKKSEncoder(self._ctx)
         self._encryptor = seal.Encryptor(self._ctx, self._sk)
         self._decryptor = seal.Decryptor(self._ctx, self._sk)
-        #: batch queries travel as packed residues when this TenSEAL build exposes them
-        self.residue_encoding = packing == "batch" and raw.supported()
+        #: queries travel as packed residues when this TenSEAL build exposes them (else SEAL's seeded,
+        #: compressed serialisation: a smaller query, but about 5 ms more to save and 3 ms more to load
+        #: per ciphertext at N = 16384)
+        self.residue_encoding = raw.supported()
         if isinstance(encrypt_workers, bool) or not isinstance(encrypt_workers, int) or encrypt_workers < 1:
             raise HEError(f"encrypt_workers must be a positive integer, got {encrypt_workers!r}")
         #: processes encrypting a residue-encoded batch (they hold a copy of the secret key)
@@ -211,13 +200,15 @@ class QueryKeys:
         return self._scratch.dump(self._encryptor.encrypt_symmetric(pt))
 
     def _encrypt_residues(self, vecs: np.ndarray, header: dict[str, Any]) -> bytes:
-        """Batch packing: encrypt each vector and pack the residues into planes
-        (:mod:`capc.he.residue_wire`) instead of SEAL's compressed serialisation; returns the framed
-        query.  With ``encrypt_workers > 1`` the ciphertexts are split over worker processes (SEAL's
-        bindings hold the GIL) that write their planes into shared memory."""
+        """Encrypt each vector and pack the residues into planes (:mod:`capc.he.residue_wire`) instead
+        of SEAL's compressed serialisation; returns the framed query.  With ``encrypt_workers > 1`` the
+        ciphertexts are split over worker processes (SEAL's bindings hold the GIL) that write their
+        planes into shared memory: a batch of enough ciphertexts to amortise the round trip, and a
+        single query of several (its latency is on every query's critical path)."""
         primes = [m.value() for m in self._ctx.first_context_data().parms().coeff_modulus()]
         n, big_n = len(vecs), self.slots * 2
-        if self.encrypt_workers > 1 and n >= 2 * _MIN_PER_WORKER:
+        split = _MIN_SINGLE_SPLIT if self.packing == "single" else 2 * _MIN_PER_WORKER
+        if self.encrypt_workers > 1 and n >= split:
             try:
                 return self._encrypt_residues_parallel(vecs, header, primes)
             except (BrokenProcessPool, OSError) as exc:
@@ -309,27 +300,10 @@ class QueryKeys:
                   "plan": self.plan.fingerprint, "count": len(vecs), "batch": count, "segment": segment}
         if self.packing == "batch":
             header["lanes"] = layout.lanes
-        if self.packing == "batch" and self.residue_encoding:
+        if self.residue_encoding:
             header["encoding"] = residue_wire.ENCODING
             return self._encrypt_residues(np.asarray(vecs), header)
-        return frame(QUERY_MAGIC, header, [(b"C", blob) for blob in self._encrypt_serialised(list(vecs))])
-
-    def _encrypt_serialised(self, vecs: list[np.ndarray]) -> list[bytes]:
-        """SEAL's serialised symmetric encryptions of ``vecs``; a single query of several ciphertexts
-        is split over the encryption workers (its latency is on every query's critical path)."""
-        if self.encrypt_workers > 1 and len(vecs) >= _MIN_SERIALISED_PER_SPLIT:
-            try:
-                pool = self._get_pool()
-                bounds = np.linspace(0, len(vecs), self.encrypt_workers + 1).astype(int)
-                futs = [pool.submit(_worker_encrypt_serialised, vecs[lo:hi])
-                        for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-                return [blob for f in futs for blob in f.result()]
-            except (BrokenProcessPool, OSError) as exc:
-                warnings.warn(f"parallel encryption failed ({type(exc).__name__}: {exc}); encrypting in "
-                              "this process from now on", RuntimeWarning, stacklevel=3)
-                self._shutdown_pool()
-                self.encrypt_workers = 1
-        return [self._encrypt_vec(vec) for vec in vecs]
+        return frame(QUERY_MAGIC, header, [(b"C", self._encrypt_vec(vec)) for vec in vecs])
 
     def decrypt_logits(self, blob: bytes) -> np.ndarray:
         """Decrypt a result: float64 [C] (single) or [B, C] (batch), C being the outputs of the

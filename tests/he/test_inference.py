@@ -109,14 +109,27 @@ def test_bad_queries_are_refused(single):
     good = keys.encrypt(_x(1)[0])
     header, sections = unframe(good, b"CAPCHEq1", "q")
     short = frame(b"CAPCHEq1", header, sections[:-1] if len(sections) > 1 else [])
-    with pytest.raises(HEError, match="ciphertexts"):
+    with pytest.raises(HEError, match="ciphertexts|planes"):
         ev.evaluate(short)
     with pytest.raises(HEError, match="truncated|corrupt|load"):
         ev.evaluate(good[: len(good) // 2])
-    corrupted = bytearray(good)
+    # SEAL's serialisation (a build without raw residue access) detects corrupted bytes on load
+    keys.residue_encoding = False
+    try:
+        corrupted = bytearray(keys.encrypt(_x(1)[0]))
+    finally:
+        keys.residue_encoding = True
     corrupted[-5000:-4000] = os.urandom(1000)
     with pytest.raises(HEError):
         ev.evaluate(bytes(corrupted))
+    # residue planes: any residue at or above its prime is refused (tests/he/test_residue_wire.py)
+    header, sections = unframe(good, b"CAPCHEq1", "q")
+    lo = np.frombuffer(sections[0][1], dtype=np.uint32).copy()
+    hi = np.frombuffer(sections[1][1], dtype=np.uint32).copy()
+    lo[:], hi[:] = 0xFFFFFFFF, 0xFFFFFFFF
+    with pytest.raises(HEError, match="not below RNS prime 0"):
+        ev.evaluate(frame(b"CAPCHEq1", header, [(b"X", lo.tobytes()), (b"X", hi.tobytes())]
+                          + [(t, bytes(v)) for t, v in sections[2:]]))
     with pytest.raises(HEError, match="magic"):
         ev.evaluate(b"hello")
     with pytest.raises(HEError, match="frac_bits"):
@@ -184,8 +197,9 @@ def test_one_key_set_decrypts_from_several_threads(model, single):
 
 def test_a_single_query_splits_its_ciphertexts_over_the_encryption_workers():
     """Single packing with encryption workers: a query of several ciphertexts is encrypted by the
-    workers (seeded SEAL ciphertexts, as in-process), evaluates to the plan's logits, and a dead
-    worker makes the QP encrypt in its own process instead of failing the query."""
+    workers (residue planes in shared memory, as for a batch), evaluates to the plan's logits, and a
+    dead worker makes the QP encrypt in its own process instead of failing the query; a query in
+    SEAL's own serialisation is still accepted."""
     import scipy.sparse as sp
 
     from capc.he.plan import LinearStage, Plan, SquareStage
@@ -204,9 +218,15 @@ def test_a_single_query_splits_its_ciphertexts_over_the_encryption_workers():
         pool = par._pool
         assert pool is not None and len(pool._processes) == 2
         header, sections = unframe(q, b"CAPCHEq1", "query")
-        assert len(sections) == header["count"] == par._layouts[0].query_cts
+        assert header["count"] == par._layouts[0].query_cts and header["encoding"] == "ntt-residues-v1"
         ev = ModelEvaluator(plan, par.public_context())
         np.testing.assert_allclose(par.decrypt_logits(ev.evaluate(q)), plan.forward(x), atol=1e-4)
+        par.residue_encoding = False  # what a TenSEAL build without raw access sends
+        sealed = par.encrypt(x)
+        header, sections = unframe(sealed, b"CAPCHEq1", "query")
+        assert "encoding" not in header and len(sections) == header["count"]
+        np.testing.assert_allclose(par.decrypt_logits(ev.evaluate(sealed)), plan.forward(x), atol=1e-4)
+        par.residue_encoding = True
         for proc in list(pool._processes.values()):
             proc.kill()
             proc.join()
