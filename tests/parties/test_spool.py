@@ -12,6 +12,26 @@ from capc.net.messages import ModelPlan, QueryRequest, SchemaError, decode_messa
 from capc.parties import spool
 
 
+def test_the_digest_is_sha256_over_the_length_and_the_chunk_digests():
+    """An independent computation of the spool digest: the same for 1 or 2 threads, for an empty blob,
+    for sizes around a chunk boundary, and different for blobs that differ anywhere or only in
+    length (a trailing zero byte)."""
+    c = spool.DIGEST_CHUNK
+    rng = np.random.default_rng(1)
+    for size in (0, 1, c - 1, c, c + 1, 3 * c + 5):
+        blob = rng.bytes(size)
+        chunks = [blob[i:i + c] for i in range(0, size, c)] or [b""]
+        top = hashlib.sha256(b"capc-spool-digest-v1" + size.to_bytes(8, "little"))
+        for ch in chunks:
+            top.update(hashlib.sha256(ch).digest())
+        assert spool.digest(blob) == spool.digest(blob, threads=1) == top.hexdigest()
+        if size:
+            flipped = bytearray(blob)
+            flipped[size // 2] ^= 1
+            assert spool.digest(bytes(flipped)) != top.hexdigest()
+        assert spool.digest(blob + b"\0") != top.hexdigest()
+
+
 def test_a_shared_directory_is_proved_by_the_token_not_by_the_path(tmp_path):
     d = tmp_path / "spool"
     token = spool.announce(d, "ap-1")
@@ -30,7 +50,7 @@ def test_a_spooled_query_is_written_once_read_back_and_removed(tmp_path):
     blob = os.urandom(1 << 16)
     qs = spool.QuerySpool()
     name = qs.put(d, blob)
-    assert name == hashlib.sha256(blob).hexdigest() and qs.put(d, blob) == name
+    assert name == spool.digest(blob) and qs.put(d, blob) == name
     assert spool.read_spooled(d, name) == blob
     qs.clear()
     with pytest.raises(spool.SpoolError, match="not in"):
