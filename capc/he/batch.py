@@ -70,37 +70,86 @@ class _SealSide:
         self.relin = self.scratch.load(seal.RelinKeys(), relin, self.ctx)
         self.galois = self.scratch.load(seal.GaloisKeys(), galois, self.ctx) if galois else None
         self.ev = seal.Evaluator(self.ctx)
+        self._consts: dict[tuple[Any, float], seal.Plaintext] = {}
         self.pids = []
         cd = self.ctx.first_context_data()
         while cd is not None:
             self.pids.append(cd.parms_id())
             cd = cd.next_context_data()
 
-    def finish_block(self, y: np.ndarray, out: np.ndarray, level: int, scale_in: float, drops: int,
-                     square: bool, delta: float, lanesum: int = 1) -> float:
-        """Finish an affine stage on each ``y[j]`` (size 2 or 3, at ``level``, scale ``scale_in``):
-        rescale ``drops`` times, relinearising a size-3 input after the first rescale (relinearisation
-        is linear, so one per affine output replaces one per square), set the scale to ``delta``, sum
-        ``lanesum`` lanes into lane 0 (:mod:`capc.he.lanes`), and square without relinearising when
-        ``square``; write the residues to ``out[j]`` and return the output scale."""
+    def finish_block(self, y: np.ndarray, out: np.ndarray, lo: int, hi: int, level: int, scale_in: float,
+                     drops: int, square: bool, delta: float, lanesum: int = 1, paired: bool = False) -> float:
+        """Finish an affine stage on the work units ``lo .. hi`` of its outputs ``y`` (each size 2 or
+        3, at ``level``, scale ``scale_in``): rescale ``drops`` times, relinearising a size-3 input after
+        the first rescale (relinearisation is linear, so one per affine output replaces one per square;
+        before the last rescale, which divides its noise by a prime), set the scale to ``delta``, sum
+        ``lanesum`` lanes into lane 0
+        (:mod:`capc.he.lanes`), and square without relinearising when ``square``; write the residues to
+        ``out`` and return the output scale.  A unit is one output, or with ``paired`` (a lane-summed
+        stage, see :func:`pair_units`) two outputs finished as one complex ciphertext."""
         scale = 0.0
-        for j in range(y.shape[0]):
-            ct = self.finish(y[j], level, scale_in, drops, delta, lanesum)
-            if square:
-                self.ev.square_inplace(ct)
-            out[j] = raw.residues(ct)
-            scale = ct.scale
+        units = pair_units(y.shape[0]) if paired else [(j, -1) for j in range(y.shape[0])]
+        for a, b in units[lo:hi]:
+            if b < 0:
+                ct = self.finish(y[a], level, scale_in, drops, delta, lanesum)
+                if paired:  # doubled like the pairs' outputs (the next stage takes 1/4 after the square)
+                    self.ev.add_inplace(ct, ct)
+                cts = [(a, ct)]
+            else:
+                cts = list(zip((a, b), self.finish_pair(y[a], y[b], level, scale_in, drops, delta, lanesum)))
+            for j, ct in cts:
+                if square:
+                    self.ev.square_inplace(ct)
+                out[j] = raw.residues(ct)
+                scale = ct.scale
         return scale
+
+    def _i_sqrt2(self, ct: seal.Ciphertext, sign: float) -> seal.Plaintext:
+        """``sign * i sqrt 2`` in every slot at ``ct``'s level: the polynomial ``sign (X^(N/4) +
+        X^(3N/4))``, exact at scale 1 (no level, no rounding)."""
+        key = (tuple(ct.parms_id()), sign)
+        if key not in self._consts:
+            pt = seal.Plaintext()
+            slots = ct.poly_modulus_degree() // 2
+            seal.CKKSEncoder(self.ctx).encode([sign * 1j * math.sqrt(2.0)] * slots, ct.parms_id(), 1.0, pt)
+            self._consts[key] = pt
+        return self._consts[key]
+
+    def finish_pair(self, ya: np.ndarray, yb: np.ndarray, level: int, scale_in: float, drops: int,
+                    delta: float, lanesum: int) -> tuple[seal.Ciphertext, seal.Ciphertext]:
+        """Two outputs through one finish: ``z = y_a + c y_b`` with ``c = i sqrt 2`` (exact, see
+        :meth:`_i_sqrt2`), one rescale chain, one relinearisation and one lane sum, then one
+        conjugation splits it: ``z + conj(z) = 2 S(y_a)`` and ``(z - conj(z)) (-c) = 4 S(y_b)`` for the
+        lane sum S.  The stage's weights carry 1/2 for ``y_b`` (:func:`pair_scales`), so both come out
+        as twice the lane sums -- three fewer key switches per pair than two finishes."""
+        if self.galois is None:
+            raise HEError("the paired lane sum needs Galois keys the public context does not carry")
+        z = raw.new_ciphertext(self.ctx, self.pids[level], ya, scale_in)
+        zb = raw.new_ciphertext(self.ctx, self.pids[level], yb, scale_in)
+        self.ev.multiply_plain_inplace(zb, self._i_sqrt2(zb, 1.0))
+        self.ev.add_inplace(z, zb)
+        del zb
+        z = self._finish_ct(z, drops, delta, lanesum)
+        conj = seal.Ciphertext()
+        self.ev.complex_conjugate(z, self.galois, conj)
+        real = seal.Ciphertext()
+        self.ev.add(z, conj, real)
+        self.ev.sub_inplace(z, conj)
+        self.ev.multiply_plain_inplace(z, self._i_sqrt2(z, -1.0))
+        return real, z
 
     def finish(self, y: np.ndarray, level: int, scale_in: float, drops: int, delta: float,
                lanesum: int = 1) -> seal.Ciphertext:
         """One affine output ``y`` ([size, L, N] residues) rescaled ``drops`` times and relinearised,
         at scale ``delta``, its ``lanesum`` lanes summed into lane 0 (rotations by 1, 2, 4, ..: slot
         ``q P`` then holds query ``q``'s sum; the rotations run after the rescales, at fewer primes)."""
-        ct = raw.new_ciphertext(self.ctx, self.pids[level], y, scale_in)
+        return self._finish_ct(raw.new_ciphertext(self.ctx, self.pids[level], y, scale_in), drops, delta, lanesum)
+
+    def _finish_ct(self, ct: seal.Ciphertext, drops: int, delta: float, lanesum: int) -> seal.Ciphertext:
         for d in range(drops):
             self.ev.rescale_to_next_inplace(ct)
             if d == 0 and ct.size() > 2:
+                # before the last rescale, which divides the key switch's noise by a prime
                 self.ev.relinearize_inplace(ct, self.relin)
         ct.scale = delta  # removes float drift only: the true scale is Delta up to rounding
         step = 1
@@ -132,18 +181,36 @@ def _worker_ready() -> bool:
 
 def _worker_finish(in_name: str, out_name: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
                    lo: int, hi: int, level: int, scale_in: float, drops: int, square: bool,
-                   delta: float, lanesum: int) -> float:
+                   delta: float, lanesum: int, paired: bool) -> float:
     assert _WORKER is not None
     shm_in, shm_out = SharedMemory(in_name), SharedMemory(out_name)
     try:
         y = np.ndarray(in_shape, dtype=np.uint64, buffer=shm_in.buf)
         out = np.ndarray(out_shape, dtype=np.uint64, buffer=shm_out.buf)
-        scale = _WORKER.finish_block(y[lo:hi], out[lo:hi], level, scale_in, drops, square, delta, lanesum)
+        scale = _WORKER.finish_block(y, out, lo, hi, level, scale_in, drops, square, delta, lanesum, paired)
         del y, out
         return scale
     finally:
         shm_in.close()
         shm_out.close()
+
+
+def pair_units(m: int) -> list[tuple[int, int]]:
+    """The work units of a paired finish of ``m`` outputs: ``(j, j + m // 2)`` for ``j < m // 2``,
+    and ``(m - 1, -1)`` (alone) when ``m`` is odd."""
+    h = m // 2
+    return [(j, j + h) for j in range(h)] + ([(m - 1, -1)] if m % 2 else [])
+
+
+def pair_scales(m: int) -> np.ndarray:
+    """float64 [m]: the factor on each output's weights and bias for :meth:`_SealSide.finish_pair`:
+    1/2 for the second of a pair, 1 otherwise, so that the finish returns twice every lane sum (the
+    next stage, after the square, takes 1/4 on all its weights: a uniform factor keeps the relative
+    precision of its quantised weights); an unpaired output is doubled in the finish too."""
+    f = np.ones(m)
+    h = m // 2
+    f[h:2 * h] = 0.5
+    return f
 
 
 class _Linear:
@@ -216,12 +283,17 @@ class _LaneLinear:
     over ``lanes`` lanes when finished (``lanesum``)."""
 
     def __init__(self, st: LinearStage, units: np.ndarray, lanes: int, classes: list[Any], w_scale: float,
-                 s_in: float) -> None:
+                 s_in: float, paired: bool = False) -> None:
         from capc.he import lanes as ln
 
         dense, bias = ln.lane_weights(st, units)
         if not np.any(dense):
             raise HEError("an affine stage has an all-zero weight matrix")
+        #: outputs finished two at a time (:meth:`_SealSide.finish_pair`), their weights scaled for it
+        self.paired = paired and st.shape[0] > 1
+        if self.paired:
+            f = pair_scales(st.shape[0])
+            dense, bias = dense * f[:, None, None], bias * f[:, None]
         coeffs = ln.lane_coefficients(dense, lanes)  # [m, n, 2P]
         bias_c = ln.lane_coefficients(bias, lanes)    # [m, 2P]
         self.level, self.drops, self.lanesum = 0, 1, lanes
@@ -287,13 +359,16 @@ class BatchEngine:
         ``w_scales``: the weight scale per affine stage, both from the evaluator's set-up.
         ctx, parms, relin, security_level: the public context (objects and serialised bytes).
         delta: the encoding scale; ``workers``: processes for the SEAL steps and threads for the affine
-        products (1 = in-process, single-threaded).
+        products (1 = in-process, single-threaded); ``galois``: the serialised Galois keys (lane sums)
+        and ``conjugate``: whether they include the conjugation (paired finishes).
     """
 
     def __init__(self, plan: Any, schedule: list[tuple[int, float]], w_scales: dict[int, float],
                  ctx: seal.SEALContext, parms: bytes, relin: bytes, security_level: int, delta: float,
-                 workers: int, galois: bytes = b"") -> None:
+                 workers: int, galois: bytes = b"", conjugate: bool = False) -> None:
         self.plan = plan
+        #: the Galois keys include the conjugation: lane-summed outputs are finished in pairs
+        self.conjugate = bool(conjugate) and bool(galois)
         self.delta = delta
         self.workers = int(workers)
         self._init_args = (parms, relin, security_level, galois)
@@ -347,10 +422,19 @@ class BatchEngine:
             stages[0] = lin0
             if len(self.plan.stages) > 2:
                 old = self.linear[2]
+                # with a square and another affine stage after it, the outputs are finished in pairs
+                # when the context carries the conjugation key
                 lin2 = _LaneLinear(self.plan.stages[2], ln.unit_table(geom, lanes), lanes,
-                                   self._ntt_classes(old.level, lanes), self._w_scales[2], self._in_scale[2])
+                                   self._ntt_classes(old.level, lanes), self._w_scales[2], self._in_scale[2],
+                                   paired=self.conjugate and len(self.plan.stages) > 4)
                 lin2.level, lin2.drops = old.level, old.drops
                 stages[2] = lin2
+                if lin2.paired:  # its outputs come out doubled, their squares four times too large
+                    nxt = self.plan.stages[4]
+                    lin4 = _Linear(LinearStage(nxt.weight * 0.25, nxt.bias), self.primes[self.linear[4].level],
+                                   self._w_scales[4], self._in_scale[4])
+                    lin4.level, lin4.drops = self.linear[4].level, self.linear[4].drops
+                    stages[4] = lin4
             self._lane_stages[lanes] = stages
         return self._lane_stages[lanes]
 
@@ -420,17 +504,21 @@ class BatchEngine:
 
     def _square(self, y: np.ndarray, y_shm: SharedMemory | None, lin: Any,
                 shms: list[SharedMemory]) -> tuple[np.ndarray, SharedMemory | None]:
-        """Finish affine stage ``lin`` on ``y`` and square each output (size 3, not relinearised)."""
+        """Finish affine stage ``lin`` on ``y`` and square each output (size 3, not relinearised); a
+        lane-summed stage finishes its outputs in pairs (:meth:`_SealSide.finish_pair`)."""
         m, _, lvl, big_n = y.shape
         lanesum = getattr(lin, "lanesum", 1)
+        paired = bool(getattr(lin, "paired", False))
+        units = len(pair_units(m)) if paired else m
         out, out_shm = self._alloc((m, 3, lvl - lin.drops, big_n), shms)
         if out_shm is None or y_shm is None:
-            self._side().finish_block(y, out, lin.level, lin.scale, lin.drops, True, self.delta, lanesum)
+            self._side().finish_block(y, out, 0, units, lin.level, lin.scale, lin.drops, True, self.delta,
+                                      lanesum, paired)
             return out, out_shm
-        bounds = np.linspace(0, m, self.workers + 1).astype(int)
+        bounds = np.linspace(0, units, self.workers + 1).astype(int)
         pool = self._get_pool()
         futs = [pool.submit(_worker_finish, y_shm.name, out_shm.name, y.shape, out.shape, int(lo), int(hi),
-                            lin.level, lin.scale, lin.drops, True, self.delta, lanesum)
+                            lin.level, lin.scale, lin.drops, True, self.delta, lanesum, paired)
                 for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
         try:
             for f in futs:

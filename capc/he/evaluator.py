@@ -151,7 +151,7 @@ class ModelEvaluator:
         if missing or (steps and self.galois is None):
             raise HEError(f"public context lacks Galois keys for rotations {sorted(missing)[:8]}")
         if any(getattr(seg.layout, "conjugate", False) for seg in self._segs) and not header.get("conjugate"):
-            raise HEError("public context lacks the conjugation key this plan's single-query layout uses")
+            raise HEError("public context lacks the conjugation key this plan's layout uses")
         self.encoder = seal.CKKSEncoder(self.ctx)
         self.ev = seal.Evaluator(self.ctx)
         for seg in self._segs:
@@ -166,7 +166,7 @@ class ModelEvaluator:
                 w_scales = {i: p["w_scale"] for i, p in enumerate(seg.single) if "w_scale" in p}
                 seg.engine = BatchEngine(seg.plan, seg.schedule, w_scales, self.ctx, data[b"P"], data[b"R"],
                                          int(header.get("security_level", 128)), self.scale, workers,
-                                         data.get(b"G", b""))
+                                         data.get(b"G", b""), bool(header.get("conjugate")))
 
     @property
     def segments(self) -> int:

@@ -165,6 +165,7 @@ class BatchLayout:
     query_table: np.ndarray | None = None
     result_units: np.ndarray | None = None
     output_size: int = 0
+    conjugate: bool = False  # the lane-summed stage's outputs are finished in pairs (conjugation key)
 
 
 #: Relative costs for choosing layouts, in key switches (a rotation or conjugation at the level where
@@ -419,10 +420,12 @@ def batch_layout(p: PublicPlan, slots: int, batch: int | None = None) -> BatchLa
     from capc.he import lanes as ln
 
     steps = batch_rotation_steps(p, slots)
+    # a lane-summed stage followed by a square finishes its outputs two at a time (capc.he.batch)
+    conj = bool(steps) and len(p.stage_shapes) > 3
     out = p.stage_shapes[-1][1]
     lanes = 1 if batch is None else ln.lane_count(p, int(batch), slots)
     if lanes == 1:
-        return BatchLayout(slots, slots, p.input_size, steps, 1, None, None, out)
+        return BatchLayout(slots, slots, p.input_size, steps, 1, None, None, out, conj)
     g = p.first_conv
     assert g is not None
     table = ln.query_table(g, lanes)
@@ -431,7 +434,7 @@ def batch_layout(p: PublicPlan, slots: int, batch: int | None = None) -> BatchLa
     else:
         units = np.full((out, lanes), -1, dtype=np.int64)
         units[:, 0] = np.arange(out)
-    return BatchLayout(slots, slots // lanes, table.shape[0], steps, lanes, table, units, out)
+    return BatchLayout(slots, slots // lanes, table.shape[0], steps, lanes, table, units, out, conj)
 
 
 def result_values(layout: BatchLayout, vecs: list[np.ndarray] | np.ndarray, batch: int) -> np.ndarray:

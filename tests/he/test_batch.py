@@ -104,6 +104,7 @@ def test_prepare_builds_the_batch_stages_and_starts_the_workers(batch_setup):
         assert engine._pool is None and not engine._lane_stages
         ev.prepare(40)
         assert lanes > 1 and lanes in engine._lane_stages
+        assert engine._lane_stages[lanes][2].paired  # the lane-summed outputs are finished in pairs
         procs = list(engine._pool._processes.values())
         assert len(procs) == 2 and all(p.is_alive() for p in procs)
         np.testing.assert_array_equal(keys.decrypt_logits(ev.evaluate(q)), want)
@@ -151,3 +152,34 @@ def test_blocked_threaded_affine_stage_is_exact(batch_setup):
         assert [(lin.level, lin.drops) for lin in eng.linear.values()][1:] == \
             [(eng.schedule[i - 1][0], 2) for i in list(eng.linear)[1:]]
         assert batch.CHUNK < ev.N
+
+
+@pytest.mark.parametrize("hidden", [7, 8])
+def test_paired_lane_sums_give_the_plain_outputs(hidden):
+    """The lane-summed layer's outputs are finished two at a time (one complex ciphertext, one
+    relinearisation, one lane sum, one conjugation to split): with an odd layer one output goes alone.
+    Every logit matches the plaintext model, and the same evaluator without the conjugation key (the
+    unpaired finish) agrees."""
+    import keras
+
+    from capc.he.layers import Square
+
+    keras.utils.set_random_seed(hidden)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 3, strides=2, padding="same"),
+                              Square(), keras.layers.Flatten(), keras.layers.Dense(hidden), Square(),
+                              keras.layers.Dense(10)])
+    plan = compile_model(model)
+    keys = QueryKeys(plan, choose_params(plan, packing="batch"), packing="batch")
+    x = np.random.default_rng(hidden).uniform(0, 1, (9, 8, 8, 1))
+    assert keys.batch_layout(0, 9).lanes > 1
+    q = keys.encrypt(x)
+    with ModelEvaluator(plan, keys.public_context(), workers=2) as ev:
+        ev.prepare(9)
+        lanes = keys.batch_layout(0, 9).lanes
+        assert ev._segs[0].engine._lane_stages[lanes][2].paired
+        z = keys.decrypt_logits(ev.evaluate(q))
+        np.testing.assert_allclose(z, plan.forward(x), atol=1e-4)
+        ev._segs[0].engine.conjugate = False
+        ev._segs[0].engine._lane_stages.clear()
+        np.testing.assert_allclose(keys.decrypt_logits(ev.evaluate(q)), z, atol=1e-4)
+        assert not ev._segs[0].engine._lane_stages[lanes][2].paired
