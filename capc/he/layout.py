@@ -129,10 +129,6 @@ class GatherSpec:
         """Real numbers per slot the query uses (2 for a complex query)."""
         return 2 if self.complex else 1
 
-    @property
-    def key_switches(self) -> int:
-        return len(self.fold_steps) + (1 if self.complex else 0)
-
 
 @dataclass(frozen=True)
 class SingleLayout:
