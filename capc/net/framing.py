@@ -26,7 +26,11 @@ from enum import IntEnum
 from capc.net.errors import ChannelClosed, ProtocolError
 
 MAGIC = b"CAPC"
-PROTOCOL_VERSION = 3  # 2: one query is a batch of one (every request carries a list of ids); 3: hybrid segments
+#: 2: one query is a batch of one (every request carries a list of ids); 3: hybrid segments; 4: single-query
+#: layouts with spread, complex packing and the conjugation key, residue-plane single queries, paired lane
+#: sums, spooled batch queries named by a chunked digest (a peer of version 3 would lay queries out
+#: differently)
+PROTOCOL_VERSION = 4
 HEADER = struct.Struct(">4sHHHQ")
 HEADER_SIZE = HEADER.size
 
