@@ -122,7 +122,16 @@ def test_ctrl_c_or_kill_stops_every_party(tmp_path, alive, sig, status, said):
         pids = json.loads(line[5:])
         assert set(pids) == {"ap0", "ap1", "pg"} and all(alive(p) for p in pids.values())
         driver.send_signal(sig)
-        code = driver.wait(timeout=60)
+        try:
+            code = driver.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # say where it hung (seen once in CI: the driver had not exited 60 s after the signal)
+            driver.kill()
+            driver.wait()
+            log = tmp_path / "run" / "logs" / "launcher.log"
+            pytest.fail(f"the driver did not exit within 60 s of {signal.Signals(sig).name}; its stderr:\n"
+                        f"{driver.stderr.read()[-3000:]}\nlauncher.log:\n"
+                        f"{log.read_text()[-3000:] if log.exists() else '(none)'}")
         err = driver.stderr.read()
     finally:
         if driver.poll() is None:
