@@ -1,7 +1,13 @@
 """Runs ``capc.launcher.experiment.main`` with a runner whose parties never finish, for the
-Ctrl-C test: prints one line ``PIDS <json>`` once all parties are ready, then waits for them."""
+Ctrl-C test: prints one line ``PIDS <json>`` once all parties are ready, then waits for them.
+
+SIGINT is set to raise KeyboardInterrupt, as in a program started from a terminal: a process
+inherits an *ignored* SIGINT (pytest run as a background job of a non-interactive shell) and Python
+then installs no handler, so the simulated Ctrl-C would do nothing -- the one CI failure of this test.
+"""
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -22,4 +28,5 @@ def runner(config, launcher):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main(sys.argv[1:], runner=runner))

@@ -104,16 +104,20 @@ def test_party_failure_gives_status_1(tmp_path, dummy):
     assert "about to crash" in err.getvalue()
 
 
-@pytest.mark.parametrize("sig, status, said", [
-    (signal.SIGINT, 130, "interrupted; all parties of run"),
-    (signal.SIGTERM, 143, "received SIGTERM; all parties of run"),
+@pytest.mark.parametrize("sig, status, said, inherited_sigint", [
+    (signal.SIGINT, 130, "interrupted; all parties of run", "default"),
+    # pytest run as a background job of a non-interactive shell hands its children an ignored SIGINT
+    # (regression: the driver then had no KeyboardInterrupt handler and hung until the 60 s timeout)
+    (signal.SIGINT, 130, "interrupted; all parties of run", "ignored"),
+    (signal.SIGTERM, 143, "received SIGTERM; all parties of run", "default"),
 ])
-def test_ctrl_c_or_kill_stops_every_party(tmp_path, alive, sig, status, said):
+def test_ctrl_c_or_kill_stops_every_party(tmp_path, alive, sig, status, said, inherited_sigint):
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if inherited_sigint == "ignored" else None
     driver = subprocess.Popen(
         [sys.executable, str(HERE / "ctrlc_driver.py"), "--n_parties", "2", "--no-tmux",
          "--run_dir", str(tmp_path / "run")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(HERE.parents[1])})
+        env={**os.environ, "PYTHONPATH": str(HERE.parents[1])}, preexec_fn=ignore)
     try:
         for line in driver.stdout:               # blocks until every party is ready
             if line.startswith("PIDS "):
