@@ -83,9 +83,8 @@ class _SealSide:
         3, at ``level``, scale ``scale_in``): rescale ``drops`` times, relinearising a size-3 input after
         the first rescale (relinearisation is linear, so one per affine output replaces one per square;
         before the last rescale, which divides its noise by a prime), set the scale to ``delta``, sum
-        ``lanesum`` lanes into lane 0
-        (:mod:`capc.he.lanes`), and square without relinearising when ``square``; write the residues to
-        ``out`` and return the output scale.  A unit is one output, or with ``paired`` (a lane-summed
+        ``lanesum`` lanes into lane 0 (:mod:`capc.he.lanes`), and square without relinearising when
+        ``square``; write the residues to ``out`` and return the output scale.  A unit is one output, or with ``paired`` (a lane-summed
         stage, see :func:`pair_units`) two outputs finished as one complex ciphertext."""
         scale = 0.0
         units = pair_units(y.shape[0]) if paired else [(j, -1) for j in range(y.shape[0])]

@@ -153,7 +153,7 @@ class QueryKeys:
         self.residue_encoding = raw.supported()
         if isinstance(encrypt_workers, bool) or not isinstance(encrypt_workers, int) or encrypt_workers < 1:
             raise HEError(f"encrypt_workers must be a positive integer, got {encrypt_workers!r}")
-        #: processes encrypting a residue-encoded batch (they hold a copy of the secret key)
+        #: processes encrypting residue-encoded queries (they hold a copy of the secret key)
         self.encrypt_workers = encrypt_workers
         self._parms_bytes = parms_bytes
         self._pool: ProcessPoolExecutor | None = None
@@ -261,7 +261,7 @@ class QueryKeys:
     def warm_up(self) -> None:
         """Start the encryption worker processes now (in the background) rather than at the first
         batch, so that their start-up overlaps the querying party's set-up."""
-        if self.encrypt_workers > 1:
+        if self.residue_encoding and self.encrypt_workers > 1:  # only residue encoding uses them
             pool = self._get_pool()
             for _ in range(self.encrypt_workers):
                 pool.submit(_worker_ping)

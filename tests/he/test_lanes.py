@@ -221,3 +221,43 @@ def test_every_slot_of_a_lane_result_is_the_network_on_in_box_inputs(lane_setup)
         for st in plan.stages[2:]:
             v = st.weight @ v + st.bias if hasattr(st, "weight") else v * v
         np.testing.assert_allclose(got[:, q * lay.lanes + lane], v, atol=1e-3)
+
+
+def _decrypt_all_slots(keys: QueryKeys, blob: bytes) -> np.ndarray:
+    """The QP's view of a result: every slot of every ciphertext, decrypted with its secret key."""
+    from capc.he.seal import RESULT_MAGIC, unframe
+
+    _, secs = unframe(blob, RESULT_MAGIC, "result")
+    out = []
+    for _, data in secs:
+        ct = seal.Ciphertext()
+        keys._scratch.load(ct, bytes(data), keys._ctx)
+        pt = seal.Plaintext()
+        keys._decryptor.decrypt(ct, pt)
+        out.append(keys._encoder.decode_double(pt))
+    return np.asarray(out, dtype=np.float64)
+
+
+def test_qp_reading_the_other_lanes_of_a_returned_result_learns_nothing(lane_setup):
+    """Attack: besides query q's logits in slot q P, a lane-packed result holds in every other slot
+    the network on a hidden layer mixed from two queries (or on an all-zero input past the batch) --
+    functions of the AP's weights, here through the paired finish.  The QP decrypts every slot.  On
+    the unmasked output those slots are the values the layout defines (premise); on what the AP
+    returns, the QP's values have no correlation with them and each is masked far beyond its bound."""
+    plan, keys = lane_setup
+    b = 37
+    lay = keys.batch_layout(0, b)
+    assert lay.lanes > 1 and lay.conjugate  # the paired finish is the one under attack
+    x = np.random.default_rng(5).uniform(0, 1, (b, 8, 8, 1))
+    other = np.ones(keys.slots, dtype=bool)
+    other[np.arange(b) * lay.lanes] = False  # every slot but the logits the QP is entitled to
+    with ModelEvaluator(plan, keys.public_context(), workers=1) as ev:
+        q = keys.encrypt(x)
+        truth = _decrypt_all_slots(keys, ev.evaluate(q))[:, other].ravel()
+        seen = _decrypt_all_slots(keys, ev.evaluate_masked(q, 3)[0])[:, other].ravel()
+        bound = ev.derived_bound
+    want = _simulate_slots(plan, lay, x, keys.slots)[:, other].ravel()
+    np.testing.assert_allclose(truth, want, atol=1e-3)
+    assert np.abs(truth).max() <= bound and np.abs(truth).std() > 1e-3
+    assert abs(np.corrcoef(truth, seen)[0, 1]) < 0.05  # about 1/sqrt(samples) if independent
+    assert np.abs(seen).std() > 2.0 ** 20 * np.abs(truth).max()
